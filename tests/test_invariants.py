@@ -1,0 +1,52 @@
+"""Random operation sequences keep every invariant, on both kernel profiles."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .conftest import teaching
+
+KINDS = ["anon", "page_cache", "tmpfs", "ramfs", "pipes", "page_tables", "slab", "files"]
+GFPS = ["GFP_HIGHUSER_MOVABLE", "GFP_KERNEL", "GFP_KERNEL | __GFP_RECLAIMABLE", "GFP_ATOMIC"]
+
+op = st.one_of(
+    st.tuples(st.just("alloc"), st.integers(0, 4), st.sampled_from(GFPS)),
+    st.tuples(st.just("free"), st.integers(0, 10_000)),
+    st.tuples(st.just("bulk"), st.integers(0, 64), st.sampled_from(GFPS)),
+    st.tuples(st.just("activity"), st.sampled_from(KINDS), st.integers(1, 48)),
+    st.tuples(st.just("release"), st.integers(0, 10_000), st.sampled_from([1.0, 0.5, 15 / 16])),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(op, max_size=40), kernel=st.sampled_from(["6.12", "5.8"]),
+       wmin=st.sampled_from([0, 32]), seed=st.integers(0, 3))
+def test_random_sequences_keep_invariants(ops, kernel, wmin, seed):
+    m = teaching(kernel, min_free_kbytes=wmin, seed=seed)
+    total = m.zone("Normal").managed_pages
+    held: list[tuple[int, int]] = []
+    for o in ops:
+        if o[0] == "alloc":
+            pfn = m.alloc_pages(o[1], o[2])
+            if pfn is not None:
+                held.append((pfn, o[1]))
+        elif o[0] == "free" and held:
+            pfn, order = held.pop(o[1] % len(held))
+            m.free_pages(pfn, order)
+        elif o[0] == "bulk":
+            m.alloc_pages_bulk(o[1], o[2])
+        elif o[0] == "activity":
+            kind, n = o[1], o[2]
+            if kind == "files":
+                m.activity("files", count=n * 8)
+            elif kind == "pipes":
+                m.activity("pipes", count=max(1, n // 16))
+            else:
+                m.activity(kind, size=n * 4096)
+        elif o[0] == "release" and m.activities:
+            m.activities[o[1] % len(m.activities)].release(o[2])
+        m.validate()
+        z = m.zone("Normal")
+        used = int(z.nr_kind.sum())
+        assert z.nr_free_pages + used == total        # no page lost or duplicated

@@ -1,0 +1,73 @@
+"""Free-list primitives: put a free block on a list, take it off, move it.
+
+These are the only functions that touch ``zone.free_area``; they also keep
+the head page's buddy order, its list membership and NR_FREE_PAGES right.
+Pages on MIGRATE_ISOLATE lists are not counted as free, as in the kernel's
+account_freepages(), which is why isolated memory vanishes from "pages free"
+in /proc/zoneinfo while /proc/buddyinfo still shows it.
+
+Kernel: mm/page_alloc.c, __add_to_free_list(), move_to_free_list(),
+__del_page_from_free_list(), get_page_from_free_area(), account_freepages()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .constants import MigrateType
+
+if TYPE_CHECKING:
+    from .zone import FreeArea, Zone
+
+_ISOLATE = MigrateType.ISOLATE
+_HIGHATOMIC = MigrateType.HIGHATOMIC
+
+
+def account_freepages(zone: Zone, nr_pages: int, mt: int) -> None:
+    """Adjust NR_FREE_PAGES (and the highatomic counter) for list ``mt``."""
+    if mt == _ISOLATE:
+        return
+    zone.nr_free_pages += nr_pages
+    if mt == _HIGHATOMIC:
+        zone.nr_free_highatomic += nr_pages
+
+
+def add_to_free_list(zone: Zone, pfn: int, order: int, mt: int, tail: bool = False) -> None:
+    """Put the free block at ``pfn`` on ``free_list[mt]`` of its order.
+
+    New blocks go to the head of the list, or to the tail when the caller
+    expects them to merge soon (FPI_TO_TAIL, buddy_merge_likely()).
+    """
+    lst = zone.free_area[order].free_list[mt]
+    lst[pfn] = None
+    if not tail:
+        lst.move_to_end(pfn, last=False)
+    zone.node.mm.set_buddy_order(pfn, order, mt)
+    account_freepages(zone, 1 << order, mt)
+
+
+def del_page_from_free_list(zone: Zone, pfn: int, order: int, mt: int) -> None:
+    """Take the free block at ``pfn`` off its list (it is being used or merged)."""
+    del zone.free_area[order].free_list[mt][pfn]
+    zone.node.mm.clear_buddy_order(pfn)
+    account_freepages(zone, -(1 << order), mt)
+
+
+def move_to_free_list(zone: Zone, pfn: int, order: int, old_mt: int, new_mt: int) -> None:
+    """Move a free block to the tail of another migratetype's list."""
+    del zone.free_area[order].free_list[old_mt][pfn]
+    zone.free_area[order].free_list[new_mt][pfn] = None
+    zone.node.mm.owner[pfn] = new_mt
+    account_freepages(zone, -(1 << order), old_mt)
+    account_freepages(zone, 1 << order, new_mt)
+
+
+def get_page_from_free_area(area: FreeArea, mt: int) -> int | None:
+    """The first block on ``free_list[mt]`` (list_first_entry_or_null)."""
+    lst = area.free_list[mt]
+    return next(iter(lst)) if lst else None
+
+
+def free_list_mt(zone: Zone, pfn: int) -> int:
+    """The migratetype of the list a free block head is on."""
+    return int(zone.node.mm.owner[pfn])

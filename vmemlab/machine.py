@@ -1,0 +1,324 @@
+"""The machine: a booted guest that composes everything else.
+
+``Machine`` owns the node (memmap and zones), the seeded random generator,
+the simulated clock and timers, the trace, the guest's activities, and the
+text views.  It is the public entry point; the kernel-named functions in the
+other modules are what it calls.
+
+    >>> import vmemlab as vm
+    >>> m = vm.Machine(boot_memory=4 * vm.GiB, seed=0)
+    >>> m.zones["Normal"].managed > 0
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import charmap
+from .activity import ACTIVITY_CLASSES, SPECS, Activity, FilesActivity
+from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all
+from .bulk import alloc_pages_bulk
+from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
+from .node import Node
+from .page_alloc import alloc_pages, free_pages
+from .procfs import ProcFS
+from .profiles import DEFAULT_KERNEL, KernelProfile, profile
+from .trace import NullTrace, Trace
+from .validate import validate_node
+from .zone import init_per_zone_wmark_min
+
+ONLINE_TYPES = ("offline", "online", "online_kernel", "online_movable")
+LARGE_BLOCK_BOOT_END = 64 * GiB     # MEM_SIZE_FOR_LARGE_BLOCK
+MAX_BLOCK_SIZE = 2 * GiB
+
+
+@dataclass(frozen=True)
+class ZoneSummary:
+    """A read-only view of one zone (what /proc/zoneinfo says about it)."""
+
+    name: str
+    start_pfn: int
+    end_pfn: int
+    spanned: int
+    present: int
+    managed: int
+    free: int
+    min: int
+    low: int
+    high: int
+
+    def __str__(self) -> str:
+        return (f"{self.name:>8}: pfn [{self.start_pfn:#x}, {self.end_pfn:#x}) "
+                f"managed {self.managed} free {self.free} (min {self.min} low {self.low} "
+                f"high {self.high})")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The state a trace frame keeps: page and pageblock arrays plus text views."""
+
+    time: float
+    state: np.ndarray
+    kind: np.ndarray
+    flags: np.ndarray
+    pb_mt: np.ndarray
+    pb_zone: np.ndarray
+    buddyinfo: str
+    meminfo: str
+    extra: dict[str, Any]
+
+
+def probe_memory_block_size(geo: Geometry, boot_end: int) -> int:
+    """128 MiB blocks, or up to 2 GiB when boot memory ends at or above 64 GiB.
+
+    In a VM the kernel picks the largest power of two, at most 2 GiB, that
+    divides the end of boot memory.  Kernel: arch/x86/mm/init_64.c,
+    probe_memory_block_size()
+    """
+    if geo.layout != "q35" or boot_end < LARGE_BLOCK_BOOT_END:
+        return geo.memory_block_size
+    bz = MAX_BLOCK_SIZE
+    while bz > geo.section_size and boot_end % bz:
+        bz >>= 1
+    return bz
+
+
+class Machine:
+    """A booted guest.
+
+    ``boot_memory`` is the RAM QEMU gives the guest (``-m``); ``kernel``
+    picks the profile ("6.12" or "5.8"); ``geometry`` is "x86_64" (a q35
+    guest) or "teaching" (a tiny flat machine for hand exercises).
+    ``online_policy`` and ``auto_online_blocks`` are the memory-hotplug
+    settings of the same names.  ``seed`` seeds the one random generator;
+    ``trace=True`` records events and frames.
+    """
+
+    def __init__(self, boot_memory: int | str = 2 * GiB, kernel: str = DEFAULT_KERNEL,
+                 online_policy: str = "contig-zones", auto_online_blocks: str = "online",
+                 seed: int = 0, geometry: str | Geometry = "x86_64",
+                 trace: bool | Trace = False, min_free_kbytes: int | None = None,
+                 mobility_grouping: bool = True, auto_movable_ratio: int = 301) -> None:
+        geo = _geometry(geometry)
+        prof = profile(kernel)
+        boot_memory = parse_size(boot_memory)
+        _check_choice("online_policy", online_policy, prof.online_policies)
+        _check_choice("auto_online_blocks", auto_online_blocks, ONLINE_TYPES)
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise ValueError(f"seed={seed!r} must be an integer")
+        layout = boot_layout(geo, boot_memory)
+        geo = dataclasses.replace(geo, memory_block_size=probe_memory_block_size(
+            geo, layout.end_pfn << geo.page_shift))
+        self.geometry = geo
+        self.profile: KernelProfile = prof
+        self.boot_memory = boot_memory
+        self.layout: BootLayout = layout
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.online_policy = online_policy
+        self.auto_online_blocks = auto_online_blocks
+        self.auto_movable_ratio = auto_movable_ratio
+        self.now = 0.0
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self.activities: list[Activity] = []
+        self.slab_caches: dict = {}
+        self.trace: Trace | NullTrace = self._make_trace(trace)
+        self.node = Node(geo, prof, layout.end_pfn, self.trace, min_free_kbytes,
+                         mobility_grouping)
+        free_area_init(self.node, layout)
+        memblock_free_all(self.node, layout)
+        init_per_zone_wmark_min(self.node)
+        self.proc = ProcFS(self)
+
+    def _make_trace(self, trace: bool | Trace) -> Trace | NullTrace:
+        if isinstance(trace, Trace):
+            tr = trace
+        elif trace:
+            tr = Trace()
+        else:
+            return NullTrace()
+        tr.snapshot = tr.snapshot or self.snapshot
+        tr.clock = tr.clock or (lambda: self.now)
+        return tr
+
+    # -- views ---------------------------------------------------------------
+    @property
+    def zones(self) -> dict[str, ZoneSummary]:
+        """Each zone's span, sizes and watermarks, by name, in zone order."""
+        return {z.name: ZoneSummary(z.name, z.zone_start_pfn, z.zone_end_pfn, z.spanned_pages,
+                                    z.present_pages, z.managed_pages, z.nr_free_pages,
+                                    z.min_wmark_pages(), z.low_wmark_pages(),
+                                    z.high_wmark_pages())
+                for z in self.node.zones}
+
+    def zone(self, name: str | ZoneType) -> Any:
+        """The live Zone object by name ("Normal") or ZoneType."""
+        if isinstance(name, str):
+            for z in self.node.zones:
+                if z.name.lower() == name.lower():
+                    return z
+            raise ValueError(f"zone={name!r} is not one of "
+                             f"{[z.name for z in self.node.zones]}")
+        return self.node.zone(name)
+
+    def page_map(self, start: int = 0, end: int | None = None, width: int = 64) -> str:
+        """One character per page (see vmemlab.charmap for the legend)."""
+        return charmap.page_map(self.node, start, end, width)
+
+    def pageblock_map(self) -> str:
+        """One character per pageblock, one line per memory block."""
+        return charmap.pageblock_map(self.node)
+
+    def dmesg(self) -> str:
+        """The boot lines a student would look for: the e820 map and memory sizes."""
+        lines = [self.layout.dmesg()]
+        total = sum(z.managed_pages for z in self.node.zones) << self.geometry.page_shift
+        phys = sum(e - s for s, e in self.layout.memory) << self.geometry.page_shift
+        lines.append(f"Memory: {total >> 10}K/{phys >> 10}K available "
+                     f"({(phys - total) >> 10}K reserved)")
+        lines += [f"reserved [{r.start_pfn:#x}-{r.end_pfn - 1:#x}] {r.name}"
+                  for r in self.layout.reserved]
+        lines.append(f"x86/mm: Memory block size: {self.geometry.memory_block_size >> 20}MB"
+                     if self.geometry.layout == "q35" else
+                     f"memory block size: {format_size(self.geometry.memory_block_size)}")
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        rows = dict(self.proc.meminfo_rows())
+        return (f"<Machine {format_size(self.boot_memory)} {self.geometry.name} "
+                f"Linux {self.profile.name} seed={self.seed}: MemTotal {rows['MemTotal']} kB, "
+                f"MemFree {rows['MemFree']} kB>")
+
+    # -- the page allocator --------------------------------------------------
+    def alloc_pages(self, order: int, gfp: str | int = "GFP_KERNEL",
+                    kind: PageKind | str | None = None) -> int | None:
+        """Allocate 2**order pages; the first pfn, or None if the allocator fails."""
+        return alloc_pages(self.node, order, gfp, _page_kind(kind))
+
+    def free_pages(self, pfn: int, order: int) -> None:
+        """Free what ``alloc_pages`` returned; ValueError on a bad pfn or order."""
+        free_pages(self.node, pfn, order)
+
+    def alloc_pages_bulk(self, nr_pages: int, gfp: str | int = "GFP_HIGHUSER_MOVABLE",
+                         kind: PageKind | str | None = None) -> np.ndarray:
+        """Allocate order-0 pages in bulk for a new owner; return their pfns."""
+        req_kind = _page_kind(kind)
+        owner = self.node.new_owner(req_kind or PageKind.KERNEL, "alloc_pages_bulk")
+        return alloc_pages_bulk(self.node, gfp, nr_pages, req_kind, owner.id)
+
+    # -- activities ----------------------------------------------------------
+    def activity(self, kind: str, size: int | str | None = None, count: int | None = None,
+                 name: str | None = None) -> Activity:
+        """Start a named guest activity holding memory; see vmemlab.activity.
+
+        ``size`` (bytes, or "256M") for page-based kinds; ``count`` for files
+        (number of files) and pipes (number of full 64 KiB pipes).
+        """
+        if kind not in SPECS:
+            raise ValueError(f"kind={kind!r} is not one of {sorted(SPECS)}")
+        cls = ACTIVITY_CLASSES.get(kind, Activity)
+        act = cls(self, kind, name or f"{kind}#{len(self.activities)}")
+        if kind == "files":
+            if count is None or size is not None:
+                raise ValueError("files take count= (the number of files), not size=")
+            _check_count(count)
+            assert isinstance(act, FilesActivity)
+            act.create(count)
+        else:
+            nr_pages = self._activity_pages(kind, size, count)
+            act.allocate(nr_pages)
+        self.activities.append(act)
+        return act
+
+    def _activity_pages(self, kind: str, size: int | str | None, count: int | None) -> int:
+        unit = SPECS[kind].unit_pages
+        if kind == "pipes" and count is not None and size is None:
+            _check_count(count)
+            return count * unit
+        if size is None or count is not None:
+            raise ValueError(f"{kind} takes size= (bytes)"
+                             + (" or count= (pipes)" if kind == "pipes" else ""))
+        nbytes = parse_size(size)
+        pages = -(-nbytes // self.geometry.page_size)
+        return -(-pages // unit) * unit
+
+    # -- time ----------------------------------------------------------------
+    def call_at(self, when: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when the simulated clock reaches ``when`` seconds."""
+        heapq.heappush(self._timers, (when, next(self._seq), fn))
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        self.call_at(self.now + delay, fn)
+
+    def run(self, seconds: float) -> None:
+        """Advance simulated time by ``seconds``, firing timers and work on the way."""
+        if not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(f"seconds={seconds!r} must be a non-negative number")
+        end = self.now + seconds
+        while self._timers and self._timers[0][0] <= end:
+            when, _, fn = heapq.heappop(self._timers)
+            self.now = max(self.now, when)
+            fn()
+        self.now = end
+
+    def settle(self, limit: float = 24 * 3600.0) -> float:
+        """Run until no timer is due before ``limit`` seconds from now; return the time used."""
+        start = self.now
+        while self._timers and self._timers[0][0] - start <= limit:
+            when, _, fn = heapq.heappop(self._timers)
+            self.now = max(self.now, when)
+            fn()
+        return self.now - start
+
+    # -- trace ---------------------------------------------------------------
+    def step(self, label: str = "") -> None:
+        """Close a trace frame (a no-op unless the machine records a trace)."""
+        self.trace.close_frame(label)
+
+    def snapshot(self) -> Snapshot:
+        """Copy the arrays and text views a frame needs for replay."""
+        mm = self.node.mm
+        return Snapshot(self.now, mm.state.copy(), mm.kind.copy(), mm.flags.copy(),
+                        mm.pb_mt.copy(), mm.pb_zone.copy(), self.proc.buddyinfo(),
+                        self.proc.meminfo(), {})
+
+    # -- checks --------------------------------------------------------------
+    def validate(self) -> None:
+        """Check every invariant; raise vmemlab.ValidationError naming the pfn."""
+        validate_node(self.node)
+
+
+def _geometry(spec: str | Geometry) -> Geometry:
+    return geometry(spec)
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{what}={value!r} is not one of {list(choices)}")
+
+
+def _check_count(count: int) -> None:
+    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 0:
+        raise ValueError(f"count={count!r} must be a non-negative integer")
+
+
+def _page_kind(kind: PageKind | str | None) -> PageKind | None:
+    if kind is None or isinstance(kind, PageKind):
+        return kind
+    try:
+        return PageKind[str(kind).upper()]
+    except KeyError:
+        raise ValueError(f"kind={kind!r} is not one of "
+                         f"{[k.name.lower() for k in PageKind if k]}") from None
+
+
+__all__ = ["Machine", "ZoneSummary", "Snapshot", "MiB", "GiB"]

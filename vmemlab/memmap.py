@@ -1,0 +1,195 @@
+"""The memmap: per-page and per-pageblock state as numpy arrays.
+
+The kernel keeps one ``struct page`` per page frame (``mem_map``) and a few
+bits per pageblock in a bitmap.  vmemlab keeps the same facts as a struct of
+arrays, eight bytes per page:
+
+==============  =====  ==========================================================
+array           dtype  meaning
+==============  =====  ==========================================================
+``state``       u8     PageState: ABSENT, OFFLINE, RESERVED, FREE, ALLOCATED, ...
+``order``       i8     order of the block whose first page this is, else -1
+                       (free head: buddy_order(); allocated head: its order)
+``kind``        u8     PageKind of an allocated page (anon, slab, ...)
+``flags``       u8     PageFlag bits (pinned, dirty, refcount zero)
+``owner``       i32    allocated page: the owner id (an activity or allocation);
+                       free block head: the migratetype of the free list it is
+                       on (the kernel's page->lru list membership, a union
+                       with the owner fields in struct page)
+``pb_mt``       u8     per pageblock: MigrateType (the pageblock bitmap)
+``pb_zone``     u8     per pageblock: ZoneType of its pages, or NO_ZONE
+``section_online`` bool per sparsemem section: online (pfn_to_online_page())
+==============  =====  ==========================================================
+
+Writers go through the setters below, one per transition, so every change to
+the arrays is easy to find.  No Python object exists per page.
+
+Kernel: include/linux/mm_types.h (struct page), include/linux/pageblock-flags.h
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .constants import NO_ZONE, Geometry, MigrateType, PageKind, PageState, Pfn
+
+NO_OWNER = -1
+
+
+class MemMap:
+    """Per-page and per-pageblock arrays covering pfns ``[0, nr_pfns)``."""
+
+    def __init__(self, geo: Geometry, nr_pfns: int) -> None:
+        self.geo = geo
+        self.nr_pfns = 0
+        self.state = np.zeros(0, np.uint8)
+        self.order = np.zeros(0, np.int8)
+        self.kind = np.zeros(0, np.uint8)
+        self.flags = np.zeros(0, np.uint8)
+        self.owner = np.zeros(0, np.int32)
+        self.pb_mt = np.zeros(0, np.uint8)
+        self.pb_zone = np.zeros(0, np.uint8)
+        self.section_online = np.zeros(0, bool)
+        self.grow(nr_pfns)
+
+    # -- size ------------------------------------------------------------
+    def grow(self, nr_pfns: int) -> None:
+        """Extend the arrays to cover ``nr_pfns`` pfns (rounded up to a memory block).
+
+        New pfns are ABSENT and their pageblocks belong to no zone; boot
+        memmap_init_range() would mark pageblocks MOVABLE, which
+        ``init_pageblocks`` does when memory is added.
+        """
+        per_mb = self.geo.pages_per_memory_block
+        nr_pfns = -(-nr_pfns // per_mb) * per_mb
+        if nr_pfns <= self.nr_pfns:
+            return
+        extra = nr_pfns - self.nr_pfns
+        self.state = np.concatenate([self.state, np.zeros(extra, np.uint8)])
+        self.order = np.concatenate([self.order, np.full(extra, -1, np.int8)])
+        self.kind = np.concatenate([self.kind, np.zeros(extra, np.uint8)])
+        self.flags = np.concatenate([self.flags, np.zeros(extra, np.uint8)])
+        self.owner = np.concatenate([self.owner, np.full(extra, NO_OWNER, np.int32)])
+        nr_pb = extra >> self.geo.pageblock_order
+        self.pb_mt = np.concatenate([self.pb_mt, np.full(nr_pb, MigrateType.MOVABLE, np.uint8)])
+        self.pb_zone = np.concatenate([self.pb_zone, np.full(nr_pb, NO_ZONE, np.uint8)])
+        nr_sec = extra // self.geo.pages_per_section
+        self.section_online = np.concatenate([self.section_online, np.zeros(nr_sec, bool)])
+        self.nr_pfns = nr_pfns
+
+    def check_pfn(self, pfn: Pfn, what: str = "pfn") -> None:
+        """Raise ValueError unless ``pfn`` lies inside the memmap."""
+        if not isinstance(pfn, (int, np.integer)) or isinstance(pfn, bool):
+            raise ValueError(f"{what}={pfn!r} is not an integer page frame number")
+        if not 0 <= pfn < self.nr_pfns:
+            raise ValueError(f"{what}={pfn:#x} is outside physical memory "
+                             f"[0, {self.nr_pfns:#x})")
+
+    # -- pageblocks ------------------------------------------------------
+    def pageblock(self, pfn: Pfn) -> int:
+        return pfn >> self.geo.pageblock_order
+
+    def get_pageblock_migratetype(self, pfn: Pfn) -> MigrateType:
+        """Kernel: include/linux/mmzone.h, get_pageblock_migratetype()"""
+        return MigrateType(int(self.pb_mt[pfn >> self.geo.pageblock_order]))
+
+    def set_pageblock_migratetype(self, pfn: Pfn, mt: MigrateType) -> None:
+        """Kernel: mm/page_alloc.c, set_pageblock_migratetype()"""
+        self.pb_mt[pfn >> self.geo.pageblock_order] = mt
+
+    def change_pageblock_range(self, pfn: Pfn, order: int, mt: MigrateType) -> None:
+        """Set the type of every pageblock in an order-``order`` block.
+
+        Kernel: mm/page_alloc.c, change_pageblock_range()
+        """
+        first = pfn >> self.geo.pageblock_order
+        count = max(1, 1 << (order - self.geo.pageblock_order))
+        self.pb_mt[first:first + count] = mt
+
+    def set_section_online(self, start: Pfn, end: Pfn, online: bool) -> None:
+        """Mark the sections covering ``[start, end)`` online or offline."""
+        per = self.geo.pages_per_section
+        self.section_online[start // per:-(-end // per)] = online
+
+    def zone_of(self, pfn: Pfn) -> int:
+        """page_zonenum(): the zone index of a pfn, or NO_ZONE."""
+        return int(self.pb_zone[pfn >> self.geo.pageblock_order])
+
+    def set_zone(self, start: Pfn, end: Pfn, zone: int) -> None:
+        """Attach the pageblocks of ``[start, end)`` to a zone (set_page_links())."""
+        pbo = self.geo.pageblock_order
+        self.pb_zone[start >> pbo:end >> pbo] = zone
+
+    # -- page transitions ------------------------------------------------
+    def mark_absent(self, start: Pfn, end: Pfn) -> None:
+        """Pages disappear: a hole, or memory removed (sparse_remove_section)."""
+        self._reset(start, end, PageState.ABSENT)
+
+    def mark_offline(self, start: Pfn, end: Pfn) -> None:
+        """Pages have a memmap but their section is offline (add_memory, offline_pages)."""
+        self._reset(start, end, PageState.OFFLINE)
+
+    def mark_reserved(self, start: Pfn, end: Pfn) -> None:
+        """memblock reservations become PageReserved (reserve_bootmem_region)."""
+        self._reset(start, end, PageState.RESERVED)
+
+    def mark_page_offline(self, start: Pfn, end: Pfn, owner: int = NO_OWNER) -> None:
+        """Pages become PageOffline: logically offline, owned by a driver."""
+        self._reset(start, end, PageState.PAGE_OFFLINE)
+        self.owner[start:end] = owner
+
+    def mark_free(self, start: Pfn, end: Pfn) -> None:
+        """Pages join the buddy allocator (PageBuddy is set on heads separately)."""
+        self._reset(start, end, PageState.FREE)
+
+    def mark_allocated(self, start: Pfn, end: Pfn, kind: PageKind, owner: int,
+                       order: int = 0) -> None:
+        """Pages leave the buddy allocator as blocks of ``order``, used as ``kind``."""
+        self.state[start:end] = PageState.ALLOCATED
+        self.kind[start:end] = kind
+        self.flags[start:end] = 0
+        self.owner[start:end] = owner
+        if order == 0:
+            self.order[start:end] = 0
+        else:
+            self.order[start:end] = -1
+            self.order[start:end:1 << order] = order
+
+    def mark_allocated_pfns(self, pfns: np.ndarray, kind: PageKind, owner: int) -> None:
+        """Vectorized form of mark_allocated for scattered order-0 pages."""
+        self.state[pfns] = PageState.ALLOCATED
+        self.kind[pfns] = kind
+        self.flags[pfns] = 0
+        self.owner[pfns] = owner
+        self.order[pfns] = 0
+
+    def set_buddy_order(self, pfn: Pfn, order: int, list_mt: int) -> None:
+        """Mark ``pfn`` as the head of a free block on list ``list_mt``.
+
+        Kernel: mm/page_alloc.c, set_buddy_order() (plus page->lru linkage)
+        """
+        self.order[pfn] = order
+        self.owner[pfn] = list_mt
+
+    def clear_buddy_order(self, pfn: Pfn) -> None:
+        """``pfn`` stops being a free block head (merged or taken)."""
+        self.order[pfn] = -1
+        self.owner[pfn] = NO_OWNER
+
+    def _reset(self, start: Pfn, end: Pfn, state: PageState) -> None:
+        self.state[start:end] = state
+        self.order[start:end] = -1
+        self.kind[start:end] = PageKind.NONE
+        self.flags[start:end] = 0
+        self.owner[start:end] = NO_OWNER
+
+    # -- queries ---------------------------------------------------------
+    def page_is_buddy_head(self, pfn: Pfn, order: int) -> bool:
+        """PageBuddy(page) && buddy_order(page) == order.  Kernel: mm/internal.h"""
+        return self.state[pfn] == PageState.FREE and self.order[pfn] == order
+
+    def nbytes(self) -> int:
+        """Bytes held by the arrays (the simulator's own memmap cost)."""
+        arrays = (self.state, self.order, self.kind, self.flags, self.owner,
+                  self.pb_mt, self.pb_zone, self.section_online)
+        return sum(a.nbytes for a in arrays)

@@ -1,0 +1,688 @@
+"""The buddy allocator: split, merge, fallback, watermarks, and the alloc/free paths.
+
+A free block of order *o* is 2**o pages whose first pfn is a multiple of
+2**o.  Allocating takes the smallest block of the wanted migratetype and
+splits it (``expand``); freeing merges a block with its buddy
+(``pfn ^ (1 << order)``) for as long as the buddy is free (``free_one_page``).
+When the wanted migratetype has no free block, the allocator borrows from
+another type (``rmqueue_claim``/``rmqueue_steal`` in 6.12, the older
+``rmqueue_fallback`` in 5.8), possibly claiming a whole pageblock.
+
+Simplifications (also in docs/glossary.md): no per-CPU page lists (a page is
+freed straight into the buddy allocator), no compaction, no OOM killer (an
+allocation that cannot be satisfied returns None), no highatomic reserve and
+no CMA (the simulated kernel is built without CONFIG_CMA).
+
+Kernel: mm/page_alloc.c
+"""
+
+from __future__ import annotations
+
+from enum import IntFlag
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .constants import MIGRATE_PCPTYPES, MigrateType, PageKind, PageState, ZoneType
+from .freelist import (
+    add_to_free_list,
+    del_page_from_free_list,
+    get_page_from_free_area,
+    move_to_free_list,
+)
+from .gfp import Gfp, gfp_migratetype, gfp_zone, parse_gfp
+from .trace import MmPageAlloc, MmPageAllocExtfrag, MmPageFree, WarnAlloc
+
+if TYPE_CHECKING:
+    from .node import Node
+    from .zone import FreeArea, Zone
+
+_FREE = PageState.FREE
+_UNMOVABLE, _MOVABLE, _RECLAIMABLE = (MigrateType.UNMOVABLE, MigrateType.MOVABLE,
+                                      MigrateType.RECLAIMABLE)
+
+# Kernel: mm/page_alloc.c, fallbacks[]
+FALLBACKS = {
+    _UNMOVABLE: (_RECLAIMABLE, _MOVABLE),
+    _MOVABLE: (_RECLAIMABLE, _UNMOVABLE),
+    _RECLAIMABLE: (_UNMOVABLE, _MOVABLE),
+}
+
+
+class AllocFlags(IntFlag):
+    """Internal allocation flags.  Kernel: mm/internal.h, ALLOC_*"""
+
+    WMARK_MIN = 0
+    WMARK_LOW = 1
+    WMARK_HIGH = 2
+    NO_WATERMARKS = 0x04
+    OOM = 0x08
+    NON_BLOCK = 0x10
+    MIN_RESERVE = 0x20
+    CPUSET = 0x40
+    CMA = 0x80
+    NOFRAGMENT = 0x100
+    HIGHATOMIC = 0x200
+    KSWAPD = 0x800
+
+
+ALLOC_WMARK_MASK = AllocFlags.NO_WATERMARKS - 1
+ALLOC_RESERVES = (AllocFlags.OOM | AllocFlags.NON_BLOCK | AllocFlags.MIN_RESERVE
+                  | AllocFlags.HIGHATOMIC)
+
+DEFAULT_KIND = {_UNMOVABLE: PageKind.KERNEL, _MOVABLE: PageKind.ANON,
+                _RECLAIMABLE: PageKind.SLAB_RECLAIMABLE}
+
+
+# ---------------------------------------------------------------- watermarks
+def zone_watermark_ok(zone: Zone, order: int, mark: int, highest_zoneidx: int,
+                      alloc_flags: int) -> bool:
+    """Would an allocation of ``order`` keep the zone above ``mark``?
+
+    Free pages, minus the request and the pages this caller may not use,
+    must stay above the mark plus the zone's lowmem reserve against the
+    caller's highest zone.  For order > 0 a free block of at least that order
+    must also exist on an ordinary list.
+
+    Kernel: mm/page_alloc.c, __zone_watermark_ok()
+    """
+    free_pages = zone.nr_free_pages - ((1 << order) - 1)
+    if not alloc_flags & ALLOC_RESERVES:
+        free_pages -= zone.nr_free_highatomic
+    if free_pages <= _effective_min(mark, alloc_flags) + zone.lowmem_reserve[highest_zoneidx]:
+        return False
+    if order == 0:
+        return True
+    for o in range(order, len(zone.free_area)):
+        area = zone.free_area[o]
+        if any(area.free_list[mt] for mt in range(MIGRATE_PCPTYPES)):
+            return True
+    return False
+
+
+def _effective_min(mark: int, alloc_flags: int) -> int:
+    """Lower the mark for callers allowed into the reserves (__GFP_HIGH, atomic, OOM)."""
+    if alloc_flags & ALLOC_RESERVES:
+        if alloc_flags & AllocFlags.MIN_RESERVE:
+            mark -= mark // 2
+            if alloc_flags & AllocFlags.NON_BLOCK:
+                mark -= mark // 4
+        if alloc_flags & AllocFlags.OOM:
+            mark -= mark // 2
+    return mark
+
+
+def watermark_headroom(zone: Zone, alloc_flags: int, highest_zoneidx: int) -> int:
+    """How many order-0 allocations in a row pass zone_watermark_ok()."""
+    mark = zone.wmark_pages(alloc_flags & ALLOC_WMARK_MASK)
+    free_pages = zone.nr_free_pages
+    if not alloc_flags & ALLOC_RESERVES:
+        free_pages -= zone.nr_free_highatomic
+    return max(0, free_pages - _effective_min(mark, alloc_flags)
+               - zone.lowmem_reserve[highest_zoneidx])
+
+
+# ---------------------------------------------------------- split and merge
+def expand(zone: Zone, pfn: int, low: int, high: int, mt: int) -> None:
+    """Split an order-``high`` block down to order ``low``, freeing upper halves.
+
+    Each halving puts the upper half at the head of the next lower order's
+    list, so the caller keeps the block's first 2**low pages.
+
+    Kernel: mm/page_alloc.c, expand()
+    """
+    while high > low:
+        high -= 1
+        add_to_free_list(zone, pfn + (1 << high), high, mt)
+
+
+def page_del_and_expand(zone: Zone, pfn: int, order: int, high: int, mt: int) -> None:
+    """Take a block off its list and split it to ``order``.  Kernel: mm/page_alloc.c"""
+    del_page_from_free_list(zone, pfn, high, mt)
+    expand(zone, pfn, order, high, mt)
+
+
+def find_buddy_pfn(pfn: int, order: int) -> int:
+    """The pfn of the other half of the order+1 block containing ``pfn``.
+
+    >>> find_buddy_pfn(8, 1)
+    10
+
+    Kernel: mm/internal.h, __find_buddy_pfn()
+    """
+    return pfn ^ (1 << order)
+
+
+def _page_is_buddy(zone: Zone, pfn: int, order: int) -> bool:
+    """PageBuddy head of exactly ``order`` in the same zone.  Kernel: mm/internal.h"""
+    mm = zone.node.mm
+    if pfn >= mm.nr_pfns or mm.state[pfn] != _FREE or mm.order[pfn] != order:
+        return False
+    return mm.pb_zone[pfn >> zone.node.geo.pageblock_order] == zone.idx
+
+
+def _merge_blocked(zone: Zone, mt: int, buddy_mt: int) -> bool:
+    """Whether merging across pageblocks of these types is refused (by profile)."""
+    if mt == buddy_mt:
+        return False
+    if zone.node.profile.merge_barrier == "unmergeable":
+        return not (MigrateType(mt).mergeable and MigrateType(buddy_mt).mergeable)
+    # 5.10: only ISOLATE vs non-ISOLATE, and only while the zone isolates.
+    return zone.nr_isolate_pageblock > 0 and MigrateType.ISOLATE in (mt, buddy_mt)
+
+
+def free_one_page(zone: Zone, pfn: int, order: int, mt: int, to_tail: bool = False) -> int:
+    """Merge a freed block with its free buddies and put it on a free list.
+
+    Below pageblock_order buddies always merge.  At and above it, the
+    profile's rule decides whether two pageblocks of different types may
+    merge; since 6.10 a merge retypes the buddy's pageblock to ``mt``.  The
+    result goes to the tail of the list if ``to_tail`` (FPI_TO_TAIL) or if
+    the next higher buddy is free, so the block is likely to merge again.
+    Returns the head pfn of the block that was put on the list.
+
+    Kernel: mm/page_alloc.c, __free_one_page(), buddy_merge_likely()
+    """
+    node = zone.node
+    mm, pbo = node.mm, node.geo.pageblock_order
+    max_order = node.geo.max_page_order
+    hygiene = node.profile.freelist_hygiene
+    buddy = pfn
+    while order < max_order:
+        buddy = pfn ^ (1 << order)
+        if not _page_is_buddy(zone, buddy, order):
+            break
+        if order >= pbo:
+            buddy_mt = int(mm.pb_mt[buddy >> pbo])
+            if _merge_blocked(zone, mt, buddy_mt):
+                break
+            if hygiene and buddy_mt != mt:
+                mm.change_pageblock_range(buddy, order, mt)
+        del_page_from_free_list(zone, buddy, order, int(mm.owner[buddy]))
+        pfn &= buddy
+        order += 1
+    if not to_tail and order < max_order - 1:
+        higher = buddy & pfn
+        to_tail = _page_is_buddy(zone, higher ^ (1 << (order + 1)), order + 1)
+    add_to_free_list(zone, pfn, order, mt, tail=to_tail)
+    return pfn
+
+
+def free_pages_ok(zone: Zone, pfn: int, order: int, to_tail: bool = False) -> None:
+    """Free a block whose pages are already marked FREE in the memmap.
+
+    Since 6.10 a block larger than a pageblock is freed one pageblock at a
+    time, each with its own pageblock's type (split_large_buddy()); before,
+    the whole block went to the list of its first pageblock's type.
+
+    Kernel: mm/page_alloc.c, free_one_page() / split_large_buddy()
+    """
+    mm, pbo = zone.node.mm, zone.node.geo.pageblock_order
+    if order <= pbo or not zone.node.profile.freelist_hygiene:
+        free_one_page(zone, pfn, order, int(mm.pb_mt[pfn >> pbo]), to_tail)
+        return
+    for piece in range(pfn, pfn + (1 << order), 1 << pbo):
+        free_one_page(zone, piece, pbo, int(mm.pb_mt[piece >> pbo]), to_tail)
+
+
+# ----------------------------------------------------------------- rmqueue
+def rmqueue_smallest(zone: Zone, order: int, mt: int) -> int | None:
+    """Take the smallest free block of at least ``order`` from ``mt``'s lists.
+
+    Kernel: mm/page_alloc.c, __rmqueue_smallest()
+    """
+    for current_order in range(order, len(zone.free_area)):
+        pfn = get_page_from_free_area(zone.free_area[current_order], mt)
+        if pfn is not None:
+            page_del_and_expand(zone, pfn, order, current_order, mt)
+            return pfn
+    return None
+
+
+def should_try_claim_block(zone: Zone, order: int, start_mt: int) -> bool:
+    """Is a block of ``order`` worth claiming whole for ``start_mt``?
+
+    Large blocks always; unmovable and reclaimable requests always (they
+    would otherwise pollute a movable block); small movable requests never.
+
+    Kernel: mm/page_alloc.c, should_try_claim_block() (can_steal_fallback() before 6.15)
+    """
+    pbo = zone.node.geo.pageblock_order
+    return (order >= pbo or order >= pbo // 2
+            or start_mt in (_RECLAIMABLE, _UNMOVABLE)
+            or zone.node.page_group_by_mobility_disabled)
+
+
+def find_suitable_fallback(zone: Zone, area: FreeArea, order: int, start_mt: int,
+                           claimable: bool) -> int:
+    """The first fallback type with a free block of ``order``; -1 none; -2 stop.
+
+    Kernel: mm/page_alloc.c, find_suitable_fallback()
+    """
+    if claimable and not should_try_claim_block(zone, order, start_mt):
+        return -2
+    for fallback_mt in FALLBACKS[MigrateType(start_mt)]:
+        if area.free_list[fallback_mt]:
+            return fallback_mt
+    return -1
+
+
+def _count_free_and_movable(zone: Zone, start: int) -> tuple[int, int]:
+    """Free pages and LRU/movable_ops pages in the pageblock at ``start``."""
+    mm = zone.node.mm
+    end = start + zone.node.geo.pageblock_nr_pages
+    state = mm.state[start:end]
+    free_pages = int(np.count_nonzero(state == _FREE))
+    kinds = mm.kind[start:end][state == PageState.ALLOCATED]
+    movable = int(np.count_nonzero(_MOVABLE_KIND_TABLE[kinds]))
+    return free_pages, movable
+
+
+_MOVABLE_KIND_TABLE = np.array([PageKind(k).lru or PageKind(k).movable_ops
+                                for k in range(max(PageKind) + 1)], dtype=bool)
+
+
+def move_freepages_block(zone: Zone, start: int, old_mt: int | None, new_mt: int) -> int:
+    """Move the free blocks of one pageblock to ``new_mt``'s lists (tail).
+
+    With ``old_mt`` given only blocks on that list move (6.12); with None
+    every free block moves wherever it was (5.10's move_freepages()).
+    Returns the number of pages moved.
+
+    Kernel: mm/page_alloc.c, __move_freepages_block() / move_freepages_block()
+    """
+    mm = zone.node.mm
+    end = start + zone.node.geo.pageblock_nr_pages
+    heads = start + np.flatnonzero((mm.state[start:end] == _FREE) & (mm.order[start:end] >= 0))
+    moved = 0
+    for pfn in heads.tolist():
+        list_mt = int(mm.owner[pfn])
+        if old_mt is not None and list_mt != old_mt:
+            continue
+        order = int(mm.order[pfn])
+        move_to_free_list(zone, pfn, order, list_mt, new_mt)
+        moved += 1 << order
+    return moved
+
+
+def _alike_pages(zone: Zone, start_mt: int, block_mt: int, free_pages: int,
+                 movable: int) -> int:
+    """Pages in the block compatible with the requester (try_to_claim_block())."""
+    if start_mt == _MOVABLE:
+        return movable
+    if block_mt == _MOVABLE:
+        return zone.node.geo.pageblock_nr_pages - (free_pages + movable)
+    return 0
+
+
+def try_to_claim_block(zone: Zone, pfn: int, current_order: int, order: int,
+                       start_mt: int, block_mt: int) -> int | None:
+    """Claim the whole pageblock of a fallback block, then allocate from it.
+
+    A block of at least pageblock_order simply changes owner.  A smaller one
+    moves its pageblock only if at least half the pageblock is free or
+    "alike" (movable pages for a movable request; non-movable pages for an
+    unmovable or reclaimable request taking from a movable block).
+
+    Kernel: mm/page_alloc.c, try_to_claim_block() (6.12.y: try_to_steal_block())
+    """
+    node = zone.node
+    geo = node.geo
+    if current_order >= geo.pageblock_order:
+        del_page_from_free_list(zone, pfn, current_order, block_mt)
+        node.mm.change_pageblock_range(pfn, current_order, start_mt)
+        expand(zone, pfn, order, current_order, start_mt)
+        return pfn
+    start = pfn & ~(geo.pageblock_nr_pages - 1)
+    if not (zone.spans(start) and zone.spans(start + geo.pageblock_nr_pages - 1)):
+        return None
+    free_pages, movable = _count_free_and_movable(zone, start)
+    alike = _alike_pages(zone, start_mt, block_mt, free_pages, movable)
+    if (free_pages + alike >= 1 << (geo.pageblock_order - 1)
+            or node.page_group_by_mobility_disabled):
+        move_freepages_block(zone, start, block_mt, start_mt)
+        node.mm.set_pageblock_migratetype(start, MigrateType(start_mt))
+        return rmqueue_smallest(zone, order, start_mt)
+    return None
+
+
+def _trace_extfrag(zone: Zone, pfn: int, order: int, fallback_order: int,
+                   start_mt: int, fallback_mt: int) -> None:
+    node = zone.node
+    node.count_event("pgalloc_extfrag")
+    if node.trace.enabled:
+        owned = node.mm.get_pageblock_migratetype(pfn) == start_mt
+        node.emit(MmPageAllocExtfrag(pfn, order, fallback_order, start_mt, fallback_mt,
+                                     owned, fallback_order < node.geo.pageblock_order))
+
+
+def rmqueue_claim(zone: Zone, order: int, start_mt: int, alloc_flags: int) -> int | None:
+    """Try to claim a whole pageblock from another type, largest block first.
+
+    Kernel: mm/page_alloc.c, __rmqueue_claim()
+    """
+    pbo = zone.node.geo.pageblock_order
+    min_order = pbo if order < pbo and alloc_flags & AllocFlags.NOFRAGMENT else order
+    for current_order in range(len(zone.free_area) - 1, min_order - 1, -1):
+        area = zone.free_area[current_order]
+        fallback_mt = find_suitable_fallback(zone, area, current_order, start_mt, True)
+        if fallback_mt == -1:
+            continue
+        if fallback_mt == -2:
+            break
+        pfn = get_page_from_free_area(area, fallback_mt)
+        page = try_to_claim_block(zone, pfn, current_order, order, start_mt, fallback_mt)
+        if page is not None:
+            _trace_extfrag(zone, page, order, current_order, start_mt, fallback_mt)
+            return page
+    return None
+
+
+def rmqueue_steal(zone: Zone, order: int, start_mt: int) -> int | None:
+    """Take the smallest adequate block of another type, leaving its pageblock alone.
+
+    Kernel: mm/page_alloc.c, __rmqueue_steal()
+    """
+    for current_order in range(order, len(zone.free_area)):
+        area = zone.free_area[current_order]
+        fallback_mt = find_suitable_fallback(zone, area, current_order, start_mt, False)
+        if fallback_mt == -1:
+            continue
+        pfn = get_page_from_free_area(area, fallback_mt)
+        page_del_and_expand(zone, pfn, order, current_order, fallback_mt)
+        _trace_extfrag(zone, pfn, order, current_order, start_mt, fallback_mt)
+        return pfn
+    return None
+
+
+def rmqueue_fallback(zone: Zone, order: int, start_mt: int, alloc_flags: int) -> bool:
+    """5.8-era fallback: take the largest fallback block, maybe steal its pageblock.
+
+    Small movable requests that may not claim a block take the smallest
+    fallback block instead.  Whole-block claims move *all* free pages of the
+    pageblock to the requester's lists even when the pageblock keeps its old
+    type (no freelist hygiene before 6.10).  Returns True if the requester's
+    lists now hold a block; the caller retries __rmqueue_smallest().
+
+    Kernel: mm/page_alloc.c (5.10), __rmqueue_fallback(), steal_suitable_fallback()
+    """
+    geo = zone.node.geo
+    min_order = geo.pageblock_order if alloc_flags & AllocFlags.NOFRAGMENT else order
+    for current_order in range(len(zone.free_area) - 1, min_order - 1, -1):
+        area = zone.free_area[current_order]
+        fallback_mt = find_suitable_fallback(zone, area, current_order, start_mt, False)
+        if fallback_mt == -1:
+            continue
+        can_steal = should_try_claim_block(zone, current_order, start_mt)
+        if not can_steal and start_mt == _MOVABLE and current_order > order:
+            current_order, fallback_mt = _smallest_fallback(zone, order, start_mt)
+            area = zone.free_area[current_order]
+        pfn = get_page_from_free_area(area, fallback_mt)
+        _steal_suitable_fallback(zone, pfn, current_order, start_mt, fallback_mt, can_steal)
+        _trace_extfrag(zone, pfn, order, current_order, start_mt, fallback_mt)
+        return True
+    return False
+
+
+def _smallest_fallback(zone: Zone, order: int, start_mt: int) -> tuple[int, int]:
+    for current_order in range(order, len(zone.free_area)):
+        fallback_mt = find_suitable_fallback(zone, zone.free_area[current_order],
+                                             current_order, start_mt, False)
+        if fallback_mt != -1:
+            return current_order, fallback_mt
+    raise AssertionError("VM_BUG_ON: a fallback block was found before")
+
+
+def _steal_suitable_fallback(zone: Zone, pfn: int, current_order: int, start_mt: int,
+                             list_mt: int, whole_block: bool) -> None:
+    """Kernel: mm/page_alloc.c (5.10), steal_suitable_fallback()"""
+    node, geo = zone.node, zone.node.geo
+    block_mt = int(node.mm.pb_mt[pfn >> geo.pageblock_order])
+    if block_mt == MigrateType.HIGHATOMIC:
+        move_to_free_list(zone, pfn, current_order, list_mt, start_mt)
+        return
+    if current_order >= geo.pageblock_order:
+        node.mm.change_pageblock_range(pfn, current_order, start_mt)
+        move_to_free_list(zone, pfn, current_order, list_mt, start_mt)
+        return
+    start = pfn & ~(geo.pageblock_nr_pages - 1)
+    if not whole_block or not zone.spans(start + geo.pageblock_nr_pages - 1):
+        move_to_free_list(zone, pfn, current_order, list_mt, start_mt)
+        return
+    _, movable = _count_free_and_movable(zone, start)
+    free_pages = move_freepages_block(zone, start, None, start_mt)
+    alike = _alike_pages(zone, start_mt, block_mt, free_pages, movable)
+    if (free_pages + alike >= 1 << (geo.pageblock_order - 1)
+            or node.page_group_by_mobility_disabled):
+        node.mm.set_pageblock_migratetype(start, MigrateType(start_mt))
+
+
+def rmqueue(zone: Zone, order: int, mt: int, alloc_flags: int) -> int | None:
+    """Take a block of ``order`` for migratetype ``mt`` from one zone.
+
+    First the requested type's lists; then the profile's fallback.
+
+    Kernel: mm/page_alloc.c, __rmqueue()
+    """
+    page = rmqueue_smallest(zone, order, mt)
+    if page is not None:
+        return page
+    if zone.node.profile.fallback == "claim_steal":
+        page = rmqueue_claim(zone, order, mt, alloc_flags)
+        if page is None and not alloc_flags & AllocFlags.NOFRAGMENT:
+            page = rmqueue_steal(zone, order, mt)
+        return page
+    while rmqueue_fallback(zone, order, mt, alloc_flags):
+        page = rmqueue_smallest(zone, order, mt)
+        if page is not None:
+            return page
+    return None
+
+
+# -------------------------------------------------------------- allocation
+def alloc_flags_nofragment(node: Node, zone: Zone | None) -> int:
+    """ALLOC_NOFRAGMENT when the preferred zone is Normal and DMA32 exists.
+
+    The allocator then prefers falling back to DMA32 over splitting another
+    type's pageblock in Normal.  Kernel: mm/page_alloc.c, alloc_flags_nofragment()
+    """
+    if zone is None or zone.idx != ZoneType.NORMAL:
+        return 0
+    return AllocFlags.NOFRAGMENT if node.zone(ZoneType.DMA32).populated() else 0
+
+
+def gfp_to_alloc_flags(gfp: Gfp, order: int) -> int:
+    """Slow-path flags: the min watermark, reserves for __GFP_HIGH and atomics.
+
+    Kernel: mm/page_alloc.c, gfp_to_alloc_flags()
+    """
+    flags = AllocFlags.WMARK_MIN | AllocFlags.CPUSET
+    if gfp & Gfp.HIGH:
+        flags |= AllocFlags.MIN_RESERVE
+    if gfp & Gfp.KSWAPD_RECLAIM:
+        flags |= AllocFlags.KSWAPD
+    if not gfp & Gfp.DIRECT_RECLAIM:
+        if not gfp & Gfp.NOMEMALLOC:
+            flags |= AllocFlags.NON_BLOCK
+        if order > 0:
+            flags |= AllocFlags.HIGHATOMIC
+    return flags
+
+
+def get_page_from_freelist(node: Node, order: int, mt: int, highest: int,
+                           alloc_flags: int) -> tuple[Zone, int] | None:
+    """Walk the zonelist and take a block from the first zone that has one.
+
+    Under ALLOC_NOFRAGMENT the walk is repeated without it if every zone
+    refused.  Kernel: mm/page_alloc.c, get_page_from_freelist()
+    """
+    while True:
+        for zone in node.zonelist(ZoneType(highest)):
+            mark = zone.wmark_pages(alloc_flags & ALLOC_WMARK_MASK)
+            if not zone_watermark_ok(zone, order, mark, highest, alloc_flags):
+                continue
+            pfn = rmqueue(zone, order, mt, alloc_flags)
+            if pfn is not None:
+                return zone, pfn
+        if not alloc_flags & AllocFlags.NOFRAGMENT:
+            return None
+        alloc_flags &= ~AllocFlags.NOFRAGMENT
+
+
+def check_order(node: Node, order: int) -> None:
+    """Raise ValueError unless ``order`` is a valid buddy order for this machine."""
+    if not isinstance(order, (int, np.integer)) or isinstance(order, bool) \
+            or not 0 <= order <= node.geo.max_page_order:
+        raise ValueError(f"order={order!r} must be an int in 0..MAX_PAGE_ORDER="
+                         f"{node.geo.max_page_order}")
+
+
+class AllocRequest:
+    """What one allocation asks for, decoded once (the kernel's alloc_context)."""
+
+    __slots__ = ("gfp", "order", "highest", "mt", "kind")
+
+    def __init__(self, node: Node, order: int, gfp: str | int, kind: PageKind | None) -> None:
+        check_order(node, order)
+        self.gfp = parse_gfp(gfp)
+        self.order = int(order)
+        self.highest = gfp_zone(self.gfp)
+        self.mt = node.gfp_migratetype(gfp_migratetype(self.gfp))
+        self.kind = PageKind(kind) if kind is not None else DEFAULT_KIND[gfp_migratetype(self.gfp)]
+
+
+def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
+    """Allocate one block: fast path, then kswapd, the min watermark, direct reclaim.
+
+    Returns (zone, head pfn) of a block still marked FREE in the memmap;
+    ``prep_new_page`` hands it to its owner.
+
+    Kernel: mm/page_alloc.c, __alloc_pages() and __alloc_pages_slowpath()
+    """
+    from .reclaim import direct_reclaim, wakeup_kswapd  # reclaim frees via this module
+
+    zonelist = node.zonelist(req.highest)
+    if not zonelist:
+        return None
+    flags = AllocFlags.WMARK_LOW | alloc_flags_nofragment(node, zonelist[0])
+    if req.gfp & Gfp.KSWAPD_RECLAIM:
+        flags |= AllocFlags.KSWAPD
+    got = get_page_from_freelist(node, req.order, req.mt, req.highest, flags)
+    if got is not None:
+        return got
+    slow = gfp_to_alloc_flags(req.gfp, req.order)
+    if slow & AllocFlags.KSWAPD:
+        wakeup_kswapd(node, req.order, req.highest)
+    got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+    while got is None and req.gfp & Gfp.DIRECT_RECLAIM:
+        if not direct_reclaim(node, req.order, req.highest):
+            break
+        got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+    if got is None and not req.gfp & Gfp.NOWARN:
+        node.emit(WarnAlloc(req.order, int(req.gfp)))
+        node.count_event("allocstall_fail")
+    return got
+
+
+def prep_new_page(zone: Zone, pfn: int, req: AllocRequest, owner: int) -> None:
+    """Hand a block taken from the free lists to its owner.
+
+    Kernel: mm/page_alloc.c, prep_new_page() (plus the accounting vmstat does)
+    """
+    node = zone.node
+    n = 1 << req.order
+    node.mm.mark_allocated(pfn, pfn + n, req.kind, owner, req.order)
+    zone.nr_kind[req.kind] += n
+    node.count_event(f"pgalloc_{zone.name.lower()}", n)
+    if node.trace.enabled:
+        node.emit(MmPageAlloc(pfn, req.order, req.mt, int(req.gfp)))
+
+
+def alloc_pages(node: Node, order: int, gfp: str | int = "GFP_KERNEL",
+                kind: PageKind | None = None, owner: int | None = None,
+                name: str = "alloc_pages") -> int | None:
+    """Allocate 2**order contiguous pages; return the first pfn or None.
+
+    ``kind`` says what the pages are used for (default: from the gfp's
+    migratetype: kernel memory, anonymous memory, reclaimable slab).  With
+    no ``owner`` the allocation becomes its own owner, which ``free_pages``
+    checks and which follows the pages if they are migrated.
+
+    Kernel: include/linux/gfp.h alloc_pages(), mm/page_alloc.c __alloc_pages()
+    """
+    req = AllocRequest(node, order, gfp, kind)
+    got = alloc_block(node, req)
+    if got is None:
+        return None
+    zone, pfn = got
+    if owner is None:
+        rec = node.new_owner(req.kind, name, raw=True)
+        rec.pfn = rec.first_pfn = pfn
+        rec.order, owner = req.order, rec.id
+    prep_new_page(zone, pfn, req, owner)
+    return pfn
+
+
+# ------------------------------------------------------------------- freeing
+def free_block(node: Node, pfn: int, order: int, to_tail: bool = False) -> None:
+    """Return an allocated block to the buddy allocator (no argument checks).
+
+    Kernel: mm/page_alloc.c, __free_pages() -> free_one_page()
+    """
+    zone = node.page_zone(pfn)
+    end = pfn + (1 << order)
+    zone_uncharge(zone, node.mm.kind[pfn:end])
+    node.mm.mark_free(pfn, end)
+    if node.trace.enabled:
+        node.emit(MmPageFree(pfn, order))
+    node.count_event("pgfree", 1 << order)
+    free_pages_ok(zone, pfn, order, to_tail)
+
+
+def zone_uncharge(zone: Zone, kinds: np.ndarray) -> None:
+    """Subtract pages of the given kinds from the zone's per-kind counters."""
+    counts = np.bincount(kinds, minlength=len(zone.nr_kind))
+    zone.nr_kind -= counts[: len(zone.nr_kind)]
+
+
+def free_pages(node: Node, pfn: int, order: int) -> None:
+    """Free a block that ``alloc_pages`` returned.
+
+    Raises ValueError, changing nothing, if ``pfn``/``order`` is not an
+    allocation made by ``alloc_pages`` (a double free, a wrong order, a page
+    of an activity, a page that was migrated away).
+
+    Kernel: mm/page_alloc.c, __free_pages()
+    """
+    _check_raw_free(node, pfn, order)
+    owner = node.owners[int(node.mm.owner[pfn])]
+    owner.pfn = -1
+    free_block(node, pfn, order)
+
+
+def _check_raw_free(node: Node, pfn: int, order: int) -> None:
+    mm = node.mm
+    mm.check_pfn(pfn)
+    check_order(node, order)
+    state = PageState(int(mm.state[pfn]))
+    if state != PageState.ALLOCATED:
+        raise ValueError(f"pfn={pfn:#x} is not allocated (it is {state.name}); "
+                         f"double free?{_migrated_hint(node, pfn)}")
+    owner = node.owners[int(mm.owner[pfn])]
+    if not owner.raw:
+        raise ValueError(f"pfn={pfn:#x} belongs to {owner.name!r} (owner {owner.id}), "
+                         f"not to an alloc_pages() call{_migrated_hint(node, pfn)}")
+    if owner.pfn != pfn:
+        raise ValueError(f"pfn={pfn:#x} is not the first page of its allocation; "
+                         f"alloc_pages() returned {owner.pfn:#x}")
+    if owner.order != order:
+        raise ValueError(f"order={order} does not match: pfn={pfn:#x} was allocated "
+                         f"with order {owner.order}")
+
+
+def _migrated_hint(node: Node, pfn: int) -> str:
+    """Explain a stale pfn: its allocation was migrated (e.g. by alloc_contig_range)."""
+    for o in node.owners:
+        if o.raw and o.first_pfn == pfn and o.pfn not in (pfn, -1):
+            return f" (its allocation was migrated to pfn {o.pfn:#x})"
+    return ""

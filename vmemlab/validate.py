@@ -1,0 +1,193 @@
+"""Validators: check every invariant of the page allocator state.
+
+The model functions trust their inputs; these do not.  Each ``validate_*``
+function recomputes a fact from the memmap arrays and compares it with what
+the free lists and counters say, raising ``ValidationError`` with the pfn
+and both values on the first disagreement.  Tests call ``validate_node``
+after every operation; ``Machine.validate`` adds the hotplug and virtio-mem
+checks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .constants import PageKind, PageState
+
+if TYPE_CHECKING:
+    from .node import Node
+    from .zone import Zone
+
+
+class ValidationError(AssertionError):
+    """A broken invariant of the simulated machine (a vmemlab bug)."""
+
+
+def _fail(msg: str) -> None:
+    raise ValidationError(msg)
+
+
+def validate_free_lists(node: Node) -> None:
+    """Every list entry is a free head of the list's order, type and zone; nothing twice."""
+    mm = node.mm
+    seen: set[int] = set()
+    for zone in node.zones:
+        for order, area in enumerate(zone.free_area):
+            for mt, lst in enumerate(area.free_list):
+                for pfn in lst:
+                    if pfn in seen:
+                        _fail(f"pfn {pfn:#x} is on two free lists")
+                    seen.add(pfn)
+                    _check_head(node, zone, pfn, order, mt)
+    heads = np.flatnonzero((mm.state == PageState.FREE) & (mm.order >= 0))
+    if len(heads) != len(seen):
+        missing = sorted(set(heads.tolist()) - seen)
+        _fail(f"free block head pfn {missing[0]:#x} is on no free list" if missing
+              else f"{len(seen)} list entries but {len(heads)} free heads")
+
+
+def _check_head(node: Node, zone: Zone, pfn: int, order: int, mt: int) -> None:
+    mm = node.mm
+    if mm.state[pfn] != PageState.FREE or mm.order[pfn] != order:
+        _fail(f"pfn {pfn:#x} on the order-{order} list has state "
+              f"{PageState(int(mm.state[pfn])).name} order {int(mm.order[pfn])}")
+    if pfn & ((1 << order) - 1):
+        _fail(f"pfn {pfn:#x} on the order-{order} list is not aligned")
+    if int(mm.owner[pfn]) != mt:
+        _fail(f"pfn {pfn:#x} is on list {mt} but records list {int(mm.owner[pfn])}")
+    end = pfn + (1 << order)
+    if np.any(mm.state[pfn:end] != PageState.FREE):
+        bad = pfn + int(np.argmax(mm.state[pfn:end] != PageState.FREE))
+        _fail(f"pfn {bad:#x} inside the free order-{order} block at {pfn:#x} is not free")
+    zones = mm.pb_zone[pfn >> node.geo.pageblock_order:
+                       -(-end >> node.geo.pageblock_order)]
+    if np.any(zones != zone.idx):
+        _fail(f"free block {pfn:#x} order {order} is on {zone.name}'s list but "
+              f"covers pageblocks of zone(s) {sorted(set(zones.tolist()))}")
+    if node.profile.freelist_hygiene:
+        pbo = node.geo.pageblock_order
+        types = mm.pb_mt[pfn >> pbo: max(pfn >> pbo, (end - 1) >> pbo) + 1]
+        if np.any(types != mt):
+            _fail(f"free block {pfn:#x} order {order} is on list {mt} but its "
+                  f"pageblock type is {int(types[0])} (freelist hygiene, 6.10+)")
+
+
+def validate_coverage(node: Node) -> None:
+    """Every FREE page lies in exactly one free block."""
+    mm = node.mm
+    heads = np.flatnonzero((mm.state == PageState.FREE) & (mm.order >= 0))
+    sizes = np.left_shift(1, mm.order[heads].astype(np.int64))
+    diff = np.zeros(mm.nr_pfns + 1, np.int64)
+    np.add.at(diff, heads, 1)
+    np.add.at(diff, heads + sizes, -1)
+    cover = np.cumsum(diff[:-1])
+    free = mm.state == PageState.FREE
+    bad = np.flatnonzero(cover != free)
+    if len(bad):
+        pfn = int(bad[0])
+        _fail(f"pfn {pfn:#x}: state {PageState(int(mm.state[pfn])).name} but covered by "
+              f"{int(cover[pfn])} free blocks")
+
+
+def validate_merged(node: Node) -> None:
+    """No two free buddies that the rules let merge are left unmerged."""
+    from .page_alloc import _merge_blocked
+
+    mm, geo = node.mm, node.geo
+    heads = np.flatnonzero((mm.state == PageState.FREE) & (mm.order >= 0)
+                           & (mm.order < geo.max_page_order))
+    orders = mm.order[heads].astype(np.int64)
+    buddies = heads ^ np.left_shift(1, orders)
+    inside = buddies < mm.nr_pfns
+    heads, orders, buddies = heads[inside], orders[inside], buddies[inside]
+    pbo = geo.pageblock_order
+    mergeable = ((mm.state[buddies] == PageState.FREE) & (mm.order[buddies] == orders)
+                 & (mm.pb_zone[buddies >> pbo] == mm.pb_zone[heads >> pbo]))
+    for pfn, buddy, order in zip(heads[mergeable].tolist(), buddies[mergeable].tolist(),
+                                 orders[mergeable].tolist(), strict=True):
+        zone = node.page_zone(pfn)
+        if order >= pbo and _merge_blocked(zone, int(mm.pb_mt[pfn >> pbo]),
+                                           int(mm.pb_mt[buddy >> pbo])):
+            continue
+        _fail(f"free buddies {pfn:#x} and {buddy:#x} of order {order} were not merged")
+
+
+def validate_zone_counters(node: Node) -> None:
+    """NR_FREE_PAGES, per-kind counts and page accounting agree with the arrays."""
+    from .constants import MigrateType
+
+    mm = node.mm
+    for zone in node.zones:
+        free = sum((len(lst) << order) for order, area in enumerate(zone.free_area)
+                   for mt, lst in enumerate(area.free_list) if mt != MigrateType.ISOLATE)
+        if free != zone.nr_free_pages:
+            _fail(f"zone {zone.name}: nr_free_pages={zone.nr_free_pages} but the "
+                  f"non-isolated free lists hold {free}")
+        in_zone = _zone_pages(node, zone)
+        states = np.bincount(mm.state[in_zone], minlength=len(PageState))
+        kinds = np.bincount(mm.kind[in_zone][mm.state[in_zone] == PageState.ALLOCATED],
+                            minlength=len(PageKind))
+        if not np.array_equal(kinds, zone.nr_kind):
+            k = int(np.argmax(kinds != zone.nr_kind))
+            _fail(f"zone {zone.name}: {PageKind(k).name} count {int(zone.nr_kind[k])} "
+                  f"but {int(kinds[k])} such pages are allocated")
+        managed = states[PageState.FREE] + states[PageState.ALLOCATED]
+        if managed != zone.managed_pages:
+            _fail(f"zone {zone.name}: managed_pages={zone.managed_pages} but free + "
+                  f"allocated = {int(managed)}")
+        present = managed + states[PageState.RESERVED] + states[PageState.PAGE_OFFLINE]
+        if present != zone.present_pages:
+            _fail(f"zone {zone.name}: present_pages={zone.present_pages} but free + "
+                  f"allocated + reserved + offline = {int(present)}")
+        isolated = int(np.count_nonzero(mm.pb_mt[_zone_pageblocks(node, zone)]
+                                        == MigrateType.ISOLATE))
+        if isolated != zone.nr_isolate_pageblock:
+            _fail(f"zone {zone.name}: nr_isolate_pageblock={zone.nr_isolate_pageblock} "
+                  f"but {isolated} pageblocks are ISOLATE")
+
+
+def _zone_pageblocks(node: Node, zone: Zone) -> np.ndarray:
+    return np.flatnonzero(node.mm.pb_zone == zone.idx)
+
+
+def _zone_pages(node: Node, zone: Zone) -> np.ndarray:
+    """Pfns of pages in the zone that are online (present and not offline)."""
+    mm = node.mm
+    mask = np.repeat(mm.pb_zone == zone.idx, node.geo.pageblock_nr_pages)
+    mask &= (mm.state != PageState.ABSENT) & (mm.state != PageState.OFFLINE)
+    return np.flatnonzero(mask)
+
+
+def validate_pages(node: Node) -> None:
+    """Allocated and free pages belong to a zone; allocated pages to a known owner."""
+    mm = node.mm
+    zone_of_page = np.repeat(mm.pb_zone, node.geo.pageblock_nr_pages)
+    live = (mm.state == PageState.FREE) | (mm.state == PageState.ALLOCATED)
+    stray = np.flatnonzero(live & (zone_of_page == 255))
+    if len(stray):
+        _fail(f"pfn {int(stray[0]):#x} is {PageState(int(mm.state[stray[0]])).name} "
+              "but belongs to no zone")
+    alloc = mm.state == PageState.ALLOCATED
+    owners = mm.owner[alloc]
+    bad = np.flatnonzero(alloc & ((mm.owner < 0) | (mm.owner >= len(node.owners))))
+    if len(bad):
+        _fail(f"allocated pfn {int(bad[0]):#x} has unknown owner {int(mm.owner[bad[0]])}")
+    if len(owners) and np.any(mm.kind[alloc] == PageKind.NONE):
+        pfn = int(np.flatnonzero(alloc & (mm.kind == PageKind.NONE))[0])
+        _fail(f"allocated pfn {pfn:#x} has no kind")
+    for owner in node.owners:
+        if owner.raw and owner.pfn >= 0 and (mm.state[owner.pfn] != PageState.ALLOCATED
+                                             or mm.owner[owner.pfn] != owner.id):
+            _fail(f"alloc_pages() block of owner {owner.id} should be at "
+                  f"pfn {owner.pfn:#x} but is not")
+
+
+def validate_node(node: Node) -> None:
+    """Run every page-allocator validator."""
+    validate_pages(node)
+    validate_free_lists(node)
+    validate_coverage(node)
+    validate_merged(node)
+    validate_zone_counters(node)
