@@ -16,6 +16,7 @@ ramfs          GFP_HIGHUSER                Unmovable    on the LRU but dirty wit
 pipes          GFP_HIGHUSER|__GFP_ACCOUNT  Unmovable    no
 page_tables    GFP_KERNEL (PGTABLE_USER)   Unmovable    no
 slab           GFP_KERNEL                  Unmovable    no (kmalloc)
+slab_reclaim.. GFP_KERNEL|__GFP_RECLAIMABLE Reclaimable no (whole slab pages)
 kernel         GFP_KERNEL                  Unmovable    no (vmalloc, stacks, drivers)
 files          dentry + inode slab,        Reclaimable  no; a slab page is freed
                GFP_KERNEL|__GFP_RECLAIMABLE             only when all its objects are
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bulk import alloc_pages_bulk, free_pages_bulk
+from .bulk import alloc_bulk_runs, alloc_pages_bulk, free_pages_bulk
 from .constants import PageFlag, PageKind, PageState, format_size
 from .slab import DENTRY, EXT4_INODE, SlabCache
 
@@ -72,6 +73,8 @@ SPECS = {
     "page_tables": ActivitySpec(PageKind.PAGETABLE, "GFP_KERNEL | __GFP_ZERO | __GFP_ACCOUNT",
                                 "page-table pages"),
     "slab": ActivitySpec(PageKind.SLAB, "GFP_KERNEL", "kmalloc memory (unreclaimable slab)"),
+    "slab_reclaimable": ActivitySpec(PageKind.SLAB_RECLAIMABLE, "GFP_KERNEL | __GFP_RECLAIMABLE",
+                                     "reclaimable slab pages (dentries, inodes)"),
     "kernel": ActivitySpec(PageKind.KERNEL, "GFP_KERNEL", "vmalloc, stacks, driver pages"),
     "files": ActivitySpec(PageKind.SLAB_RECLAIMABLE, "GFP_KERNEL | __GFP_RECLAIMABLE",
                           "empty files: a dentry and an ext4 inode each"),
@@ -120,10 +123,11 @@ class Activity:
     def allocate(self, nr_pages: int) -> int:
         """Allocate ``nr_pages`` more pages; return how many were obtained."""
         owner = self._new_owner()
-        got = alloc_pages_bulk(self.node, self.spec.gfp, nr_pages, self.spec.kind, owner)
+        runs = alloc_bulk_runs(self.node, self.spec.gfp, nr_pages, self.spec.kind, owner)
+        got = sum(n for _, n in runs)
         self.requested += nr_pages << self.node.geo.page_shift
-        self.shortfall += (nr_pages - len(got)) << self.node.geo.page_shift
-        return len(got)
+        self.shortfall += (nr_pages - got) << self.node.geo.page_shift
+        return got
 
     def release(self, fraction: float = 1.0) -> int:
         """Free all (1.0) or a seeded random ``fraction`` of this activity's memory.
@@ -151,12 +155,16 @@ def _check_fraction(fraction: float) -> None:
 class AnonActivity(Activity):
     """Anonymous memory plus the page-table pages that map it."""
 
-    def __init__(self, machine: Machine, kind: str, name: str) -> None:
+    def __init__(self, machine: Machine, kind: str, name: str,
+                 page_tables: bool = True) -> None:
         super().__init__(machine, kind, name)
+        self.page_tables = page_tables
         self.pt_owner = -1
 
     def allocate(self, nr_pages: int) -> int:
         """Touch ``nr_pages`` pages: a PTE page first for every 2 MiB, then the pages."""
+        if not self.page_tables:
+            return super().allocate(nr_pages)
         if self.pt_owner < 0:
             self.pt_owner = self.node.new_owner(PageKind.PAGETABLE, f"{self.name} (page tables)",
                                                 self).id
@@ -180,6 +188,7 @@ class AnonActivity(Activity):
         return got_total
 
     def page_table_pages(self) -> np.ndarray:
+        """The page-table pages mapping this memory."""
         mm = self.node.mm
         return np.flatnonzero((mm.owner == self.pt_owner) & (mm.state == PageState.ALLOCATED))
 

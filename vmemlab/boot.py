@@ -197,27 +197,38 @@ def memblock_free_all(node: Node, layout: BootLayout) -> None:
     mm/mm_init.c, reserve_bootmem_region()
     """
     mm = node.mm
-    reserved = np.zeros(mm.nr_pfns, bool)
     for r in layout.reserved:
-        reserved[r.start_pfn:r.end_pfn] = True
-    for start, end in layout.memory:
-        res = start + np.flatnonzero(reserved[start:end])
-        mm.state[res] = PageState.RESERVED
+        for start, end in _intersect([(r.start_pfn, r.end_pfn)], layout.memory):
+            mm.mark_reserved(start, end)
     for zone in node.zones:
         if zone.present_pages:
             s, e = zone.zone_start_pfn, zone.zone_end_pfn
             zone.managed_pages = zone.present_pages - int(
                 np.count_nonzero(mm.state[s:e] == PageState.RESERVED))
-    for start, end in layout.memory:
-        for s, e in _free_ranges(reserved, start, end):
-            free_range(node, s, e)
+    reserved = sorted((r.start_pfn, r.end_pfn) for r in layout.reserved)
+    for start, end in _subtract(layout.memory, reserved):
+        free_range(node, start, end)
 
 
-def _free_ranges(reserved: np.ndarray, start: int, end: int) -> list[tuple[int, int]]:
-    """Maximal runs of unreserved pfns in [start, end)."""
-    free = ~reserved[start:end]
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], free.astype(np.int8), [0]])))
-    return [(start + int(a), start + int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Pairwise overlaps of two lists of half-open ranges."""
+    return [(max(s1, s2), min(e1, e2)) for s1, e1 in a for s2, e2 in b
+            if max(s1, s2) < min(e1, e2)]
+
+
+def _subtract(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``ranges`` minus the sorted ``holes``: for_each_free_mem_range()."""
+    out = []
+    for start, end in ranges:
+        for hs, he in holes:
+            if he <= start or hs >= end:
+                continue
+            if hs > start:
+                out.append((start, hs))
+            start = max(start, he)
+        if start < end:
+            out.append((start, end))
+    return out
 
 
 def free_range(node: Node, start: int, end: int, to_tail: bool = True) -> None:

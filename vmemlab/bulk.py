@@ -48,6 +48,11 @@ if TYPE_CHECKING:
     from .node import Node
     from .zone import Zone
 
+_GFP_KSWAPD = int(Gfp.KSWAPD_RECLAIM)
+
+
+Run = tuple[int, int]  # (first pfn, number of pages)
+
 
 def alloc_pages_bulk(node: Node, gfp: str | int, nr_pages: int,
                      kind: PageKind | None = None, owner: int = -1) -> np.ndarray:
@@ -56,16 +61,25 @@ def alloc_pages_bulk(node: Node, gfp: str | int, nr_pages: int,
     Stops early, like the loop it replaces, at the first page the allocator
     cannot provide even after reclaim.
     """
+    runs = alloc_bulk_runs(node, gfp, nr_pages, kind, owner)
+    if not runs:
+        return np.zeros(0, np.int64)
+    return np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in runs])
+
+
+def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
+                    kind: PageKind | None = None, owner: int = -1) -> list[Run]:
+    """``alloc_pages_bulk`` returning runs of consecutive pfns instead of pfns."""
     req = AllocRequest(node, 0, gfp, kind)
     if nr_pages < 0:
         raise ValueError(f"nr_pages={nr_pages} must not be negative")
     zonelist = node.zonelist(req.highest)
-    out: list[np.ndarray] = []
+    out: list[Run] = []
     remaining = nr_pages
     if not zonelist:
-        return np.zeros(0, np.int64)
+        return out
     fast = AllocFlags.WMARK_LOW | alloc_flags_nofragment(node, zonelist[0])
-    if req.gfp & Gfp.KSWAPD_RECLAIM:
+    if req.gfp & _GFP_KSWAPD:
         fast |= AllocFlags.KSWAPD
     while remaining:
         remaining -= _bulk_from_freelist(node, zonelist, req, remaining, fast, owner, out)
@@ -76,13 +90,13 @@ def alloc_pages_bulk(node: Node, gfp: str | int, nr_pages: int,
             break
         zone, pfn = got
         prep_new_page(zone, pfn, req, owner)
-        out.append(np.array([pfn], np.int64))
+        out.append((pfn, 1))
         remaining -= 1
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+    return out
 
 
 def _bulk_from_freelist(node: Node, zonelist: list[Zone], req: AllocRequest, limit: int,
-                        alloc_flags: int, owner: int, out: list[np.ndarray]) -> int:
+                        alloc_flags: int, owner: int, out: list[Run]) -> int:
     """get_page_from_freelist() for many pages: zone by zone, pass by pass."""
     taken = 0
     passes = [alloc_flags]
@@ -104,7 +118,7 @@ def _bulk_from_freelist(node: Node, zonelist: list[Zone], req: AllocRequest, lim
 
 
 def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner: int,
-                  out: list[np.ndarray]) -> int:
+                  out: list[Run]) -> int:
     """Take ``n`` order-0 pages from one zone: whole blocks, then fallback steps."""
     got = 0
     while got < n:
@@ -115,16 +129,17 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
         if pfn is None:
             break
         prep_new_page(zone, pfn, req, owner)
-        out.append(np.array([pfn], np.int64))
+        out.append((pfn, 1))
         got += 1
     return got
 
 
 def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
-                        out: list[np.ndarray]) -> int:
+                        out: list[Run]) -> int:
     """Repeated __rmqueue_smallest(order 0) on the requester's own lists."""
     taken = 0
     mt = req.mt
+    runs: list[list[int]] = []
     for order, area in enumerate(zone.free_area):
         lst = area.free_list[mt]
         while lst and taken < want:
@@ -133,10 +148,16 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
             use = min(size, want - taken)
             del_page_from_free_list(zone, pfn, order, mt)
             _free_tail(zone, pfn + use, pfn + size, mt)
-            _hand_out(zone, pfn, use, req, owner, out)
+            if runs and runs[-1][0] + runs[-1][1] == pfn:
+                runs[-1][1] += use
+            else:
+                runs.append([pfn, use])
             taken += use
         if taken == want:
             break
+    for pfn, n in runs:
+        _hand_out(zone, pfn, n, req, owner)
+        out.append((pfn, n))
     return taken
 
 
@@ -158,16 +179,14 @@ def _largest_aligned_order(pfn: int, nr: int) -> int:
     return min(order, nr.bit_length() - 1)
 
 
-def _hand_out(zone: Zone, pfn: int, n: int, req: AllocRequest, owner: int,
-              out: list[np.ndarray]) -> None:
+def _hand_out(zone: Zone, pfn: int, n: int, req: AllocRequest, owner: int) -> None:
     node = zone.node
     node.mm.mark_allocated(pfn, pfn + n, req.kind, owner, 0)
     zone.nr_kind[req.kind] += n
-    node.count_event(f"pgalloc_{zone.name.lower()}", n)
+    node.count_event(zone.pgalloc_event, n)
     if node.trace.enabled:
         for p in range(pfn, pfn + n):
-            node.emit(MmPageAlloc(p, 0, req.mt, int(req.gfp)))
-    out.append(np.arange(pfn, pfn + n, dtype=np.int64))
+            node.emit(MmPageAlloc(p, 0, req.mt, req.gfp))
 
 
 def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:

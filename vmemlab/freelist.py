@@ -1,7 +1,8 @@
 """Free-list primitives: put a free block on a list, take it off, move it.
 
 These are the only functions that touch ``zone.free_area``; they also keep
-the head page's buddy order, its list membership and NR_FREE_PAGES right.
+the head page's buddy order and list membership in the memmap (its only
+writer) and NR_FREE_PAGES right.
 Pages on MIGRATE_ISOLATE lists are not counted as free, as in the kernel's
 account_freepages(), which is why isolated memory vanishes from "pages free"
 in /proc/zoneinfo while /proc/buddyinfo still shows it.
@@ -19,8 +20,8 @@ from .constants import MigrateType
 if TYPE_CHECKING:
     from .zone import FreeArea, Zone
 
-_ISOLATE = MigrateType.ISOLATE
-_HIGHATOMIC = MigrateType.HIGHATOMIC
+_ISOLATE = int(MigrateType.ISOLATE)
+_HIGHATOMIC = int(MigrateType.HIGHATOMIC)
 
 
 def account_freepages(zone: Zone, nr_pages: int, mt: int) -> None:
@@ -42,15 +43,21 @@ def add_to_free_list(zone: Zone, pfn: int, order: int, mt: int, tail: bool = Fal
     lst[pfn] = None
     if not tail:
         lst.move_to_end(pfn, last=False)
-    zone.node.mm.set_buddy_order(pfn, order, mt)
-    account_freepages(zone, 1 << order, mt)
+    mm = zone.node.mm
+    mm.order[pfn] = order
+    mm.owner[pfn] = mt
+    if mt != _ISOLATE:
+        account_freepages(zone, 1 << order, mt)
 
 
 def del_page_from_free_list(zone: Zone, pfn: int, order: int, mt: int) -> None:
     """Take the free block at ``pfn`` off its list (it is being used or merged)."""
     del zone.free_area[order].free_list[mt][pfn]
-    zone.node.mm.clear_buddy_order(pfn)
-    account_freepages(zone, -(1 << order), mt)
+    mm = zone.node.mm
+    mm.order[pfn] = -1
+    mm.owner[pfn] = -1
+    if mt != _ISOLATE:
+        account_freepages(zone, -(1 << order), mt)
 
 
 def move_to_free_list(zone: Zone, pfn: int, order: int, old_mt: int, new_mt: int) -> None:

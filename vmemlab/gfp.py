@@ -16,6 +16,7 @@ Kernel: include/linux/gfp_types.h, include/linux/gfp.h
 from __future__ import annotations
 
 from enum import IntFlag
+from functools import lru_cache
 
 from .constants import MigrateType, ZoneType
 
@@ -88,6 +89,19 @@ _NAMES["__GFP_RECLAIM"] = __GFP_RECLAIM
 _NAMES["0"] = Gfp(0)
 
 
+@lru_cache(maxsize=256)
+def _parse_gfp_str(spec: str) -> Gfp:
+    mask = Gfp(0)
+    for part in spec.split("|"):
+        name = part.strip()
+        if name not in _NAMES:
+            raise ValueError(f"gfp={spec!r}: unknown flag {name!r}; known: "
+                             "GFP_KERNEL, GFP_HIGHUSER_MOVABLE, GFP_DMA32, "
+                             "__GFP_MOVABLE, __GFP_RECLAIMABLE, ...")
+        mask |= _NAMES[name]
+    return mask
+
+
 def parse_gfp(spec: str | int | Gfp) -> Gfp:
     """Turn "GFP_KERNEL | __GFP_RECLAIMABLE" (or an int mask) into a Gfp mask.
 
@@ -100,15 +114,7 @@ def parse_gfp(spec: str | int | Gfp) -> Gfp:
         return Gfp(spec)
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"gfp={spec!r} is not a gfp mask such as 'GFP_KERNEL'")
-    mask = Gfp(0)
-    for part in spec.split("|"):
-        name = part.strip()
-        if name not in _NAMES:
-            raise ValueError(f"gfp={spec!r}: unknown flag {name!r}; known: "
-                             "GFP_KERNEL, GFP_HIGHUSER_MOVABLE, GFP_DMA32, "
-                             "__GFP_MOVABLE, __GFP_RECLAIMABLE, ...")
-        mask |= _NAMES[name]
-    return mask
+    return _parse_gfp_str(spec)
 
 
 def format_gfp(mask: int) -> str:
@@ -126,6 +132,7 @@ def format_gfp(mask: int) -> str:
     return "|".join(parts) or "0"
 
 
+@lru_cache(maxsize=256)
 def gfp_zone(mask: int) -> ZoneType:
     """Return the highest zone an allocation with this mask may use.
 
@@ -149,6 +156,7 @@ def gfp_zone(mask: int) -> ZoneType:
     return ZoneType.NORMAL
 
 
+@lru_cache(maxsize=256)
 def gfp_migratetype(mask: int) -> MigrateType:
     """Return the mobility class the mask asks for.
 

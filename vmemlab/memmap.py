@@ -22,7 +22,10 @@ array           dtype  meaning
 ==============  =====  ==========================================================
 
 Writers go through the setters below, one per transition, so every change to
-the arrays is easy to find.  No Python object exists per page.
+the arrays is easy to find; the one exception is a free block's head
+(its ``order`` and list in ``owner``), which only vmemlab.freelist writes,
+as the kernel's set_buddy_order() and list_add() do.  No Python object
+exists per page.
 
 Kernel: include/linux/mm_types.h (struct page), include/linux/pageblock-flags.h
 """
@@ -34,6 +37,12 @@ import numpy as np
 from .constants import NO_ZONE, Geometry, MigrateType, PageKind, PageState, Pfn
 
 NO_OWNER = -1
+# Plain ints for array writes (numpy treats IntEnum members slowly).
+_ABSENT, _OFFLINE = int(PageState.ABSENT), int(PageState.OFFLINE)
+_RESERVED = int(PageState.RESERVED)
+_FREE, _ALLOCATED, _PAGE_OFFLINE = (int(PageState.FREE), int(PageState.ALLOCATED),
+                                    int(PageState.PAGE_OFFLINE))
+_NONE = int(PageKind.NONE)
 
 
 class MemMap:
@@ -65,16 +74,16 @@ class MemMap:
         if nr_pfns <= self.nr_pfns:
             return
         extra = nr_pfns - self.nr_pfns
-        self.state = np.concatenate([self.state, np.zeros(extra, np.uint8)])
-        self.order = np.concatenate([self.order, np.full(extra, -1, np.int8)])
-        self.kind = np.concatenate([self.kind, np.zeros(extra, np.uint8)])
-        self.flags = np.concatenate([self.flags, np.zeros(extra, np.uint8)])
-        self.owner = np.concatenate([self.owner, np.full(extra, NO_OWNER, np.int32)])
+        self.state = _extend(self.state, extra, 0)
+        self.order = _extend(self.order, extra, -1)
+        self.kind = _extend(self.kind, extra, 0)
+        self.flags = _extend(self.flags, extra, 0)
+        self.owner = _extend(self.owner, extra, NO_OWNER)
         nr_pb = extra >> self.geo.pageblock_order
-        self.pb_mt = np.concatenate([self.pb_mt, np.full(nr_pb, MigrateType.MOVABLE, np.uint8)])
-        self.pb_zone = np.concatenate([self.pb_zone, np.full(nr_pb, NO_ZONE, np.uint8)])
-        nr_sec = extra // self.geo.pages_per_section
-        self.section_online = np.concatenate([self.section_online, np.zeros(nr_sec, bool)])
+        self.pb_mt = _extend(self.pb_mt, nr_pb, int(MigrateType.MOVABLE))
+        self.pb_zone = _extend(self.pb_zone, nr_pb, NO_ZONE)
+        self.section_online = _extend(self.section_online, extra // self.geo.pages_per_section,
+                                      False)
         self.nr_pfns = nr_pfns
 
     def check_pfn(self, pfn: Pfn, what: str = "pfn") -> None:
@@ -123,30 +132,30 @@ class MemMap:
     # -- page transitions ------------------------------------------------
     def mark_absent(self, start: Pfn, end: Pfn) -> None:
         """Pages disappear: a hole, or memory removed (sparse_remove_section)."""
-        self._reset(start, end, PageState.ABSENT)
+        self._reset(start, end, _ABSENT)
 
     def mark_offline(self, start: Pfn, end: Pfn) -> None:
         """Pages have a memmap but their section is offline (add_memory, offline_pages)."""
-        self._reset(start, end, PageState.OFFLINE)
+        self._reset(start, end, _OFFLINE)
 
     def mark_reserved(self, start: Pfn, end: Pfn) -> None:
         """memblock reservations become PageReserved (reserve_bootmem_region)."""
-        self._reset(start, end, PageState.RESERVED)
+        self._reset(start, end, _RESERVED)
 
     def mark_page_offline(self, start: Pfn, end: Pfn, owner: int = NO_OWNER) -> None:
         """Pages become PageOffline: logically offline, owned by a driver."""
-        self._reset(start, end, PageState.PAGE_OFFLINE)
+        self._reset(start, end, _PAGE_OFFLINE)
         self.owner[start:end] = owner
 
     def mark_free(self, start: Pfn, end: Pfn) -> None:
         """Pages join the buddy allocator (PageBuddy is set on heads separately)."""
-        self._reset(start, end, PageState.FREE)
+        self._reset(start, end, _FREE)
 
     def mark_allocated(self, start: Pfn, end: Pfn, kind: PageKind, owner: int,
                        order: int = 0) -> None:
         """Pages leave the buddy allocator as blocks of ``order``, used as ``kind``."""
-        self.state[start:end] = PageState.ALLOCATED
-        self.kind[start:end] = kind
+        self.state[start:end] = _ALLOCATED
+        self.kind[start:end] = int(kind)
         self.flags[start:end] = 0
         self.owner[start:end] = owner
         if order == 0:
@@ -157,39 +166,34 @@ class MemMap:
 
     def mark_allocated_pfns(self, pfns: np.ndarray, kind: PageKind, owner: int) -> None:
         """Vectorized form of mark_allocated for scattered order-0 pages."""
-        self.state[pfns] = PageState.ALLOCATED
-        self.kind[pfns] = kind
+        self.state[pfns] = _ALLOCATED
+        self.kind[pfns] = int(kind)
         self.flags[pfns] = 0
         self.owner[pfns] = owner
         self.order[pfns] = 0
 
-    def set_buddy_order(self, pfn: Pfn, order: int, list_mt: int) -> None:
-        """Mark ``pfn`` as the head of a free block on list ``list_mt``.
-
-        Kernel: mm/page_alloc.c, set_buddy_order() (plus page->lru linkage)
-        """
-        self.order[pfn] = order
-        self.owner[pfn] = list_mt
-
-    def clear_buddy_order(self, pfn: Pfn) -> None:
-        """``pfn`` stops being a free block head (merged or taken)."""
-        self.order[pfn] = -1
-        self.owner[pfn] = NO_OWNER
-
-    def _reset(self, start: Pfn, end: Pfn, state: PageState) -> None:
+    def _reset(self, start: Pfn, end: Pfn, state: int) -> None:
         self.state[start:end] = state
         self.order[start:end] = -1
-        self.kind[start:end] = PageKind.NONE
+        self.kind[start:end] = _NONE
         self.flags[start:end] = 0
         self.owner[start:end] = NO_OWNER
 
     # -- queries ---------------------------------------------------------
     def page_is_buddy_head(self, pfn: Pfn, order: int) -> bool:
         """PageBuddy(page) && buddy_order(page) == order.  Kernel: mm/internal.h"""
-        return self.state[pfn] == PageState.FREE and self.order[pfn] == order
+        return self.state.item(pfn) == _FREE and self.order.item(pfn) == order
 
     def nbytes(self) -> int:
         """Bytes held by the arrays (the simulator's own memmap cost)."""
         arrays = (self.state, self.order, self.kind, self.flags, self.owner,
                   self.pb_mt, self.pb_zone, self.section_online)
         return sum(a.nbytes for a in arrays)
+
+
+def _extend(arr: np.ndarray, extra: int, fill: int | bool) -> np.ndarray:
+    """A copy of ``arr`` with ``extra`` more entries set to ``fill``."""
+    out = np.empty(len(arr) + extra, arr.dtype)
+    out[:len(arr)] = arr
+    out[len(arr):] = fill
+    return out

@@ -18,7 +18,6 @@ Kernel: mm/page_alloc.c
 
 from __future__ import annotations
 
-from enum import IntFlag
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,7 +36,8 @@ if TYPE_CHECKING:
     from .node import Node
     from .zone import FreeArea, Zone
 
-_FREE = PageState.FREE
+# Plain ints: comparing numpy scalars with IntEnum members is slow.
+_FREE = int(PageState.FREE)
 _UNMOVABLE, _MOVABLE, _RECLAIMABLE = (MigrateType.UNMOVABLE, MigrateType.MOVABLE,
                                       MigrateType.RECLAIMABLE)
 
@@ -49,8 +49,11 @@ FALLBACKS = {
 }
 
 
-class AllocFlags(IntFlag):
-    """Internal allocation flags.  Kernel: mm/internal.h, ALLOC_*"""
+class AllocFlags:
+    """Internal allocation flags, plain ints as the kernel's #defines.
+
+    Kernel: mm/internal.h, ALLOC_*
+    """
 
     WMARK_MIN = 0
     WMARK_LOW = 1
@@ -67,6 +70,9 @@ class AllocFlags(IntFlag):
 
 
 ALLOC_WMARK_MASK = AllocFlags.NO_WATERMARKS - 1
+_GFP_HIGH, _GFP_KSWAPD = int(Gfp.HIGH), int(Gfp.KSWAPD_RECLAIM)
+_GFP_DIRECT = int(Gfp.DIRECT_RECLAIM)
+_GFP_NOMEMALLOC, _GFP_NOWARN = int(Gfp.NOMEMALLOC), int(Gfp.NOWARN)
 ALLOC_RESERVES = (AllocFlags.OOM | AllocFlags.NON_BLOCK | AllocFlags.MIN_RESERVE
                   | AllocFlags.HIGHATOMIC)
 
@@ -156,9 +162,9 @@ def find_buddy_pfn(pfn: int, order: int) -> int:
 def _page_is_buddy(zone: Zone, pfn: int, order: int) -> bool:
     """PageBuddy head of exactly ``order`` in the same zone.  Kernel: mm/internal.h"""
     mm = zone.node.mm
-    if pfn >= mm.nr_pfns or mm.state[pfn] != _FREE or mm.order[pfn] != order:
+    if pfn >= mm.nr_pfns or mm.state.item(pfn) != _FREE or mm.order.item(pfn) != order:
         return False
-    return mm.pb_zone[pfn >> zone.node.geo.pageblock_order] == zone.idx
+    return mm.pb_zone.item(pfn >> zone.node.geo.pageblock_order) == zone.zid
 
 
 def _merge_blocked(zone: Zone, mt: int, buddy_mt: int) -> bool:
@@ -491,18 +497,18 @@ def alloc_flags_nofragment(node: Node, zone: Zone | None) -> int:
     return AllocFlags.NOFRAGMENT if node.zone(ZoneType.DMA32).populated() else 0
 
 
-def gfp_to_alloc_flags(gfp: Gfp, order: int) -> int:
+def gfp_to_alloc_flags(gfp: int, order: int) -> int:
     """Slow-path flags: the min watermark, reserves for __GFP_HIGH and atomics.
 
     Kernel: mm/page_alloc.c, gfp_to_alloc_flags()
     """
     flags = AllocFlags.WMARK_MIN | AllocFlags.CPUSET
-    if gfp & Gfp.HIGH:
+    if gfp & _GFP_HIGH:
         flags |= AllocFlags.MIN_RESERVE
-    if gfp & Gfp.KSWAPD_RECLAIM:
+    if gfp & _GFP_KSWAPD:
         flags |= AllocFlags.KSWAPD
-    if not gfp & Gfp.DIRECT_RECLAIM:
-        if not gfp & Gfp.NOMEMALLOC:
+    if not gfp & _GFP_DIRECT:
+        if not gfp & _GFP_NOMEMALLOC:
             flags |= AllocFlags.NON_BLOCK
         if order > 0:
             flags |= AllocFlags.HIGHATOMIC
@@ -544,11 +550,12 @@ class AllocRequest:
 
     def __init__(self, node: Node, order: int, gfp: str | int, kind: PageKind | None) -> None:
         check_order(node, order)
-        self.gfp = parse_gfp(gfp)
+        mask = parse_gfp(gfp)
+        self.gfp = int(mask)
         self.order = int(order)
-        self.highest = gfp_zone(self.gfp)
-        self.mt = node.gfp_migratetype(gfp_migratetype(self.gfp))
-        self.kind = PageKind(kind) if kind is not None else DEFAULT_KIND[gfp_migratetype(self.gfp)]
+        self.highest = int(gfp_zone(mask))
+        self.mt = int(node.gfp_migratetype(gfp_migratetype(mask)))
+        self.kind = int(kind) if kind is not None else int(DEFAULT_KIND[gfp_migratetype(mask)])
 
 
 def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
@@ -565,7 +572,7 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
     if not zonelist:
         return None
     flags = AllocFlags.WMARK_LOW | alloc_flags_nofragment(node, zonelist[0])
-    if req.gfp & Gfp.KSWAPD_RECLAIM:
+    if req.gfp & _GFP_KSWAPD:
         flags |= AllocFlags.KSWAPD
     got = get_page_from_freelist(node, req.order, req.mt, req.highest, flags)
     if got is not None:
@@ -574,12 +581,12 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
     if slow & AllocFlags.KSWAPD:
         wakeup_kswapd(node, req.order, req.highest)
     got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
-    while got is None and req.gfp & Gfp.DIRECT_RECLAIM:
+    while got is None and req.gfp & _GFP_DIRECT:
         if not direct_reclaim(node, req.order, req.highest):
             break
         got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
-    if got is None and not req.gfp & Gfp.NOWARN:
-        node.emit(WarnAlloc(req.order, int(req.gfp)))
+    if got is None and not req.gfp & _GFP_NOWARN:
+        node.emit(WarnAlloc(req.order, req.gfp))
         node.count_event("allocstall_fail")
     return got
 
@@ -593,9 +600,9 @@ def prep_new_page(zone: Zone, pfn: int, req: AllocRequest, owner: int) -> None:
     n = 1 << req.order
     node.mm.mark_allocated(pfn, pfn + n, req.kind, owner, req.order)
     zone.nr_kind[req.kind] += n
-    node.count_event(f"pgalloc_{zone.name.lower()}", n)
+    node.count_event(zone.pgalloc_event, n)
     if node.trace.enabled:
-        node.emit(MmPageAlloc(pfn, req.order, req.mt, int(req.gfp)))
+        node.emit(MmPageAlloc(pfn, req.order, req.mt, req.gfp))
 
 
 def alloc_pages(node: Node, order: int, gfp: str | int = "GFP_KERNEL",

@@ -62,7 +62,9 @@ class Zone:
     def __init__(self, node: Node, idx: ZoneType) -> None:
         self.node = node
         self.idx = idx
+        self.zid = int(idx)  # plain int for hot comparisons with numpy scalars
         self.name = str(idx)
+        self.pgalloc_event = f"pgalloc_{self.name.lower()}"
         self.zone_start_pfn = 0
         self.spanned_pages = 0
         self.present_pages = 0
