@@ -66,6 +66,7 @@ class Snapshot:
     """The state a trace frame keeps: page and pageblock arrays plus text views."""
 
     time: float
+    geo: Geometry
     state: np.ndarray
     kind: np.ndarray
     flags: np.ndarray
@@ -287,7 +288,7 @@ class Machine:
     def snapshot(self) -> Snapshot:
         """Copy the arrays and text views a frame needs for replay."""
         mm = self.node.mm
-        return Snapshot(self.now, mm.state.copy(), mm.kind.copy(), mm.flags.copy(),
+        return Snapshot(self.now, self.geometry, mm.state.copy(), mm.kind.copy(), mm.flags.copy(),
                         mm.pb_mt.copy(), mm.pb_zone.copy(), self.proc.buddyinfo(),
                         self.proc.meminfo(), {})
 

@@ -130,6 +130,44 @@ class MmVmscanLruShrinkInactive(Event):
     nr_reclaimed: int
 
 
+# -- isolation and migration (include/trace/events/page_isolation.h, migrate.h)
+@dataclass(frozen=True)
+class MigrateFolioMove(Event):
+    """One folio moved: its contents and identity now live at ``dst_pfn``.
+
+    Named after the kernel function that does it (migrate_folio_move());
+    the kernel's per-page trace points are the migration PTE ones.
+    """
+
+    name: ClassVar[str] = "migrate_folio_move"
+    src_pfn: int
+    dst_pfn: int
+    order: int
+
+
+@dataclass(frozen=True)
+class MmMigratePages(Event):
+    """Summary of one migrate_pages() call."""
+
+    name: ClassVar[str] = "mm_migrate_pages"
+    succeeded: int
+    failed: int
+    mode: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TestPagesIsolated(Event):
+    """test_pages_isolated(): ``fin_pfn`` is the first busy pfn, or ``end_pfn``."""
+
+    __test__ = False  # not a pytest test class
+    name: ClassVar[str] = "test_pages_isolated"
+    start_pfn: int
+    end_pfn: int
+    fin_pfn: int
+    ret: int
+
+
 class NullTrace:
     """A trace that records nothing; the default for every machine."""
 
