@@ -316,7 +316,7 @@ class PinActivity(Activity):
         mm = self.node.mm
         batch = np.flatnonzero((mm.owner == owner) & (mm.state == PageState.ALLOCATED))
         batch = migrate_longterm_unpinnable(self.node, batch)
-        mm.flags[batch] |= PageFlag.PINNED
+        mm.set_flag(batch, PageFlag.PINNED)
         self.shortfall += (got - len(batch)) << self.node.geo.page_shift
         return len(batch)
 
@@ -324,7 +324,7 @@ class PinActivity(Activity):
         """Unpin and free all or a random ``fraction`` of the pages."""
         _check_fraction(fraction)
         pages = self._release_units(self.pages(), fraction)
-        self.node.mm.flags[pages] &= ~np.uint8(PageFlag.PINNED)
+        self.node.mm.clear_flag(pages, PageFlag.PINNED)
         free_pages_bulk(self.node, pages)
         return len(pages) << self.node.geo.page_shift
 

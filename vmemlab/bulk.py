@@ -68,8 +68,13 @@ def alloc_pages_bulk(node: Node, gfp: str | int, nr_pages: int,
 
 
 def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
-                    kind: PageKind | None = None, owner: int = -1) -> list[Run]:
-    """``alloc_pages_bulk`` returning runs of consecutive pfns instead of pfns."""
+                    kind: PageKind | None = None, owner: int = -1,
+                    fast_only: bool = False) -> list[Run]:
+    """``alloc_pages_bulk`` returning runs of consecutive pfns instead of pfns.
+
+    With ``fast_only`` it stops where the next page would need the slow
+    path (kswapd, the min watermark, direct reclaim).
+    """
     req = AllocRequest(node, 0, gfp, kind)
     if nr_pages < 0:
         raise ValueError(f"nr_pages={nr_pages} must not be negative")
@@ -83,7 +88,7 @@ def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
         fast |= AllocFlags.KSWAPD
     while remaining:
         remaining -= _bulk_from_freelist(node, zonelist, req, remaining, fast, owner, out)
-        if not remaining:
+        if not remaining or fast_only:
             break
         got = alloc_block(node, req)  # the slow path, for one page
         if got is None:

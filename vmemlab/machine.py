@@ -27,6 +27,7 @@ from .activity import ACTIVITY_CLASSES, SPECS, Activity, FilesActivity
 from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all
 from .bulk import alloc_pages_bulk
 from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
+from .contig import ContigRange, alloc_contig_pages, free_contig_range
 from .node import Node
 from .page_alloc import alloc_pages, free_pages
 from .procfs import ProcFS
@@ -135,6 +136,7 @@ class Machine:
         self.trace: Trace | NullTrace = self._make_trace(trace)
         self.node = Node(geo, prof, layout.end_pfn, self.trace, min_free_kbytes,
                          mobility_grouping)
+        self.node.clock = lambda: self.now
         free_area_init(self.node, layout)
         memblock_free_all(self.node, layout)
         init_per_zone_wmark_min(self.node)
@@ -180,18 +182,26 @@ class Machine:
         return charmap.pageblock_map(self.node)
 
     def dmesg(self) -> str:
-        """The boot lines a student would look for: the e820 map and memory sizes."""
-        lines = [self.layout.dmesg()]
-        total = sum(z.managed_pages for z in self.node.zones) << self.geometry.page_shift
-        phys = sum(e - s for s, e in self.layout.memory) << self.geometry.page_shift
-        lines.append(f"Memory: {total >> 10}K/{phys >> 10}K available "
-                     f"({(phys - total) >> 10}K reserved)")
-        lines += [f"reserved [{r.start_pfn:#x}-{r.end_pfn - 1:#x}] {r.name}"
-                  for r in self.layout.reserved]
-        lines.append(f"x86/mm: Memory block size: {self.geometry.memory_block_size >> 20}MB"
-                     if self.geometry.layout == "q35" else
-                     f"memory block size: {format_size(self.geometry.memory_block_size)}")
-        return "\n".join(lines) + "\n"
+        """The kernel log: the boot lines (e820 map, memory sizes), then runtime messages."""
+        boot = self.layout.dmesg().splitlines()
+        boot += [f"reserved [{r.start_pfn:#x}-{r.end_pfn - 1:#x}] {r.name}"
+                 for r in self.layout.reserved]
+        boot.append(f"x86/mm: Memory block size: {self.geometry.memory_block_size >> 20}MB"
+                    if self.geometry.layout == "q35" else
+                    f"memory block size: {format_size(self.geometry.memory_block_size)}")
+        boot.append(self._memory_line())
+        entries = [(0.0, line) for line in boot] + self.node.log
+        return "".join(f"[{t:12.6f}] {msg}\n" for t, msg in entries)
+
+    def _memory_line(self) -> str:
+        """The "Memory: .../... available" line of mem_init()."""
+        shift = self.geometry.page_shift
+        phys = sum(e - s for s, e in self.layout.memory) << shift
+        reserved = sum(min(r.end_pfn, e) - max(r.start_pfn, s) for r in self.layout.reserved
+                       for s, e in self.layout.memory if max(r.start_pfn, s) < min(r.end_pfn, e))
+        total = phys - (reserved << shift)
+        return (f"Memory: {total >> 10}K/{phys >> 10}K available "
+                f"({reserved << shift >> 10}K reserved)")
 
     def __repr__(self) -> str:
         rows = dict(self.proc.meminfo_rows())
@@ -215,6 +225,29 @@ class Machine:
         req_kind = _page_kind(kind)
         owner = self.node.new_owner(req_kind or PageKind.KERNEL, "alloc_pages_bulk")
         return alloc_pages_bulk(self.node, gfp, nr_pages, req_kind, owner.id)
+
+    # -- contiguous ranges ---------------------------------------------------
+    def alloc_contig_range(self, start_pfn: int, end_pfn: int, gfp: str | int = "GFP_KERNEL",
+                           fatal_signal: bool = False) -> int:
+        """Take [start_pfn, end_pfn) out of the allocator; 0 or -errno like the kernel.
+
+        ``fatal_signal`` simulates a fatal signal pending in the calling task
+        (someone pressed Ctrl-C): the migration step then returns -EINTR.
+        """
+        return self.contig_range(start_pfn, end_pfn, gfp, fatal_signal).run()
+
+    def contig_range(self, start_pfn: int, end_pfn: int, gfp: str | int = "GFP_KERNEL",
+                     fatal_signal: bool = False) -> ContigRange:
+        """An alloc_contig_range() to run phase by phase with ``.step()``."""
+        return ContigRange(self.node, start_pfn, end_pfn, gfp, signal_pending=fatal_signal)
+
+    def free_contig_range(self, pfn: int, nr_pages: int) -> int:
+        """Give back pages from alloc_contig_range(); returns the count still in use."""
+        return free_contig_range(self.node, pfn, nr_pages)
+
+    def alloc_contig_pages(self, nr_pages: int, gfp: str | int = "GFP_KERNEL") -> int | None:
+        """Find and take ``nr_pages`` contiguous pages; the first pfn or None."""
+        return alloc_contig_pages(self.node, nr_pages, gfp)
 
     # -- activities ----------------------------------------------------------
     def activity(self, kind: str, size: int | str | None = None, count: int | None = None,

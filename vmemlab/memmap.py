@@ -172,6 +172,14 @@ class MemMap:
         self.owner[pfns] = owner
         self.order[pfns] = 0
 
+    def set_flag(self, pfns: np.ndarray, flag: int) -> None:
+        """Set a PageFlag bit on the given pages (pin, dirty, refcount zero)."""
+        self.flags[pfns] |= np.uint8(flag)
+
+    def clear_flag(self, pfns: np.ndarray, flag: int) -> None:
+        """Clear a PageFlag bit on the given pages."""
+        self.flags[pfns] &= np.uint8(~flag & 0xFF)
+
     def _reset(self, start: Pfn, end: Pfn, state: int) -> None:
         self.state[start:end] = state
         self.order[start:end] = -1

@@ -38,6 +38,7 @@ class Owner:
     name: str
     activity: Any = None
     raw: bool = False
+    contig: bool = False
     pfn: int = -1
     first_pfn: int = -1
     order: int = 0
@@ -64,6 +65,12 @@ class Node:
         # node has too little memory; a teaching knob here.
         self.page_group_by_mobility_disabled = not mobility_grouping
         self.vm_events: dict[str, int] = {}
+        self.log: list[tuple[float, str]] = []
+        self.clock = lambda: 0.0
+
+    def printk(self, message: str) -> None:
+        """Append a line to the kernel log (``Machine.dmesg()`` shows it)."""
+        self.log.append((self.clock(), message))
 
     # -- zones ------------------------------------------------------------
     def zone(self, idx: int | ZoneType) -> Zone:
@@ -89,6 +96,10 @@ class Node:
         owner = Owner(len(self.owners), kind, name, activity, raw)
         self.owners.append(owner)
         return owner
+
+    def contig_owner_ids(self) -> list[int]:
+        """Owners created by alloc_contig_range() (free_contig_range() frees only those)."""
+        return [o.id for o in self.owners if o.contig]
 
     def owner_of(self, pfn: int) -> Owner | None:
         """The owner of an allocated page, or None for free/reserved pages."""

@@ -37,11 +37,17 @@ class KernelProfile:
     merge_barrier: str                 # "unmergeable" | "isolate_only"
     # --- alloc_contig_range (mm/page_alloc.c, mm/page_isolation.c) ---
     # v5.19 Zi Yan "make alloc_contig_range work at pageblock granularity".
+    # Before, isolation covered the MAX_ORDER-aligned range (4 MiB on x86-64).
+    # Both check every isolated pageblock whole in has_unmovable_pages().
     contig_align: str                  # "pageblock" | "max_order"
-    # v5.19: has_unmovable_pages() checks only [start, end) within the block.
-    unmovable_scan: str                # "range" | "pageblock"
     # drain_all_pages() once per call (6.1+) or per isolated pageblock (5.10).
     drain_per_pageblock: bool
+    # ~6.14 (backported to 6.12.y): __alloc_contig_verify_gfp_mask(), -EINVAL
+    # on unsupported gfp flags.
+    contig_gfp_check: bool
+    # v5.7-5.13 pfn_range_valid_contig() skipped ranges with any page in use;
+    # v5.14 eb14d4eefdc4 lets alloc_contig_pages() migrate them.
+    contig_pages_skip_used: bool
     # --- virtio-mem guest driver (drivers/virtio/virtio_mem.c) ---
     # v5.19: subblock = max(pageblock, device block); before:
     # max(MAX_ORDER-1 chunk, pageblock) = 4 MiB on x86-64.
@@ -82,8 +88,9 @@ LINUX_5_8 = KernelProfile(
     fallback="largest_first",
     merge_barrier="isolate_only",
     contig_align="max_order",
-    unmovable_scan="pageblock",
     drain_per_pageblock=True,
+    contig_gfp_check=False,
+    contig_pages_skip_used=True,
     sbm_subblock="max_order",
     sbm_states=_SBM_STATES_5_8,
     sbm_plug_order=("ONLINE_PARTIAL", "OFFLINE_PARTIAL"),
@@ -103,8 +110,9 @@ LINUX_6_12 = KernelProfile(
     fallback="claim_steal",
     merge_barrier="unmergeable",
     contig_align="pageblock",
-    unmovable_scan="range",
     drain_per_pageblock=False,
+    contig_gfp_check=True,
+    contig_pages_skip_used=False,
     sbm_subblock="pageblock",
     sbm_states=_SBM_STATES_6_12,
     sbm_plug_order=("KERNEL_PARTIAL", "MOVABLE_PARTIAL", "OFFLINE_PARTIAL"),
