@@ -1,0 +1,8 @@
+"""Reading a real Linux machine's memory state, read-only.
+
+``capture`` reads the files (and is the only module here that touches a
+filesystem); ``procparse`` and ``sysfs`` turn their text into plain data;
+``kpageflags`` maps /proc/kpageflags words onto vmemlab's page states.
+``vmemlab.snapshot`` composes them into a ``Snapshot``.  Nothing here ever
+writes to /proc or /sys.
+"""

@@ -1,0 +1,132 @@
+"""/proc/kpageflags words mapped onto vmemlab's page states and kinds.
+
+/proc/kpageflags holds one little-endian u64 per pfn.  ``page_states``
+turns an array of them into the ``PageState`` and ``PageKind`` arrays the
+model keeps, so a real machine can be drawn like a simulated one.  The
+first rule that matches decides (vectorized with numpy):
+
+====================================  =============  ===================
+flags                                 PageState      PageKind
+====================================  =============  ===================
+NOPAGE (a hole)                       ABSENT         NONE
+OFFLINE (PageOffline)                 PAGE_OFFLINE   NONE
+RESERVED (PageReserved)               RESERVED       NONE
+BUDDY (in, or inside, a free block)   FREE           NONE
+SLAB                                  ALLOCATED      SLAB
+PGTABLE                               ALLOCATED      PAGETABLE
+ANON, or HUGE (hugetlb)               ALLOCATED      ANON
+LRU + SWAPBACKED (shmem, tmpfs)       ALLOCATED      SHMEM
+LRU + UNEVICTABLE (ramfs, mlocked)    ALLOCATED      RAMFS
+LRU (page cache)                      ALLOCATED      FILE
+anything else, including no flags     ALLOCATED      KERNEL
+====================================  =============  ===================
+
+What flags cannot tell: reclaimable slab from unreclaimable (all slab is
+SLAB), and a page with no flags at all may be a raw kernel allocation, a
+page on a per-CPU free list, or memory a kernel with deferred struct-page
+init has not handed to the buddy allocator yet; all count as KERNEL.
+vmemlab has no hugetlb: its pages count as anonymous user memory.  Offline
+memory blocks and pfns outside any memory block are placed by
+``vmemlab.snapshot`` from sysfs, since kpageflags reads them as holes.
+
+Kernel: fs/proc/page.c, kpageflags_read(), stable_page_flags();
+include/uapi/linux/kernel-page-flags.h; include/linux/kernel-page-flags.h;
+Documentation/admin-guide/mm/pagemap.rst
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+from ..constants import PageFlag, PageKind, PageState
+
+
+class KPF(IntEnum):
+    """Bit numbers of a /proc/kpageflags word.
+
+    Kernel: include/uapi/linux/kernel-page-flags.h, include/linux/kernel-page-flags.h
+    """
+
+    LOCKED = 0
+    ERROR = 1
+    REFERENCED = 2
+    UPTODATE = 3
+    DIRTY = 4
+    LRU = 5
+    ACTIVE = 6
+    SLAB = 7
+    WRITEBACK = 8
+    RECLAIM = 9
+    BUDDY = 10
+    MMAP = 11
+    ANON = 12
+    SWAPCACHE = 13
+    SWAPBACKED = 14
+    COMPOUND_HEAD = 15
+    COMPOUND_TAIL = 16
+    HUGE = 17
+    UNEVICTABLE = 18
+    HWPOISON = 19
+    NOPAGE = 20
+    KSM = 21
+    THP = 22
+    OFFLINE = 23
+    ZERO_PAGE = 24
+    IDLE = 25
+    PGTABLE = 26
+    RESERVED = 32
+    MLOCKED = 33
+    MAPPEDTODISK = 34
+    PRIVATE = 35
+    PRIVATE_2 = 36
+    OWNER_PRIVATE = 37
+    ARCH = 38
+    UNCACHED = 39
+    SOFTDIRTY = 40
+    ARCH_2 = 41
+
+
+def has(flags: np.ndarray, bit: KPF) -> np.ndarray:
+    """A bool array: which words have ``bit`` set."""
+    return (flags & np.uint64(1 << bit)) != 0
+
+
+def page_states(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(state, kind) uint8 arrays for an array of kpageflags words (table above)."""
+    flags = np.asarray(flags, dtype=np.uint64)
+    lru = has(flags, KPF.LRU)
+    rules = [  # (condition, state, kind), first match wins
+        (has(flags, KPF.NOPAGE), PageState.ABSENT, PageKind.NONE),
+        (has(flags, KPF.OFFLINE), PageState.PAGE_OFFLINE, PageKind.NONE),
+        (has(flags, KPF.RESERVED), PageState.RESERVED, PageKind.NONE),
+        (has(flags, KPF.BUDDY), PageState.FREE, PageKind.NONE),
+        (has(flags, KPF.SLAB), PageState.ALLOCATED, PageKind.SLAB),
+        (has(flags, KPF.PGTABLE), PageState.ALLOCATED, PageKind.PAGETABLE),
+        (has(flags, KPF.ANON) | has(flags, KPF.HUGE), PageState.ALLOCATED, PageKind.ANON),
+        (lru & has(flags, KPF.SWAPBACKED), PageState.ALLOCATED, PageKind.SHMEM),
+        (lru & has(flags, KPF.UNEVICTABLE), PageState.ALLOCATED, PageKind.RAMFS),
+        (lru, PageState.ALLOCATED, PageKind.FILE),
+    ]
+    conds = [c for c, _, _ in rules]
+    state = np.select(conds, [int(s) for _, s, _ in rules], int(PageState.ALLOCATED))
+    kind = np.select(conds, [int(k) for _, _, k in rules], int(PageKind.KERNEL))
+    return state.astype(np.uint8), kind.astype(np.uint8)
+
+
+def page_flag_bits(flags: np.ndarray) -> np.ndarray:
+    """vmemlab's per-page flag byte (``PageFlag``): DIRTY from KPF_DIRTY.
+
+    Long-term pins are not visible in kpageflags, so PINNED is never set.
+    """
+    return np.where(has(np.asarray(flags, np.uint64), KPF.DIRTY),
+                    np.uint8(PageFlag.DIRTY), np.uint8(0)).astype(np.uint8)
+
+
+def flag_counts(flags: np.ndarray) -> dict[str, int]:
+    """How many pfns have each KPF bit set, by name, plus "NO_FLAGS"."""
+    flags = np.asarray(flags, dtype=np.uint64)
+    counts = {bit.name: int(np.count_nonzero(has(flags, bit))) for bit in KPF}
+    counts["NO_FLAGS"] = int(np.count_nonzero(flags == 0))
+    return counts

@@ -1,0 +1,469 @@
+"""A snapshot of a real Linux machine's physical memory, read-only.
+
+    >>> from vmemlab.snapshot import read_snapshot
+    >>> snap = read_snapshot()                    # the live machine, or root="fixture/"
+    >>> print(snap.proc.buddyinfo())              # the same views as a simulated m.proc
+    >>> snap.pages.state                          # PageState per pfn, from /proc/kpageflags
+    >>> snap.save("box.npz"); load_snapshot("box.npz") == snap
+    True
+
+``read_snapshot`` reads /proc/buddyinfo, /proc/pagetypeinfo, /proc/zoneinfo,
+/proc/meminfo, /sys/devices/system/memory and, where readable (root only),
+/proc/kpageflags.  It never writes anything under /proc or /sys.  A part
+that cannot be read or parsed is listed in ``snap.problems`` with the
+reason; asking for its view raises ``MissingPart`` saying why.
+
+A snapshot keeps the raw texts and kpageflags words it read; everything
+else (parsed data, views, page arrays) is derived from them, so a saved
+snapshot loads back identical.  Saved layout: one ``.npz`` file holding
+``metadata`` (UTF-8 JSON: format, version, meta, files, missing) and,
+when read, ``kpageflags`` (little-endian uint64, one per pfn from pfn 0).
+
+Kernel: mm/vmstat.c, fs/proc/meminfo.c, fs/proc/page.c, drivers/base/memory.c
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import zipfile
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .constants import NO_ZONE, Geometry, MiB, PageKind, PageState, ZoneType, format_size
+from .metrics import fragmentation_index_of, unusable_index
+from .procfs import format_index_table
+from .realmem import capture as _capture
+from .realmem.kpageflags import flag_counts, page_flag_bits, page_states
+from .realmem.proctext import (
+    parse_buddyinfo,
+    parse_meminfo,
+    parse_pagetypeinfo,
+    parse_zoneinfo,
+    render_buddyinfo,
+    render_meminfo,
+    render_pagetypeinfo,
+    render_zoneinfo,
+)
+from .realmem.sysfs import MEMORY_DIR, MemorySysfs, parse_memory_sysfs, render_lsmem
+
+SNAPSHOT_FORMAT = "vmemlab-snapshot"
+SNAPSHOT_VERSION = 1
+MT_UNKNOWN = 255   # pb_mt of a real machine: kpageflags does not show pageblock types
+PARTS = {"buddyinfo": "/proc/buddyinfo", "pagetypeinfo": "/proc/pagetypeinfo",
+         "zoneinfo": "/proc/zoneinfo", "meminfo": "/proc/meminfo", "memory": MEMORY_DIR,
+         "kpageflags": _capture.KPAGEFLAGS}
+_PARSERS = {"buddyinfo": parse_buddyinfo, "pagetypeinfo": parse_pagetypeinfo,
+            "zoneinfo": parse_zoneinfo, "meminfo": parse_meminfo}
+_ZONE_TYPES = {str(z): z for z in ZoneType}
+
+
+class MissingPart(LookupError):
+    """A view was asked of a part the snapshot lacks; the message says why."""
+
+
+class SnapshotFileError(ValueError):
+    """A file that is not a readable vmemlab snapshot; the message names it."""
+
+
+@dataclass(frozen=True)
+class PageArrays:
+    """Per-pfn arrays over [0, nr_pfns): PageState, PageKind and PageFlag bytes."""
+
+    state: np.ndarray
+    kind: np.ndarray
+    flags: np.ndarray
+
+    @property
+    def nr_pfns(self) -> int:
+        return len(self.state)
+
+
+def read_snapshot(root: str | Path = "/", max_pfns: int | None = None,
+                  kpageflags: bool = True, page_size: int | None = None) -> RealSnapshot:
+    """Read a machine (``root="/"``) or a directory tree laid out like one.
+
+    ``max_pfns`` limits /proc/kpageflags to the first pfns (a large box stays
+    fast); ``kpageflags=False`` skips it.  ``page_size`` defaults to this
+    machine's for "/" and to 4096 for another root.
+    """
+    live = Path(root).resolve() == Path("/")
+    if page_size is None:
+        page_size = os.sysconf("SC_PAGE_SIZE") if live else 4096
+    cap = _capture.capture(root, max_pfns, kpageflags)
+    meta = {"root": str(root), "live": live, "page_size": page_size, "max_pfns": max_pfns,
+            "captured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds")}
+    return RealSnapshot(cap.files, cap.kpageflags, cap.missing, meta)
+
+
+def load_snapshot(path: str | Path) -> RealSnapshot:
+    """Load what ``RealSnapshot.save`` wrote; SnapshotFileError names a bad file."""
+    return RealSnapshot.load(path)
+
+
+class RealSnapshot:
+    """The memory state of a real machine at one moment, with the views of ``m.proc``."""
+
+    def __init__(self, files: dict[str, str], kpageflags: np.ndarray | None = None,
+                 missing: dict[str, str] | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.files = dict(files)
+        self.kpageflags = None if kpageflags is None else np.asarray(kpageflags, np.uint64)
+        self.missing = dict(missing or {})
+        self.meta = dict(meta or {})
+        self.page_size = int(self.meta.get("page_size", 4096))
+        self.problems: dict[str, str] = dict(self.missing)
+        self.parsed: dict[str, Any] = {}
+        self._parse()
+        self.proc = SnapshotProc(self)
+
+    def _parse(self) -> None:
+        for part, parser in _PARSERS.items():
+            path = PARTS[part]
+            if path in self.files:
+                try:
+                    self.parsed[part] = parser(self.files[path], path)
+                except ValueError as e:
+                    self.problems[path] = f"unparsable: {e}"
+        if MEMORY_DIR not in self.missing:
+            try:
+                self.parsed["memory"] = parse_memory_sysfs(self.files, self.page_size)
+            except ValueError as e:
+                self.problems[MEMORY_DIR] = f"unparsable: {e}"
+        if self.kpageflags is not None:
+            self.parsed["kpageflags"] = self.kpageflags
+
+    # -- parts ---------------------------------------------------------------
+    def has(self, part: str) -> bool:
+        """Whether ``part`` (a key of PARTS) was read and parsed."""
+        return part in self.parsed
+
+    def part(self, part: str) -> Any:
+        """The parsed data of ``part``, or MissingPart saying why it is absent."""
+        if part not in PARTS:
+            raise ValueError(f"part={part!r} is not one of {sorted(PARTS)}")
+        if part not in self.parsed:
+            path = PARTS[part]
+            why = self.problems.get(path, "not read")
+            raise MissingPart(f"{path} is not in this snapshot: {why}")
+        return self.parsed[part]
+
+    @property
+    def kernel(self) -> str:
+        """The kernel release (/proc/sys/kernel/osrelease), or "unknown"."""
+        return self.files.get("/proc/sys/kernel/osrelease", "unknown").strip()
+
+    @property
+    def memory(self) -> MemorySysfs:
+        return self.part("memory")
+
+    # -- pages ---------------------------------------------------------------
+    @cached_property
+    def pages(self) -> PageArrays:
+        """Page state, kind and flag arrays derived from /proc/kpageflags.
+
+        Offline memory blocks read as OFFLINE and pfns outside every memory
+        block as ABSENT, from sysfs (kpageflags cannot tell them from holes).
+        """
+        words = self.part("kpageflags")
+        state, kind = page_states(words)
+        if self.has("memory"):
+            present, offline = self._block_masks(len(words))
+            state[~present], kind[~present] = PageState.ABSENT, PageKind.NONE
+            state[offline], kind[offline] = PageState.OFFLINE, PageKind.NONE
+        return PageArrays(state, kind, page_flag_bits(words))
+
+    def _block_masks(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        present, offline = np.zeros(n, bool), np.zeros(n, bool)
+        for b in self.memory.blocks:
+            present[b.start_pfn:b.end_pfn] = True
+            if b.state == "offline":
+                offline[b.start_pfn:b.end_pfn] = True
+        return present, offline
+
+    def block_page_counts(self) -> np.ndarray:
+        """Pages per PageState (columns) in each memory block (rows); -1 beyond kpageflags."""
+        blocks, state = self.memory.blocks, self.pages.state
+        counts = np.full((len(blocks), len(PageState)), -1, np.int64)
+        for i, b in enumerate(blocks):
+            if b.end_pfn <= len(state):
+                counts[i] = np.bincount(state[b.start_pfn:b.end_pfn], minlength=len(PageState))
+        return counts
+
+    # -- geometry and the model's frame format -------------------------------
+    @cached_property
+    def geometry(self) -> Geometry:
+        """The machine's sizes as a vmemlab Geometry (sections assumed 128 MiB if they fit)."""
+        pb_order = self.part("pagetypeinfo").pageblock_order if self.has("pagetypeinfo") else 9
+        if self.has("buddyinfo") and self.parsed["buddyinfo"]:
+            max_order = len(self.parsed["buddyinfo"][0].nr_free) - 1
+        else:
+            max_order = 10
+        block = self.memory.block_size if self.has("memory") else 128 * MiB
+        section = 128 * MiB if block % (128 * MiB) == 0 else block
+        return Geometry(name="real", page_shift=self.page_size.bit_length() - 1,
+                         pageblock_order=pb_order, max_page_order=max_order,
+                         section_size=section, memory_block_size=block, layout="real")
+
+    def machine_snapshot(self) -> Any:
+        """The pages as a ``vmemlab.machine.Snapshot``, the frame format viz draws.
+
+        Arrays are padded with ABSENT pages to whole memory blocks.  ``pb_mt``
+        is MT_UNKNOWN (255) everywhere: a real kernel does not export each
+        pageblock's migratetype.  ``pb_zone`` comes from the zone spans in
+        /proc/zoneinfo and the zones of online memory blocks.
+        """
+        from .machine import Snapshot
+
+        geo, pages = self.geometry, self.pages
+        per_block = geo.pages_per_memory_block
+        n = -(-pages.nr_pfns // per_block) * per_block
+        state, kind, flags = (np.zeros(n, np.uint8) for _ in range(3))
+        state[:pages.nr_pfns], kind[:pages.nr_pfns] = pages.state, pages.kind
+        flags[:pages.nr_pfns] = pages.flags
+        nr_pb = n >> geo.pageblock_order
+        return Snapshot(0.0, geo, state, kind, flags, np.full(nr_pb, MT_UNKNOWN, np.uint8),
+                        self._pageblock_zones(nr_pb, geo.pageblock_order),
+                        self._view("buddyinfo"), self._view("meminfo"),
+                        {"source": "real", "kernel": self.kernel, **self.meta})
+
+    def _view(self, name: str) -> str:
+        try:
+            return getattr(self.proc, name)()
+        except MissingPart:
+            return ""
+
+    def _pageblock_zones(self, nr_pb: int, pb_order: int) -> np.ndarray:
+        pb_zone = np.full(nr_pb, NO_ZONE, np.uint8)
+        zones = self.parsed.get("zoneinfo")
+        for z in zones.zones if zones else ():
+            if z.populated and z.name in _ZONE_TYPES:
+                pb_zone[z.start_pfn >> pb_order:(z.start_pfn + z.spanned) >> pb_order] = \
+                    _ZONE_TYPES[z.name]
+        for b in self.parsed["memory"].blocks if self.has("memory") else ():
+            if b.zone in _ZONE_TYPES:
+                pb_zone[b.start_pfn >> pb_order:b.end_pfn >> pb_order] = _ZONE_TYPES[b.zone]
+        return pb_zone
+
+    # -- text views ----------------------------------------------------------
+    def page_map(self, start: int = 0, end: int | None = None, width: int = 64) -> str:
+        """One character per page of [start, end), as ``Machine.page_map`` draws it."""
+        from .charmap import PAGE_CHARS, STATE_CHARS
+
+        state, kind = self.pages.state, self.pages.kind
+        end = len(state) if end is None else end
+        if not 0 <= start < end <= len(state):
+            raise ValueError(f"pfn range [{start:#x}, {end:#x}) must lie in "
+                             f"[0, {len(state):#x}), the pfns read from /proc/kpageflags")
+        table = np.full((len(PageState), max(PageKind) + 1), "?", dtype="<U1")
+        for s, c in STATE_CHARS.items():
+            table[s, :] = c
+        for k, c in PAGE_CHARS.items():
+            table[PageState.ALLOCATED, k] = c
+        chars = table[state[start:end], kind[start:end]]
+        digits = max(4, len(f"{end:x}"))
+        return "".join(f"{pfn:#0{digits + 2}x} " + "".join(chars[pfn - start:pfn - start + width])
+                       + "\n" for pfn in range(start, end, width))
+
+    def lsmem(self) -> str:
+        """Memory blocks in runs of like blocks (range, size, state, node, zones)."""
+        return render_lsmem(self.memory, self.page_size)
+
+    def memory_block_table(self) -> str:
+        """One line per memory block, with its pages by state where kpageflags covers it."""
+        counts = self.block_page_counts() if self.has("kpageflags") else None
+        cols = [s for s in PageState]
+        lines = [f"{'block':>6} {'start_pfn':>11} {'state':>13} {'zones':<14} {'node':>4} "
+                 + " ".join(f"{s.name.lower():>12}" for s in cols)]
+        for i, b in enumerate(self.memory.blocks):
+            zones = "?" if b.valid_zones is None else " ".join(b.valid_zones) or "none"
+            row = (["-"] * len(cols) if counts is None or counts[i, 0] < 0
+                   else [str(c) for c in counts[i]])
+            lines.append(f"{b.id:>6} {b.start_pfn:#11x} {b.state or '?':>13} {zones:<14} "
+                         f"{'?' if b.node is None else b.node:>4} "
+                         + " ".join(f"{c:>12}" for c in row))
+        return "\n".join(lines) + "\n"
+
+    def page_summary(self) -> str:
+        """Pages by state, allocated pages by kind, from /proc/kpageflags."""
+        pages = self.pages
+        n = pages.nr_pfns
+        lines = [f"/proc/kpageflags: pfns [0x0, {n:#x}) "
+                 f"({format_size(n * self.page_size)})", f"{'state':<16}{'pages':>12}  share"]
+        by_state = np.bincount(pages.state, minlength=len(PageState))
+        lines += [f"{s.name.lower():<16}{by_state[s]:>12}  {100 * by_state[s] / max(n, 1):5.1f}%"
+                  for s in PageState if by_state[s]]
+        allocated = pages.kind[pages.state == PageState.ALLOCATED]
+        by_kind = np.bincount(allocated, minlength=max(PageKind) + 1)
+        lines += ["", f"{'allocated, kind':<16}{'pages':>12}  share"]
+        lines += [f"{str(k):<16}{by_kind[k]:>12}  {100 * by_kind[k] / max(len(allocated), 1):5.1f}%"
+                  for k in PageKind if by_kind[k]]
+        no_flags = int(np.count_nonzero(self.kpageflags == 0))
+        lines += ["", f"{no_flags} pfns carry no flags at all (raw kernel allocations, per-CPU "
+                      "free lists, or memory not yet initialised); they count as kernel."]
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        """Where the snapshot came from and which parts are absent, and why."""
+        lines = [f"vmemlab snapshot of {self.meta.get('root', '?')}: Linux {self.kernel}, "
+                 f"captured {self.meta.get('captured_at', '?')}, "
+                 f"page size {self.page_size}"]
+        present = [p for p in PARTS if self.has(p)]
+        lines.append("parts: " + (", ".join(present) or "none"))
+        problems = _group_problems(self.problems)
+        lines += ["absent:"] + [f"  {path}: {why}" for path, why in problems] if problems \
+            else ["absent: none"]
+        return "\n".join(lines) + "\n"
+
+    # -- plain data, saving, loading -----------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Everything parsed, as JSON-ready plain data (kpageflags as counts)."""
+        out: dict[str, Any] = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
+                               "kernel": self.kernel, "meta": self.meta,
+                               "problems": self.problems}
+        for part in ("buddyinfo", "meminfo"):
+            out[part] = [r._asdict() for r in self.parsed[part]] if self.has(part) else None
+        for part in ("pagetypeinfo", "zoneinfo"):
+            out[part] = asdict(self.parsed[part]) if self.has(part) else None
+        if out["zoneinfo"] is not None:
+            out["zoneinfo"]["absent"] = sorted(out["zoneinfo"]["absent"])
+        out["memory"] = self._memory_dict() if self.has("memory") else None
+        out["pages"] = self._pages_dict() if self.has("kpageflags") else None
+        return out
+
+    def _memory_dict(self) -> dict[str, Any]:
+        mem = self.memory
+        counts = self.block_page_counts() if self.has("kpageflags") else None
+        blocks = []
+        for i, b in enumerate(mem.blocks):
+            d = asdict(b)
+            if counts is not None and counts[i, 0] >= 0:
+                d["pages"] = {s.name.lower(): int(counts[i, s]) for s in PageState}
+            blocks.append(d)
+        return {"block_size": mem.block_size, "auto_online_blocks": mem.auto_online_blocks,
+                "blocks": blocks}
+
+    def _pages_dict(self) -> dict[str, Any]:
+        p = self.pages
+        by_state = np.bincount(p.state, minlength=len(PageState))
+        by_kind = np.bincount(p.kind[p.state == PageState.ALLOCATED],
+                              minlength=max(PageKind) + 1)
+        return {"nr_pfns": p.nr_pfns,
+                "state": {s.name.lower(): int(by_state[s]) for s in PageState},
+                "allocated_kind": {str(k): int(by_kind[k]) for k in PageKind if k},
+                "kpageflags": flag_counts(self.kpageflags)}
+
+    def save(self, path: str | Path) -> None:
+        """Write one .npz file: ``metadata`` (JSON) and ``kpageflags`` (if read)."""
+        doc = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "meta": self.meta,
+               "files": self.files, "missing": self.missing}
+        arrays = {"metadata": np.frombuffer(json.dumps(doc).encode(), np.uint8)}
+        if self.kpageflags is not None:
+            arrays["kpageflags"] = self.kpageflags.astype("<u8")
+        with open(path, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RealSnapshot:
+        """Read a file ``save`` wrote; SnapshotFileError names the file and the fault."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "metadata" not in z.files:
+                    raise KeyError("metadata")
+                doc = json.loads(bytes(z["metadata"]).decode())
+                words = z["kpageflags"].astype(np.uint64) if "kpageflags" in z.files else None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise SnapshotFileError(f"snapshot file {str(path)!r} cannot be read as a "
+                                    f"vmemlab snapshot (.npz): {_why(e)}") from None
+        if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+            raise SnapshotFileError(f"snapshot file {str(path)!r} is not a vmemlab snapshot")
+        if doc.get("version") != SNAPSHOT_VERSION:
+            raise SnapshotFileError(f"snapshot file {str(path)!r} has version "
+                                    f"{doc.get('version')!r}; this vmemlab reads "
+                                    f"version {SNAPSHOT_VERSION}")
+        return cls(doc["files"], words, doc["missing"], doc["meta"])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RealSnapshot):
+            return NotImplemented
+        same_words = (self.kpageflags is None and other.kpageflags is None) or (
+            self.kpageflags is not None and other.kpageflags is not None
+            and np.array_equal(self.kpageflags, other.kpageflags))
+        return (same_words and self.files == other.files and self.missing == other.missing
+                and self.meta == other.meta)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"<RealSnapshot {self.meta.get('root', '?')} Linux {self.kernel}: "
+                f"{', '.join(p for p in PARTS if self.has(p))}>")
+
+
+class SnapshotProc:
+    """``snap.proc``: the same text views as a simulated machine's ``m.proc``."""
+
+    def __init__(self, snap: RealSnapshot) -> None:
+        self.snap = snap
+
+    def buddyinfo(self) -> str:
+        """/proc/buddyinfo, re-rendered.  Kernel: mm/vmstat.c, frag_show_print()"""
+        return render_buddyinfo(self.snap.part("buddyinfo"))
+
+    def pagetypeinfo(self) -> str:
+        """/proc/pagetypeinfo, re-rendered.  Kernel: mm/vmstat.c, pagetypeinfo_show()"""
+        return render_pagetypeinfo(self.snap.part("pagetypeinfo"))
+
+    def zoneinfo(self) -> str:
+        """/proc/zoneinfo without per-CPU pagesets.  Kernel: mm/vmstat.c, zoneinfo_show_print()"""
+        return render_zoneinfo(self.snap.part("zoneinfo"))
+
+    def meminfo(self) -> str:
+        """/proc/meminfo, re-rendered.  Kernel: fs/proc/meminfo.c, meminfo_proc_show()"""
+        return render_meminfo(self.snap.part("meminfo"))
+
+    def unusable_index(self) -> str:
+        """debugfs extfrag/unusable_index, computed from buddyinfo.
+
+        Kernel: mm/vmstat.c, unusable_show_print()
+        """
+        return self._index(unusable_index, 1)
+
+    def extfrag_index(self) -> str:
+        """debugfs extfrag/extfrag_index, computed from buddyinfo.
+
+        Kernel: mm/vmstat.c, extfrag_show_print()
+        """
+        return self._index(fragmentation_index_of, 2)
+
+    def _index(self, fn, width: int) -> str:
+        rows = self.snap.part("buddyinfo")
+        return format_index_table([(r.node, r.zone, [fn(r.nr_free, o)
+                                                     for o in range(len(r.nr_free))])
+                                   for r in rows], width)
+
+
+def _why(e: Exception) -> str:
+    if isinstance(e, KeyError):
+        return f"no {e} entry"
+    return getattr(e, "strerror", None) or str(e)
+
+
+def _group_problems(problems: dict[str, str]) -> list[tuple[str, str]]:
+    """Problems by path, with per-block sysfs attributes folded into one line each."""
+    grouped: dict[tuple[str, str], int] = {}
+    out = []
+    for path, why in sorted(problems.items()):
+        if path.startswith(MEMORY_DIR + "/memory"):
+            attr = path.rsplit("/", 1)[1] if path.count("/") > 5 else ""
+            key = (f"{MEMORY_DIR}/memory*/{attr}", why)
+            grouped[key] = grouped.get(key, 0) + 1
+        else:
+            out.append((path, why))
+    out += [(path, f"{why} ({n} blocks)") for (path, why), n in grouped.items()]
+    return out
