@@ -16,6 +16,9 @@ op = st.one_of(
     st.tuples(st.just("bulk"), st.integers(0, 64), st.sampled_from(GFPS)),
     st.tuples(st.just("activity"), st.sampled_from(KINDS), st.integers(1, 48)),
     st.tuples(st.just("release"), st.integers(0, 10_000), st.sampled_from([1.0, 0.5, 15 / 16])),
+    st.tuples(st.just("contig"), st.integers(0, 255), st.integers(1, 40)),
+    st.tuples(st.just("contig_free"), st.integers(0, 10_000)),
+    st.tuples(st.just("pin"), st.integers(1, 16)),
 )
 
 
@@ -26,6 +29,7 @@ def test_random_sequences_keep_invariants(ops, kernel, wmin, seed):
     m = teaching(kernel, min_free_kbytes=wmin, seed=seed)
     total = m.zone("Normal").managed_pages
     held: list[tuple[int, int]] = []
+    contig: list[tuple[int, int]] = []
     for o in ops:
         if o[0] == "alloc":
             pfn = m.alloc_pages(o[1], o[2])
@@ -46,6 +50,15 @@ def test_random_sequences_keep_invariants(ops, kernel, wmin, seed):
                 m.activity(kind, size=n * 4096)
         elif o[0] == "release" and m.activities:
             m.activities[o[1] % len(m.activities)].release(o[2])
+        elif o[0] == "contig":
+            start, n = o[1], min(o[2], 256 - o[1])
+            if m.alloc_contig_range(start, start + n) == 0:
+                contig.append((start, n))
+        elif o[0] == "contig_free" and contig:
+            start, n = contig.pop(o[1] % len(contig))
+            assert m.free_contig_range(start, n) == 0
+        elif o[0] == "pin":
+            m.activity("pin", size=o[1] * 4096)
         m.validate()
         z = m.zone("Normal")
         used = int(z.nr_kind.sum())

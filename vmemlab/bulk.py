@@ -200,12 +200,14 @@ def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
     The caller guarantees every pfn is an allocated order-0 page (activities
     and migration do); use ``free_pages`` for checked single frees.
     """
-    pfns = np.unique(np.asarray(pfns, dtype=np.int64))
+    pfns = np.asarray(pfns, dtype=np.int64)
     if not len(pfns):
         return
+    if len(pfns) > 1 and not np.all(pfns[1:] > pfns[:-1]):
+        pfns = np.unique(pfns)
     mm, geo = node.mm, node.geo
     zones = mm.pb_zone[pfns >> geo.pageblock_order]
-    for zidx in np.unique(zones).tolist():
+    for zidx in np.flatnonzero(np.bincount(zones)).tolist():
         zone_pfns = pfns[zones == zidx]
         zone = node.zones[zidx]
         zone_uncharge(zone, mm.kind[zone_pfns])

@@ -57,15 +57,28 @@ _MOVABLE_OPS = np.array([PageKind(k).movable_ops for k in range(max(PageKind) + 
 class MigrateStats:
     """What a migration pass did (for traces, step-through views and costs)."""
 
-    moves: list[tuple[int, int, int]] = field(default_factory=list)  # (src, dst, order)
+    src: list[np.ndarray] = field(default_factory=list)    # moved folios, in order
+    dst: list[np.ndarray] = field(default_factory=list)
+    order: list[np.ndarray] = field(default_factory=list)
+    nr_migrated: int = 0        # pages moved
     dropped: int = 0            # clean page cache freed instead of migrated
-    failed: list[int] = field(default_factory=list)                 # pfns left behind
+    failed: list[int] = field(default_factory=list)        # pfns left behind
     migrate_calls: int = 0
     scanned: int = 0
 
+    def record(self, src: np.ndarray, dst: np.ndarray, order: np.ndarray) -> None:
+        self.src.append(src)
+        self.dst.append(dst)
+        self.order.append(order)
+        self.nr_migrated += int(np.sum(np.left_shift(1, order)))
+
     @property
-    def nr_migrated(self) -> int:
-        return sum(1 << o for _, _, o in self.moves)
+    def moves(self) -> list[tuple[int, int, int]]:
+        """Every move as (src_pfn, dst_pfn, order)."""
+        if not self.src:
+            return []
+        return list(zip(np.concatenate(self.src).tolist(), np.concatenate(self.dst).tolist(),
+                        np.concatenate(self.order).tolist(), strict=True))
 
 
 def migration_gfp(node: Node, src_zone: int, gfp: int) -> int:
@@ -211,7 +224,7 @@ def move_folios_bulk(node: Node, srcs: np.ndarray, gfp: int, stats: MigrateStats
     if node.trace.enabled:
         for s, d in zip(moved.tolist(), dsts.tolist(), strict=True):
             node.emit(MigrateFolioMove(s, d, 0))
-    stats.moves += [(s, d, 0) for s, d in zip(moved.tolist(), dsts.tolist(), strict=True)]
+    stats.record(moved, dsts, np.zeros(len(dsts), np.int64))
     return len(dsts)
 
 
@@ -235,7 +248,7 @@ def move_folio(node: Node, src: int, gfp: int, stats: MigrateStats | None = None
     free_block(node, src, order)
     node.emit(MigrateFolioMove(src, dst, order))
     if stats is not None:
-        stats.moves.append((src, dst, order))
+        stats.record(np.array([src]), np.array([dst]), np.array([order]))
     return 0
 
 
@@ -249,7 +262,7 @@ def _transfer_identity(node: Node, srcs: np.ndarray, dsts: np.ndarray,
     mm.flags[dsts] = mm.flags[srcs]
     mm.flags[srcs] = 0
     zones = mm.pb_zone[dsts >> node.geo.pageblock_order]
-    for zid in np.unique(zones).tolist():
+    for zid in np.flatnonzero(np.bincount(zones)).tolist():
         zone = node.zones[zid]
         sel = zones == zid
         zone.nr_kind[from_kind] -= int(sel.sum())
@@ -259,10 +272,13 @@ def _transfer_identity(node: Node, srcs: np.ndarray, dsts: np.ndarray,
 
 def _follow_raw_owner(node: Node, srcs: np.ndarray, dsts: np.ndarray) -> None:
     """alloc_pages() allocations remember where their (moved) block now starts."""
+    raw = node.raw_owner_ids()
+    if not len(raw):
+        return
     owners = node.mm.owner[dsts]
-    for i in np.flatnonzero(owners >= 0).tolist():
+    for i in np.flatnonzero(np.isin(owners, raw)).tolist():
         rec = node.owners[int(owners[i])]
-        if rec.raw and rec.pfn == int(srcs[i]):
+        if rec.pfn == int(srcs[i]):
             rec.pfn = int(dsts[i])
 
 
@@ -281,5 +297,4 @@ def migrate_longterm_unpinnable(node: Node, pfns: np.ndarray) -> np.ndarray:
     keep = pfns[~in_movable]
     stats = MigrateStats()
     move_folios_bulk(node, pfns[in_movable], int(GFP_USER | Gfp.NOWARN), stats)
-    moved = np.array([d for _, d, _ in stats.moves], np.int64)
-    return np.sort(np.concatenate([keep, moved]))
+    return np.sort(np.concatenate([keep, *stats.dst]))

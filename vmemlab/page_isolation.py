@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import EBUSY, MigrateType, PageFlag, PageKind, PageState, ZoneType
-from .freelist import del_page_from_free_list
+from .freelist import del_page_from_free_list, move_to_free_list
 from .page_alloc import _page_is_buddy, free_one_page, move_freepages_block
 from .trace import TestPagesIsolated
 
@@ -122,7 +122,11 @@ def move_freepages_block_isolate(zone: Zone, pfn: int, mt: int) -> bool:
             split_large_buddy(zone, head, order)
             return True
     old = None if not node.profile.freelist_hygiene else int(mm.pb_mt[start >> geo.pageblock_order])
-    move_freepages_block(zone, start, old, mt)
+    if mm.state.item(start) == _FREE and mm.order.item(start) == geo.pageblock_order:
+        # The whole pageblock is one free block: move just that one.
+        move_to_free_list(zone, start, geo.pageblock_order, int(mm.owner[start]), mt)
+    else:
+        move_freepages_block(zone, start, old, mt)
     mm.set_pageblock_migratetype(start, MigrateType(mt))
     return True
 
@@ -277,11 +281,21 @@ def undo_isolate_page_range(node: Node, start: int, end: int,
 
     Kernel: mm/page_isolation.c, undo_isolate_page_range()
     """
-    pb = node.geo.pageblock_nr_pages
+    geo, mm = node.geo, node.mm
+    pb, pbo = geo.pageblock_nr_pages, geo.pageblock_order
     iso_start, iso_end = isolation_range(node, start, end)
-    for pfn in range(iso_start, iso_end, pb):
-        if _has_memmap(node, pfn):
-            unset_migratetype_isolate(node, pfn, mt)
+    blocks = np.arange(iso_start >> pbo, iso_end >> pbo)
+    isolated = mm.pb_mt[blocks] == _ISOLATE
+    has_free = np.any(mm.state[iso_start:iso_end].reshape(-1, pb) == _FREE, axis=1)
+    # Blocks without free pages only change type (nothing to move or merge).
+    quiet = blocks[isolated & ~has_free]
+    mm.pb_mt[quiet] = mt
+    zones = mm.pb_zone[quiet]
+    for zid in np.flatnonzero(np.bincount(zones, minlength=1)).tolist():
+        node.zones[zid].nr_isolate_pageblock -= int(np.count_nonzero(zones == zid))
+    for b in blocks[isolated & has_free].tolist():
+        if _has_memmap(node, b << pbo):
+            unset_migratetype_isolate(node, b << pbo, mt)
 
 
 def test_pages_isolated(node: Node, start: int, end: int, flags: int = 0) -> int:
