@@ -40,6 +40,7 @@ class CellClass(IntEnum):
     PB_RECLAIMABLE = 12
     PB_HIGHATOMIC = 13
     PB_ISOLATE = 14
+    PB_UNKNOWN = 15    # a real machine's pageblock: the kernel does not export its type
 
     def __str__(self) -> str:
         return CLASS_LABELS[self]
@@ -64,17 +65,21 @@ CLASS_LABELS = {
     CellClass.PB_RECLAIMABLE: "Reclaimable pageblock",
     CellClass.PB_HIGHATOMIC: "HighAtomic pageblock",
     CellClass.PB_ISOLATE: "Isolate pageblock",
+    CellClass.PB_UNKNOWN: "pageblock, type unknown",
 }
 
 PAGE_CLASSES = tuple(CellClass(c) for c in range(PB_BASE))
 PAGEBLOCK_CLASSES = (CellClass.NOT_PRESENT, CellClass.OFFLINE, CellClass.RESERVED,
                      CellClass.PAGE_OFFLINE) + tuple(CellClass(PB_BASE + mt) for mt in MigrateType)
+# pb_mt byte -> pageblock class (values the model does not define: unknown).
+PB_CODES = np.full(256, int(CellClass.PB_UNKNOWN), np.uint8)
+PB_CODES[[int(mt) for mt in MigrateType]] = [PB_BASE + int(mt) for mt in MigrateType]
 
 # When many pages share one cell, the cell shows its highest-priority class:
 # whatever would stop an unplug wins over what would not.
 PRIORITY = (CellClass.NOT_PRESENT, CellClass.OFFLINE, CellClass.FREE, CellClass.PAGE_OFFLINE,
             CellClass.MOVABLE, CellClass.ISOLATED, CellClass.RECLAIMABLE, CellClass.RESERVED,
-            CellClass.UNMOVABLE, CellClass.PINNED,
+            CellClass.UNMOVABLE, CellClass.PINNED, CellClass.PB_UNKNOWN,
             CellClass.PB_MOVABLE, CellClass.PB_RECLAIMABLE, CellClass.PB_HIGHATOMIC,
             CellClass.PB_UNMOVABLE, CellClass.PB_ISOLATE)
 RANK = np.zeros(NR_CLASSES, np.uint8)

@@ -12,7 +12,6 @@ unusable_free_index(), __fragmentation_index()
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics import fragmentation_index_of, unusable_index
-
-_BUDDY_RE = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)\s+([\d\s]+)$")
-_FREE_RE = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+),\s+type\s+(\S+)\s+(.*)$")
-_BLOCKS_RE = re.compile(r"^Node\s+(\d+),\s+zone\s+(\S+)\s+([\d\s]+)$")
+from ..realmem import proctext
 
 
 def _zone_key(node: int, zone: str) -> str:
@@ -31,15 +27,12 @@ def _zone_key(node: int, zone: str) -> str:
 
 
 def parse_buddyinfo(text: str) -> dict[str, np.ndarray]:
-    """/proc/buddyinfo as {zone: free blocks per order}; zones of node n>0 are "node<n> Zone"."""
-    out = {}
-    for line in text.splitlines():
-        m = _BUDDY_RE.match(line.strip())
-        if m:
-            out[_zone_key(int(m[1]), m[2])] = np.array(m[3].split(), np.int64)
-    if not out:
-        raise ValueError("no 'Node N, zone NAME counts...' line in the buddyinfo text")
-    return out
+    """/proc/buddyinfo as {zone: free blocks per order}; zones of node n>0 are "node<n> Zone".
+
+    Raises ValueError (``ProcParseError``) naming a line that is not the kernel's.
+    """
+    return {_zone_key(r.node, r.zone): np.array(r.nr_free, np.int64)
+            for r in proctext.parse_buddyinfo(text)}
 
 
 @dataclass(frozen=True)
@@ -65,29 +58,17 @@ class FreeBlocks:
 
 def parse_pagetypeinfo(text: str) -> FreeBlocks:
     """Parse /proc/pagetypeinfo (">100000" counts as 100000, the kernel's cap)."""
-    order_m = re.search(r"Page block order:\s*(\d+)", text)
-    rows: dict[str, list[tuple[str, list[int]]]] = {}
-    blocks: dict[str, np.ndarray] = {}
-    types: list[str] = []
-    in_blocks = False
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("Number of blocks type"):
-            in_blocks, types = True, line.split()[4:]
-            continue
-        m = _FREE_RE.match(line)
-        if m and not in_blocks:
-            counts = [int(c.lstrip(">")) for c in m[4].split()]
-            rows.setdefault(_zone_key(int(m[1]), m[2]), []).append((m[3], counts))
-            continue
-        m = _BLOCKS_RE.match(line)
-        if m and in_blocks:
-            blocks[_zone_key(int(m[1]), m[2])] = np.array(m[3].split(), np.int64)
-    if not rows or order_m is None:
-        raise ValueError("not a /proc/pagetypeinfo text: no 'Page block order' or free rows")
-    names = tuple(types or [t for t, _ in next(iter(rows.values()))])
-    free = {z: np.array([dict(r)[t] for t in names], np.int64) for z, r in rows.items()}
-    return FreeBlocks(int(order_m[1]), names, free, blocks)
+    p = proctext.parse_pagetypeinfo(text)
+    rows: dict[str, dict[str, tuple[int, ...]]] = {}
+    for r in p.free:
+        rows.setdefault(_zone_key(r.node, r.zone), {})[r.type] = r.counts
+    empty = (0,) * p.nr_orders
+    free = {z: np.array([by_type.get(t, empty) for t in p.type_names], np.int64)
+            for z, by_type in rows.items()}
+    blocks = {_zone_key(r.node, r.zone): np.array(r.counts, np.int64) for r in p.blocks}
+    if not free:
+        raise ValueError("the pagetypeinfo text lists no free counts")
+    return FreeBlocks(p.pageblock_order, p.type_names, free, blocks)
 
 
 def free_blocks(src: Any) -> FreeBlocks:

@@ -30,6 +30,7 @@ from ..constants import PageState, format_size
 from .classes import (
     CLASS_LABELS,
     PB_BASE,
+    PB_CODES,
     RANK,
     UNRANK,
     CellClass,
@@ -181,7 +182,8 @@ def pageblock_classes(src: Any, start_pfn: int = 0,
                       end_pfn: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per pageblock of the range: its class code and its fill (share not free).
 
-    A pageblock with buddy memory gets ``PB_BASE + migratetype``; one without
+    A pageblock with buddy memory gets ``PB_BASE + migratetype`` (PB_UNKNOWN
+    for a type the model does not know, as on a real machine); one without
     gets the page class of what it holds (reserved, PageOffline, offline, not
     present, in that order) and fill 1.
     """
@@ -192,7 +194,7 @@ def pageblock_classes(src: Any, start_pfn: int = 0,
     state = view.state[lo * per:hi * per].reshape(-1, per)
     free = np.count_nonzero(state == _FREE, axis=1)
     used = np.count_nonzero(state == _ALLOCATED, axis=1)
-    codes = view.pb_mt[lo:hi].astype(np.uint8) + np.uint8(PB_BASE)
+    codes = PB_CODES[view.pb_mt[lo:hi]]
     fill = 1.0 - free.astype(np.float32) / np.float32(per)
     dead = np.flatnonzero(free + used == 0)
     if dead.size:

@@ -55,6 +55,30 @@ class MigrationStep:
         return min(s for s, _ in ends), max(e for _, e in ends)
 
 
+@dataclass(frozen=True)
+class MoveRun:
+    """Consecutive moves that carried ``[src_pfn, src_pfn + nr_pages)`` to ``dst_pfn`` onwards."""
+
+    src_pfn: int
+    dst_pfn: int
+    nr_pages: int
+    nr_folios: int
+
+
+def move_runs(step: MigrationStep) -> list[MoveRun]:
+    """Merge moves whose sources and destinations both continue the previous move."""
+    runs: list[MoveRun] = []
+    for m in step.moves:
+        n = 1 << m.order
+        last = runs[-1] if runs else None
+        if (last is not None and last.src_pfn + last.nr_pages == m.src_pfn
+                and last.dst_pfn + last.nr_pages == m.dst_pfn):
+            runs[-1] = MoveRun(last.src_pfn, last.dst_pfn, last.nr_pages + n, last.nr_folios + 1)
+        else:
+            runs.append(MoveRun(m.src_pfn, m.dst_pfn, n, 1))
+    return runs
+
+
 def migration_step(src: Any) -> MigrationStep:
     """The migration events of a Frame, a Trace (all frames) or an event list."""
     events: Iterable[Event]
@@ -69,20 +93,28 @@ def migration_step(src: Any) -> MigrationStep:
                          tuple(e for e in events if isinstance(e, TestPagesIsolated)))
 
 
-def migration_summary(src: Any, max_moves: int = 16) -> str:
-    """The text beside a migration picture: moves, then each isolation test."""
+def migration_summary(src: Any, max_runs: int = 16) -> str:
+    """The text beside a migration picture: runs of moves, then each isolation test."""
     step = migration_step(src)
-    lines = [f"{len(step.moves)} folios moved ({step.nr_pages_moved} pages)"]
-    lines += [f"  {m.src_pfn:#x} -> {m.dst_pfn:#x} (order {m.order})"
-              for m in step.moves[:max_moves]]
-    if len(step.moves) > max_moves:
-        lines.append(f"  ... and {len(step.moves) - max_moves} more")
+    runs = move_runs(step)
+    lines = [f"{_count(len(step.moves), 'folio')} moved "
+             f"({_count(step.nr_pages_moved, 'page')})"]
+    lines += [f"  [{r.src_pfn:#x}, {r.src_pfn + r.nr_pages:#x}) -> "
+              f"[{r.dst_pfn:#x}, {r.dst_pfn + r.nr_pages:#x}): "
+              f"{_count(r.nr_pages, 'page')} in {_count(r.nr_folios, 'folio')}"
+              for r in runs[:max_runs]]
+    if len(runs) > max_runs:
+        lines.append(f"  ... and {len(runs) - max_runs} more runs")
     for c in step.checks:
         verdict = (f"busy page at pfn {c.fin_pfn:#x}" if c.fin_pfn < c.end_pfn
                    else "every page isolated")
         lines.append(f"test_pages_isolated [{c.start_pfn:#x}, {c.end_pfn:#x}): {verdict} "
                      f"({errname(c.ret)})")
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def range_rects(grid: Grid, start_pfn: int, end_pfn: int) -> list[tuple[float, float, float]]:

@@ -34,12 +34,14 @@ class MemView:
 
 
 def mem_view(src: Any) -> MemView:
-    """The arrays of a Machine, Snapshot, Frame or MemView.
+    """The arrays of a Machine, Snapshot, Frame, real-machine snapshot or MemView.
 
     Raises ValueError for anything else, and for a frame that kept no state.
     """
     if isinstance(src, MemView):
         return src
+    if callable(getattr(src, "machine_snapshot", None)):      # vmemlab.snapshot.RealSnapshot
+        return mem_view(src.machine_snapshot())
     node = getattr(src, "node", None)
     if node is not None and hasattr(node, "mm"):
         mm = node.mm
