@@ -301,12 +301,15 @@ class RealSnapshot:
                   for s in PageState if by_state[s]]
         allocated = pages.kind[pages.state == PageState.ALLOCATED]
         by_kind = np.bincount(allocated, minlength=max(PageKind) + 1)
-        lines += ["", f"{'allocated, kind':<16}{'pages':>12}  share"]
-        lines += [f"{str(k):<16}{by_kind[k]:>12}  {100 * by_kind[k] / max(len(allocated), 1):5.1f}%"
-                  for k in PageKind if by_kind[k]]
+        if len(allocated):
+            lines += ["", f"{'allocated, kind':<16}{'pages':>12}  share"]
+            lines += [f"{str(k):<16}{by_kind[k]:>12}  {100 * by_kind[k] / len(allocated):5.1f}%"
+                      for k in PageKind if by_kind[k]]
         no_flags = int(np.count_nonzero(self.kpageflags == 0))
-        lines += ["", f"{no_flags} pfns carry no flags at all (raw kernel allocations, per-CPU "
-                      "free lists, or memory not yet initialised); they count as kernel."]
+        if no_flags:
+            lines += ["", f"{no_flags} pfns carry no flags at all (raw kernel allocations, "
+                          "per-CPU free lists, or memory not yet initialised): counted as "
+                          "kernel."]
         return "\n".join(lines) + "\n"
 
     def summary(self) -> str:
@@ -372,21 +375,8 @@ class RealSnapshot:
     @classmethod
     def load(cls, path: str | Path) -> RealSnapshot:
         """Read a file ``save`` wrote; SnapshotFileError names the file and the fault."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if "metadata" not in z.files:
-                    raise KeyError("metadata")
-                doc = json.loads(bytes(z["metadata"]).decode())
-                words = z["kpageflags"].astype(np.uint64) if "kpageflags" in z.files else None
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-            raise SnapshotFileError(f"snapshot file {str(path)!r} cannot be read as a "
-                                    f"vmemlab snapshot (.npz): {_why(e)}") from None
-        if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
-            raise SnapshotFileError(f"snapshot file {str(path)!r} is not a vmemlab snapshot")
-        if doc.get("version") != SNAPSHOT_VERSION:
-            raise SnapshotFileError(f"snapshot file {str(path)!r} has version "
-                                    f"{doc.get('version')!r}; this vmemlab reads "
-                                    f"version {SNAPSHOT_VERSION}")
+        doc, words = _read_npz(path)
+        _check_doc(doc, str(path))
         return cls(doc["files"], words, doc["missing"], doc["meta"])
 
     def __eq__(self, other: object) -> bool:
@@ -446,6 +436,35 @@ class SnapshotProc:
         return format_index_table([(r.node, r.zone, [fn(r.nr_free, o)
                                                      for o in range(len(r.nr_free))])
                                    for r in rows], width)
+
+
+def _read_npz(path: str | Path) -> tuple[Any, np.ndarray | None]:
+    """The JSON document and the kpageflags words of a saved snapshot."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise ValueError("not a zip archive")
+        with np.load(path, allow_pickle=False) as z:
+            if "metadata" not in z.files:
+                raise KeyError("metadata")
+            doc = json.loads(bytes(z["metadata"]).decode())
+            words = z["kpageflags"].astype(np.uint64) if "kpageflags" in z.files else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise SnapshotFileError(f"snapshot file {str(path)!r} cannot be read as a "
+                                f"vmemlab snapshot (.npz): {_why(e)}") from None
+    return doc, words
+
+
+def _check_doc(doc: Any, path: str) -> None:
+    if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+        raise SnapshotFileError(f"snapshot file {path!r} is not a vmemlab snapshot")
+    if doc.get("version") != SNAPSHOT_VERSION:
+        raise SnapshotFileError(f"snapshot file {path!r} has version {doc.get('version')!r}; "
+                                f"this vmemlab reads version {SNAPSHOT_VERSION}")
+    lacking = [k for k in ("files", "missing", "meta") if not isinstance(doc.get(k), dict)]
+    if lacking or not all(isinstance(t, str) for t in doc["files"].values()):
+        raise SnapshotFileError(f"snapshot file {path!r} is damaged: "
+                                f"{', '.join(lacking) or 'files'} malformed")
 
 
 def _why(e: Exception) -> str:
