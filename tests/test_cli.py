@@ -1,0 +1,269 @@
+"""The command line: help, the buddy homework and its answer engine, snapshot, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vmemlab
+from vmemlab import workload
+from vmemlab.cli import buddy_homework, main, random_ops
+
+from .conftest import teaching
+
+FIX = Path(__file__).parent / "fixtures" / "snapshot"
+FC, SYN = FIX / "fc-6.18-24g", FIX / "synthetic-cma-2node"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """main(argv) as the shell would see it: exit status, stdout, stderr."""
+    try:
+        rc = main(list(argv))
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ------------------------------------------------------------------------ help
+def test_help_lists_the_subcommands(capsys):
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0
+    assert re.search(r"^\s+buddy\s+buddy-allocator homework", out, re.M)
+    assert re.search(r"^\s+snapshot\s+read this machine", out, re.M)
+
+
+@pytest.mark.parametrize("cmd,words", [
+    ("buddy", ["--seed", "--num-ops", "--percent-alloc", "--ops", "--compute", "+O:T"]),
+    ("snapshot", ["--root", "--load", "--save", "--json", "--png", "--limit", "read-only",
+                  "pagetypeinfo"]),
+])
+def test_each_subcommand_explains_itself(capsys, cmd, words):
+    rc, out, _ = run(capsys, cmd, "--help")
+    assert rc == 0
+    for w in words:
+        assert w in out, w
+
+
+def test_only_implemented_subcommands_are_registered(capsys):
+    rc, _, err = run(capsys, "sweep")
+    assert rc == 2 and "invalid choice: 'sweep' (choose from 'buddy', 'snapshot')" in err
+
+
+def test_python_dash_m_runs_the_cli():
+    res = subprocess.run([sys.executable, "-m", "vmemlab", "buddy", "-s", "2", "-n", "3"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("ARG seed 2\n")
+    res = subprocess.run([sys.executable, "-m", "vmemlab", "--version"],
+                         capture_output=True, text=True)
+    assert res.stdout.strip() == f"vmemlab {vmemlab.__version__}"
+
+
+# ----------------------------------------------------------------------- buddy
+def test_buddy_prints_every_parameter_first_and_hides_results(capsys):
+    rc, out, _ = run(capsys, "buddy", "-s", "0")
+    assert rc == 0
+    assert out.splitlines()[:9] == ["ARG seed 0", "ARG num-ops 10", "ARG percent-alloc 50",
+                                    "ARG max-order 3", "ARG types MUR", "ARG memory 1M",
+                                    "ARG kernel 6.12", "ARG ops ", "ARG compute False"]
+    ops = [ln for ln in out.splitlines() if ln.startswith(("ptr[", "free_pages"))]
+    assert len(ops) == 10 and all(ln.endswith(("returned ?", "(pfn ?)")) for ln in ops)
+    assert "Final /proc/buddyinfo?" in out and "returned 0x" not in out
+
+
+def test_buddy_seeds_are_stable():
+    # Part of the contract: a seed names the same problem on every machine and release.
+    assert random_ops(0, 10, 50, 3, "MUR", teaching) == "+3:U,+1:M,+0:R,-1,-2,-0,+2:R,-3,+2:M,-4"
+    assert random_ops(3, 6, 50, 3, "MUR", teaching) == "+3:M,+0:R,-0,+0:U,+1:R,+2:U"
+    assert buddy_homework(seed=7) == buddy_homework(seed=7)
+    assert buddy_homework(seed=7) != buddy_homework(seed=8)
+
+
+def test_buddy_answers_worked_by_hand(capsys):
+    # 16 free order-4 blocks, all Movable.  +0:M splits pfn 0x0.  +2:U and +1:R find
+    # no block of their type and claim the next order-4 Movable blocks (0x10, 0x20),
+    # whose two pageblocks change type.  -0 merges pfn 0 back into an order-4 block,
+    # which +3 splits again.
+    rc, out, _ = run(capsys, "buddy", "-A", "+0:M,+2:U,+1:R,-0,+3", "-c")
+    assert rc == 0
+    assert "ptr[0] = alloc_pages(order=0, GFP_HIGHUSER_MOVABLE) returned 0x0\n" in out
+    assert "ptr[1] = alloc_pages(order=2, GFP_KERNEL) returned 0x10\n" in out
+    assert "ptr[2] = alloc_pages(order=1, GFP_KERNEL | __GFP_RECLAIMABLE) returned 0x20\n" in out
+    assert "free_pages(ptr[0], order=0)  (pfn 0x0)\n" in out
+    assert "ptr[3] = alloc_pages(order=3, GFP_HIGHUSER_MOVABLE) returned 0x0\n" in out
+    final = out.split("Final state:\n")[1]
+    assert final.startswith("Node 0, zone   Normal      0      1      2      3     13 \n")
+    assert "0x0000 AAAAAAAA........KKKK............DD......" in final
+    assert "0x00000000 Normal   MmUuRrmm\n" in final
+
+
+def test_buddy_prints_null_when_memory_runs_out(capsys):
+    rc, out, _ = run(capsys, "buddy", "-A", ",".join(["+4:M"] * 17), "-c")
+    assert rc == 0
+    assert "ptr[15] = alloc_pages(order=4, GFP_HIGHUSER_MOVABLE) returned 0xf0\n" in out
+    assert "ptr[16] = alloc_pages(order=4, GFP_HIGHUSER_MOVABLE) returned NULL\n" in out
+
+
+@pytest.mark.parametrize("seed", range(25))
+@pytest.mark.parametrize("kernel", ["6.12", "5.8"])
+def test_buddy_answers_equal_a_replay_on_a_fresh_machine(seed, kernel):
+    """The -c answers, checked against direct alloc_pages/free_pages calls."""
+    spec = random_ops(seed, 30, 60, 4, "MUR", lambda: teaching(kernel))
+    text = buddy_homework(seed=seed, num_ops=30, percent_alloc=60, max_order=4,
+                          kernel=kernel, compute=True)
+    m = teaching(kernel)
+    ptrs, expected = [], []
+    for op, n, gfp in workload.parse_ops(spec):
+        if op == "+":
+            ptrs.append((m.alloc_pages(n, gfp), n))
+            got = ptrs[-1][0]
+            expected.append(f"returned {'NULL' if got is None else hex(got)}")
+        else:
+            pfn, order = ptrs[n]
+            m.free_pages(pfn, order)
+            expected.append(f"(pfn {pfn:#x})")
+    lines = [ln for ln in text.splitlines() if ln.startswith(("ptr[", "free_pages"))]
+    answers = [ln[ln.index("returned"):] if ln.startswith("ptr") else ln[ln.index("(pfn"):]
+               for ln in lines]
+    assert answers == expected
+    final = text.split("Final state:\n")[1]
+    assert final == m.proc.buddyinfo() + "\n" + m.page_map() + "\n" + m.pageblock_map()
+    m.validate()
+
+
+def test_buddy_with_no_operations(capsys):
+    rc, out, _ = run(capsys, "buddy", "-n", "0", "-c")
+    assert rc == 0 and "Operations: (none)" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["buddy", "-A", "+x"], "--ops '+x': op 0 '+x': expected +ORDER"),
+    (["buddy", "-A", "+1:M,-3"], "op 1 '-3': allocation 3 does not exist or failed"),
+    (["buddy", "-A", "+1:FOO"], "gfp='FOO': unknown flag 'FOO'"),
+    (["buddy", "-o", "7"], "--max-order 7: must be in 0..4"),
+    (["buddy", "-P", "120"], "argument -P/--percent-alloc: '120' is not a percentage"),
+    (["buddy", "-n", "many"], "argument -n/--num-ops: 'many' is not a whole number"),
+    (["buddy", "-t", "XY"], "argument -t/--types: 'XY' must be letters of MUR"),
+    (["buddy", "-m", "300k"], "--memory '300k': boot_memory=307200 must be"),
+    (["buddy", "-k", "4.19"], "argument -k/--kernel: invalid choice: '4.19'"),
+    (["buddy", "--frobnicate"], "vmemlab buddy: error: unrecognized arguments: --frobnicate"),
+    (["snapshot", "--shw", "all"], "vmemlab snapshot: error: unrecognized arguments: --shw"),
+    (["snapshot", "--show", "slabinfo"], "argument --show: 'slabinfo': views are 'all'"),
+    (["snapshot", "--page-map", "5"], "argument --page-map: '5' is not START:END"),
+    (["snapshot", "--root", "/no/such/dir"], "--root '/no/such/dir': not a directory"),
+    (["snapshot", "--limit", "4Q"], "--limit: size='4Q' is not a size"),
+    (["snapshot", "--load", "x.npz", "--limit", "1G"], "--limit and --no-kpageflags apply"),
+    (["snapshot", "--root", str(FC), "--page-map", "0:0x10000000"],
+     "--page-map 0x0:0x10000000: pfn range [0x0, 0x10000000) must lie in [0, 0x4000)"),
+    (["frob"], "invalid choice: 'frob'"),
+    ([], "the following arguments are required: SUBCOMMAND"),
+])
+def test_bad_input_exits_2_naming_the_value(capsys, argv, message):
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+# -------------------------------------------------------------------- snapshot
+def test_snapshot_default_views(capsys):
+    rc, out, _ = run(capsys, "snapshot", "--root", str(FC))
+    assert rc == 0
+    assert out.startswith(f"vmemlab snapshot of {FC}: Linux 6.18.44-fc-v669, captured ")
+    assert "== /proc/buddyinfo ==\n" + (FC / "proc/buddyinfo").read_text() in out
+    assert "== /proc/pagetypeinfo ==\n" + (FC / "proc/pagetypeinfo").read_text() in out
+    assert "== unusable free space index ==\nNode 0, zone      DMA 0.000" in out
+    assert "    32-199    0 Normal\n" in out
+    assert "/proc/kpageflags: pfns [0x0, 0x4000) (64 MiB)" in out
+    assert "== /proc/zoneinfo ==" not in out
+
+
+def test_snapshot_all_views_say_why_a_part_is_absent(capsys):
+    rc, out, _ = run(capsys, "snapshot", "--root", str(SYN), "--show", "all")
+    assert rc == 0
+    assert "== /proc/zoneinfo ==\nNode 0, zone      DMA\n  per-node stats\n" in out
+    assert "== /proc/meminfo ==\nMemTotal:        8015260 kB\n" in out
+    assert "== fragmentation index ==\nNode 0, zone      DMA -1.000" in out
+    assert "     7    0x1c0000       offline Movable Normal    1" in out
+    assert ("== pages ==\n(absent: /proc/kpageflags is not in this snapshot: absent on this "
+            "kernel or root (no such file))\n") in out
+
+
+def test_snapshot_json(capsys):
+    rc, out, _ = run(capsys, "snapshot", "--root", str(FC), "--json")
+    assert rc == 0
+    d = json.loads(out)
+    assert d["kernel"] == "6.18.44-fc-v669" and d["pages"]["nr_pfns"] == 16384
+    assert d["buddyinfo"][0]["zone"] == "DMA"
+
+
+def test_snapshot_save_then_load_shows_the_same(capsys, tmp_path):
+    path = tmp_path / "fc.npz"
+    rc, saved, err = run(capsys, "snapshot", "--root", str(FC), "--limit", "1M",
+                         "--save", str(path), "--show", "all")
+    assert rc == 0 and f"saved snapshot to {path}" in err
+    assert "/proc/kpageflags: pfns [0x0, 0x100) (1 MiB)" in saved
+    rc, loaded, _ = run(capsys, "snapshot", "--load", str(path), "--show", "all")
+    assert rc == 0 and loaded == saved
+
+
+def test_snapshot_without_kpageflags(capsys):
+    rc, out, _ = run(capsys, "snapshot", "--root", str(FC), "--no-kpageflags",
+                     "--show", "summary,pages")
+    assert rc == 0 and "  /proc/kpageflags: not read (skipped on request)" in out
+
+
+def test_snapshot_page_map(capsys):
+    rc, out, _ = run(capsys, "snapshot", "--root", str(FC), "--show", "summary",
+                     "--page-map", "0:0x80")
+    assert rc == 0
+    assert out.endswith("== page map of pfns [0x0, 0x80) ==\n0x0000 " + "#" * 64 + "\n0x0040 "
+                        + "#" * 64 + "\n")
+
+
+def test_snapshot_load_of_a_bad_file(capsys, tmp_path):
+    bad = tmp_path / "notes.npz"
+    bad.write_text("not a snapshot\n")
+    rc, _, err = run(capsys, "snapshot", "--load", str(bad))
+    assert rc == 2
+    assert f"--load: snapshot file '{bad}' cannot be read as a vmemlab snapshot (.npz): " \
+           "not a zip archive" in err
+    rc, _, err = run(capsys, "snapshot", "--load", str(tmp_path / "absent.npz"))
+    assert rc == 2 and "No such file or directory" in err
+
+
+def test_snapshot_png_draws_the_pages(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "fc.png"
+    rc, _, err = run(capsys, "snapshot", "--root", str(FC), "--png", str(png), "--show",
+                     "summary")
+    assert rc == 0 and f"saved heatmap to {png}" in err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_snapshot_png_without_viz_is_a_clear_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.delattr(vmemlab, "viz", raising=False)
+    monkeypatch.setitem(sys.modules, "vmemlab.viz", None)
+    rc, _, err = run(capsys, "snapshot", "--root", str(FC), "--png", str(tmp_path / "x.png"))
+    assert rc == 2
+    assert "--png" in err and "needs vmemlab.viz with matplotlib" in err
+    assert "Traceback" not in err
+
+
+def test_snapshot_png_needs_kpageflags(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    rc, _, err = run(capsys, "snapshot", "--root", str(SYN), "--png", str(tmp_path / "x.png"))
+    assert rc == 2 and "/proc/kpageflags is not in this snapshot" in err
+
+
+@pytest.mark.skipif(not Path("/proc/buddyinfo").exists(), reason="no /proc/buddyinfo here")
+def test_snapshot_of_the_live_machine(capsys):
+    rc, out, _ = run(capsys, "snapshot", "--limit", "1M", "--show", "summary,buddyinfo")
+    assert rc == 0
+    assert out.startswith("vmemlab snapshot of /: Linux ")
+    assert re.search(r"== /proc/buddyinfo ==\n(Node \d+, zone |\(absent: )", out)
