@@ -1,0 +1,135 @@
+"""Picture benchmarks: heatmap updates of big guests and a widget step.
+
+    .venv/bin/python benchmarks/bench_viz.py            # print the table
+    .venv/bin/python benchmarks/bench_viz.py --write    # also update RESULTS_viz.md
+
+Each guest is ``vm.Machine(boot_memory=N GiB)`` filled to 75% with
+``workload.fill``.  An *update* is what a widget does per step:
+``HeatmapRenderer.update(state)`` = compute the grid, ``set_data`` on the one
+image, blit it over the saved background, encode PNG bytes.  Updates
+alternate between two snapshots (50% and 75% full), so every one changes
+the picture.  The *full redraw* draws a new figure and encodes it, for
+comparison.  Times are wall clock, one core: best and median of ``REPEAT``.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import vmemlab as vm
+from vmemlab import workload
+from vmemlab.viz.figures import figure_png, new_figure
+from vmemlab.viz.grid import heatmap_grid
+from vmemlab.viz.heatmap import draw_heatmap
+from vmemlab.viz.render import HeatmapRenderer
+from vmemlab.viz.widgets import TraceViewer
+
+RESULTS = Path(__file__).parent / "RESULTS_viz.md"
+REPEAT = 10
+GUESTS_GIB = (4, 16, 64)
+ZOOMS = ("pageblock", "page")
+
+
+def timings(fn: Callable[[int], object], repeat: int = REPEAT) -> tuple[float, float]:
+    """(best, median) seconds of ``fn(i)`` for i in range(repeat)."""
+    times = []
+    for i in range(repeat):
+        t = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t)
+    return min(times), statistics.median(times)
+
+
+def two_states(gib: int) -> tuple[object, object]:
+    """Snapshots of one guest at 50% and at 75% full."""
+    m = vm.Machine(boot_memory=gib * vm.GiB, seed=0)
+    workload.fill(m, 0.5)
+    half = m.snapshot()
+    workload.fill(m, 0.75)
+    return half, m.snapshot()
+
+
+def full_redraw(state: object, zoom: str) -> bytes:
+    fig, ax = new_figure("heatmap")
+    draw_heatmap(ax, state, zoom)
+    return figure_png(fig)
+
+
+def bench_heatmap(gib: int, states: tuple[object, object], zoom: str) -> str:
+    """One table row: grid, in-place update and full redraw times of one guest and zoom."""
+    r = HeatmapRenderer(states[0], zoom)
+    shape = "x".join(map(str, r.grid.cells.shape))
+    grid = timings(lambda i: heatmap_grid(states[i % 2], zoom))
+    update = timings(lambda i: r.update(states[i % 2]))
+    redraw = timings(lambda i: full_redraw(states[i % 2], zoom), repeat=3)
+    return (f"| {gib} GiB | {zoom} | {shape} ({r.grid.pages_per_cell} pages) | {ms(grid)} "
+            f"| {ms(update)} | {ms(redraw)} |")
+
+
+def bench_heatmaps() -> list[str]:
+    rows = []
+    for gib in GUESTS_GIB:
+        states = two_states(gib)
+        for zoom in ZOOMS:
+            rows.append(bench_heatmap(gib, states, zoom))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def bench_widget_step(gib: int = 4, frames: int = 6) -> str:
+    """Median time of a TraceViewer step (slider change) over a fill recorded in frames."""
+    m = vm.Machine(boot_memory=gib * vm.GiB, seed=0, trace=True)
+    m.step("boot")
+    for i in range(1, frames + 1):
+        workload.fill(m, 0.75 * i / frames)
+        m.step(f"fill {i}")
+    v = TraceViewer(m.trace)
+    order = list(range(1, frames + 1)) + list(range(frames - 1, -1, -1))
+    step = timings(lambda i: setattr(v.slider, "value", order[i % len(order)]),
+                   repeat=2 * len(order))
+    row = (f"| TraceViewer step, {gib} GiB guest, pageblock zoom "
+           f"({'x'.join(map(str, v.renderer.grid.cells.shape))} cells) | {ms(step)} |")
+    print(row, flush=True)
+    return row
+
+
+def ms(t: tuple[float, float]) -> str:
+    return f"{t[0] * 1e3:.0f} ms / {t[1] * 1e3:.0f} ms"
+
+
+def write_section(body: str) -> None:
+    """Replace the <!-- viz --> section of RESULTS_viz.md (the lead merges it into RESULTS.md)."""
+    stamp = (f"_Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
+             f"Python {platform.python_version()}, one core._")
+    block = f"<!-- viz -->\n{body}\n\n{stamp}\n<!-- /viz -->"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results: pictures\n"
+    pattern = re.compile(r"<!-- viz -->.*?<!-- /viz -->", re.S)
+    text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
+    RESULTS.write_text(text.rstrip() + "\n")
+
+
+def main() -> None:
+    head = ["| guest (75% full) | zoom | cells (one cell =) | grid only | update in place "
+            "(grid + set_data + blit + PNG) | full redraw + PNG |",
+            "|---|---|---|---|---|---|"]
+    rows = bench_heatmaps()
+    widget = ["| widget | step (best / median) |", "|---|---|", bench_widget_step()]
+    note = ("Times are best / median.  Maps of at most 64x64 cells (here the 4 GiB "
+            "pageblock map) also carry hatches on unmovable, pinned and isolated cells, "
+            "redrawn with each update.")
+    body = "\n".join(head + rows + ["", note, ""] + widget)
+    body += ("\n\nGoals (issue 6): a 64 GiB guest's heatmap updates in under 100 ms; "
+             "a widget step in a 4 GiB guest in under 50 ms.")
+    if "--write" in sys.argv[1:]:
+        write_section(body)
+        print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""vmemlab.viz widgets, driven from Python: change a value, check the picture changed."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+import numpy as np
+import pytest
+
+import vmemlab as vm
+from tests.conftest import teaching
+from vmemlab.viz.classes import CellClass
+from vmemlab.viz.widgets import TraceViewer
+
+
+def recorded(record_every: int = 1) -> vm.Machine:
+    """A teaching machine with four frames: boot, kernel pages, anon memory, a free."""
+    m = teaching(trace=vm.Trace(record_every=record_every))
+    m.step("boot")
+    kernel = m.alloc_pages(3, "GFP_KERNEL")
+    m.step("8 kernel pages")
+    m.activity("anon", size="64k")
+    m.run(2.0)
+    m.step("16 anon pages")
+    m.free_pages(kernel, 3)
+    m.step("free the kernel pages")
+    return m
+
+
+def test_moving_the_slider_changes_the_image_and_the_texts():
+    m = recorded()
+    v = TraceViewer(m.trace, zoom="page")
+    png0, cells0 = v.image.value, v.renderer.grid.cells.copy()
+    assert v.index == 0 and v.events_text(0) == "(no events)"
+    v.slider.value = 1
+    assert v.image.value != png0
+    cells1 = v.renderer.grid.cells
+    assert not np.array_equal(cells0, cells1)
+    assert int((cells1 == CellClass.UNMOVABLE).sum()) == 8
+    assert "mm_page_alloc: pfn=0x0 order=3" in v.events.value
+    assert v.caption.value.startswith("step 1/3: 8 kernel pages")
+    v.slider.value = 2
+    assert int((v.renderer.grid.cells == CellClass.MOVABLE).sum()) == 16
+    assert "t = 2.000 s" in v.caption.value
+
+
+def test_the_image_artist_is_updated_in_place():
+    v = TraceViewer(recorded(), zoom="page")
+    image = v.renderer.artists.image
+    before = image.get_array().copy()
+    v.step(+1)
+    assert v.renderer.artists.image is image
+    assert len(v.renderer.ax.images) == 1
+    assert not np.array_equal(before, image.get_array())
+
+
+def test_buttons_step_and_clamp():
+    v = TraceViewer(recorded())
+    v.back.click()
+    assert v.index == 0
+    v.forward.click()
+    v.forward.click()
+    assert v.index == 2
+    v.step(+10)
+    assert v.index == 3
+    v.step(-1)
+    assert v.index == 2
+
+
+def test_play_is_linked_to_the_slider_in_the_browser():
+    v = TraceViewer(recorded())
+    assert (v.play.min, v.play.max) == (v.slider.min, v.slider.max) == (0, 3)
+    assert isinstance(v.link, widgets.widget_link.Link)
+    assert (v.link.source, v.link.target) == ((v.play, "value"), (v.slider, "value"))
+    assert v.play in v.children[0].children and v.slider in v.children[0].children
+
+
+def test_proc_text_follows_the_step_and_the_choice():
+    m = recorded()
+    v = TraceViewer(m.trace)
+    assert "Node 0, zone   Normal" in v.proc.value
+    v.proc_choice.value = "meminfo"
+    assert "MemTotal:" in v.proc.value
+    free0 = v.proc_text(0)
+    v.slider.value = 2
+    assert v.proc_text(2) != free0 and "MemFree:" in v.proc.value
+    with pytest.raises(ValueError, match="proc='zoneinfo'"):
+        TraceViewer(m.trace, proc="zoneinfo")
+
+
+def test_frames_without_state_show_the_last_recorded_state():
+    v = TraceViewer(recorded(record_every=2), zoom="page")
+    v.slider.value = 1
+    assert "memory as recorded at step 0" in v.caption.value
+    assert set(v.renderer.grid.cells.reshape(-1).tolist()) == {CellClass.FREE}
+    v.slider.value = 2
+    assert int((v.renderer.grid.cells == CellClass.MOVABLE).sum()) == 16
+
+
+def test_summary_and_repr_are_text():
+    v = TraceViewer(recorded())
+    v.slider.value = 3
+    assert repr(v) == "TraceViewer(4 frames, step 3)"
+    assert v.summary().startswith("step 3/3: free the kernel pages")
+    assert "pageblock map of pfn [0x0, 0x100)" in v.summary()
+
+
+def test_empty_traces_are_refused():
+    with pytest.raises(ValueError, match="no frames"):
+        TraceViewer(vm.Trace())
+    with pytest.raises(ValueError, match="kept a state"):
+        TraceViewer([_Stateless()])
+
+
+class _Stateless:
+    state = None
+    events = ()
+    label = "x"
+    time = 0.0

@@ -1,0 +1,157 @@
+"""Step-through widgets over recorded frames.
+
+``TraceViewer(trace)`` replays a ``vmemlab.trace.Trace`` (or the trace of a
+machine built with ``trace=True``, or a list of frames): a Play button
+linked (``jslink``, in the browser) to a step slider, back/forward buttons,
+the heatmap of the step's state (one image, updated in place and sent as
+PNG bytes), the step's trace events, and its ``/proc`` text.  Callbacks only
+pick a frame and show what it recorded; there is no model logic here.
+
+Tests drive it from Python: set ``viewer.slider.value`` (or call
+``viewer.step(+1)``) and read ``viewer.image.value`` and
+``viewer.renderer.grid``.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+from typing import Any
+
+import ipywidgets as widgets
+
+from .grid import heatmap_summary
+from .render import HeatmapRenderer
+
+PROC_FILES = ("buddyinfo", "meminfo")
+
+
+def _pre(text: str) -> str:
+    return ("<pre style='margin:0; font-size:11px; line-height:1.25'>"
+            f"{html.escape(text)}</pre>")
+
+
+class TraceViewer(widgets.VBox):
+    """Play, step and inspect the frames of a trace."""
+
+    def __init__(self, trace: Any, zoom: str = "pageblock", *, proc: str = "buddyinfo",
+                 interval: int = 600, max_events: int = 200, title: str | None = None,
+                 **heatmap_kw: Any) -> None:
+        self.frames = _frames(trace)
+        self._state_at = _state_indices(self.frames)
+        self.max_events = max_events
+        first = self.frames[self._state_at[0]]
+        self.renderer = HeatmapRenderer(first, zoom, title=title, **heatmap_kw)
+        last = len(self.frames) - 1
+        self.play = widgets.Play(value=0, min=0, max=last, step=1, interval=interval,
+                                 description="play")
+        self.slider = widgets.IntSlider(value=0, min=0, max=last, description="step",
+                                        continuous_update=False)
+        self.link = widgets.jslink((self.play, "value"), (self.slider, "value"))
+        self.back = widgets.Button(description="back", icon="step-backward",
+                                   layout=widgets.Layout(width="7em"))
+        self.forward = widgets.Button(description="forward", icon="step-forward",
+                                      layout=widgets.Layout(width="7em"))
+        self.caption = widgets.HTML()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%"))
+        self.events = widgets.HTML(layout=widgets.Layout(max_height="16em", overflow="auto"))
+        options = _proc_options(first.state)
+        if proc not in options:
+            raise ValueError(f"proc={proc!r} is not one of {list(options)}")
+        self.proc_choice = widgets.ToggleButtons(options=options, value=proc)
+        self.proc = widgets.HTML(layout=widgets.Layout(max_height="16em", overflow="auto"))
+        self.slider.observe(self._on_step, names="value")
+        self.proc_choice.observe(self._on_proc, names="value")
+        self.back.on_click(lambda _: self.step(-1))
+        self.forward.on_click(lambda _: self.step(+1))
+        controls = widgets.HBox([self.play, self.back, self.forward, self.slider])
+        texts = widgets.HBox([
+            widgets.VBox([widgets.HTML("<b>events of this step</b>"), self.events],
+                         layout=widgets.Layout(width="55%")),
+            widgets.VBox([self.proc_choice, self.proc], layout=widgets.Layout(width="45%"))])
+        super().__init__(children=[controls, self.caption, self.image, texts])
+        self.show(0)
+
+    # -- navigation ------------------------------------------------------
+    @property
+    def index(self) -> int:
+        """The step shown."""
+        return int(self.slider.value)
+
+    def step(self, delta: int) -> None:
+        """Move ``delta`` steps (clamped to the recorded frames)."""
+        self.slider.value = min(max(self.index + delta, 0), len(self.frames) - 1)
+
+    def show(self, index: int) -> None:
+        """Show frame ``index``: heatmap, caption, events and /proc text."""
+        self.image.value = self.renderer.update(self.frames[self._state_at[index]])
+        self.caption.value = html.escape(self.caption_text(index))
+        self.events.value = _pre(self.events_text(index))
+        self.proc.value = _pre(self.proc_text(index))
+
+    def _on_step(self, change: dict[str, Any]) -> None:
+        self.show(int(change["new"]))
+
+    def _on_proc(self, change: dict[str, Any]) -> None:
+        self.proc.value = _pre(self.proc_text(self.index))
+
+    # -- text (what nbval and tests can compare) -------------------------
+    def caption_text(self, index: int) -> str:
+        frame = self.frames[index]
+        text = (f"step {index}/{len(self.frames) - 1}: {frame.label or '(no label)'}"
+                f" | t = {frame.time:.3f} s | {len(frame.events)} events")
+        if self._state_at[index] != index:
+            text += f" | memory as recorded at step {self._state_at[index]}"
+        return text
+
+    def events_text(self, index: int) -> str:
+        events = self.frames[index].events
+        lines = [str(e) for e in events[:self.max_events]]
+        if len(events) > self.max_events:
+            lines.append(f"... and {len(events) - self.max_events} more")
+        return "\n".join(lines) if lines else "(no events)"
+
+    def proc_text(self, index: int) -> str:
+        state = self.frames[self._state_at[index]].state
+        name = self.proc_choice.value
+        text = getattr(state, name, None)
+        if not isinstance(text, str):
+            text = state.extra[name]
+        return text
+
+    def summary(self) -> str:
+        """The caption and heatmap summary of the step shown (text for notebooks)."""
+        state = self.frames[self._state_at[self.index]]
+        return self.caption_text(self.index) + "\n" + heatmap_summary(self.renderer.grid, state)
+
+    def __repr__(self) -> str:
+        return f"TraceViewer({len(self.frames)} frames, step {self.index})"
+
+
+def _frames(trace: Any) -> list[Any]:
+    """The frames of a Trace, of a Machine's trace, or a list of frames."""
+    if hasattr(trace, "node"):
+        trace = getattr(trace.trace, "frames", [])
+    frames = list(trace.frames if hasattr(trace, "frames") else trace)
+    if not frames:
+        raise ValueError("the trace has no frames: record with trace=True and call m.step()")
+    return frames
+
+
+def _state_indices(frames: Iterable[Any]) -> list[int]:
+    """For each frame, the latest frame at or before it that kept a state."""
+    out: list[int] = []
+    last = None
+    for i, f in enumerate(frames):
+        if f.state is not None:
+            last = i
+        out.append(last if last is not None else -1)
+    if all(i < 0 for i in out):
+        raise ValueError("no frame of the trace kept a state snapshot")
+    first = next(i for i in out if i >= 0)
+    return [i if i >= 0 else first for i in out]
+
+
+def _proc_options(state: Any) -> tuple[str, ...]:
+    extra = [k for k, v in sorted(getattr(state, "extra", {}).items()) if isinstance(v, str)]
+    return PROC_FILES + tuple(k for k in extra if k not in PROC_FILES)
