@@ -28,18 +28,27 @@ import datetime
 import json
 import os
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .constants import NO_ZONE, Geometry, MiB, PageKind, PageState, ZoneType, format_size
+from .constants import Geometry, MiB, PageKind, PageState
 from .metrics import fragmentation_index_of, unusable_index
 from .procfs import format_index_table
 from .realmem import capture as _capture
-from .realmem.kpageflags import flag_counts, page_flag_bits, page_states
+from .realmem.kpageflags import flag_counts
+from .realmem.pages import (
+    PageArrays,
+    block_page_counts,
+    page_arrays,
+    pageblock_zones,
+    render_block_table,
+    render_page_map,
+    render_page_summary,
+)
 from .realmem.proctext import (
     parse_buddyinfo,
     parse_meminfo,
@@ -60,7 +69,6 @@ PARTS = {"buddyinfo": "/proc/buddyinfo", "pagetypeinfo": "/proc/pagetypeinfo",
          "kpageflags": _capture.KPAGEFLAGS}
 _PARSERS = {"buddyinfo": parse_buddyinfo, "pagetypeinfo": parse_pagetypeinfo,
             "zoneinfo": parse_zoneinfo, "meminfo": parse_meminfo}
-_ZONE_TYPES = {str(z): z for z in ZoneType}
 
 
 class MissingPart(LookupError):
@@ -69,19 +77,6 @@ class MissingPart(LookupError):
 
 class SnapshotFileError(ValueError):
     """A file that is not a readable vmemlab snapshot; the message names it."""
-
-
-@dataclass(frozen=True)
-class PageArrays:
-    """Per-pfn arrays over [0, nr_pfns): PageState, PageKind and PageFlag bytes."""
-
-    state: np.ndarray
-    kind: np.ndarray
-    flags: np.ndarray
-
-    @property
-    def nr_pfns(self) -> int:
-        return len(self.state)
 
 
 def read_snapshot(root: str | Path = "/", max_pfns: int | None = None,
@@ -166,35 +161,13 @@ class RealSnapshot:
     # -- pages ---------------------------------------------------------------
     @cached_property
     def pages(self) -> PageArrays:
-        """Page state, kind and flag arrays derived from /proc/kpageflags.
-
-        Offline memory blocks read as OFFLINE and pfns outside every memory
-        block as ABSENT, from sysfs (kpageflags cannot tell them from holes).
-        """
-        words = self.part("kpageflags")
-        state, kind = page_states(words)
-        if self.has("memory"):
-            present, offline = self._block_masks(len(words))
-            state[~present], kind[~present] = PageState.ABSENT, PageKind.NONE
-            state[offline], kind[offline] = PageState.OFFLINE, PageKind.NONE
-        return PageArrays(state, kind, page_flag_bits(words))
-
-    def _block_masks(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        present, offline = np.zeros(n, bool), np.zeros(n, bool)
-        for b in self.memory.blocks:
-            present[b.start_pfn:b.end_pfn] = True
-            if b.state == "offline":
-                offline[b.start_pfn:b.end_pfn] = True
-        return present, offline
+        """Page state, kind and flag arrays from /proc/kpageflags (see realmem.pages)."""
+        blocks = self.memory.blocks if self.has("memory") else None
+        return page_arrays(self.part("kpageflags"), blocks)
 
     def block_page_counts(self) -> np.ndarray:
         """Pages per PageState (columns) in each memory block (rows); -1 beyond kpageflags."""
-        blocks, state = self.memory.blocks, self.pages.state
-        counts = np.full((len(blocks), len(PageState)), -1, np.int64)
-        for i, b in enumerate(blocks):
-            if b.end_pfn <= len(state):
-                counts[i] = np.bincount(state[b.start_pfn:b.end_pfn], minlength=len(PageState))
-        return counts
+        return block_page_counts(self.memory.blocks, self.pages.state)
 
     # -- geometry and the model's frame format -------------------------------
     @cached_property
@@ -229,7 +202,8 @@ class RealSnapshot:
         flags[:pages.nr_pfns] = pages.flags
         nr_pb = n >> geo.pageblock_order
         return Snapshot(0.0, geo, state, kind, flags, np.full(nr_pb, MT_UNKNOWN, np.uint8),
-                        self._pageblock_zones(nr_pb, geo.pageblock_order),
+                        pageblock_zones(nr_pb, geo.pageblock_order, self.parsed.get("zoneinfo"),
+                                        self.memory.blocks if self.has("memory") else ()),
                         self._view("buddyinfo"), self._view("meminfo"),
                         {"source": "real", "kernel": self.kernel, **self.meta})
 
@@ -239,37 +213,10 @@ class RealSnapshot:
         except MissingPart:
             return ""
 
-    def _pageblock_zones(self, nr_pb: int, pb_order: int) -> np.ndarray:
-        pb_zone = np.full(nr_pb, NO_ZONE, np.uint8)
-        zones = self.parsed.get("zoneinfo")
-        for z in zones.zones if zones else ():
-            if z.populated and z.name in _ZONE_TYPES:
-                pb_zone[z.start_pfn >> pb_order:(z.start_pfn + z.spanned) >> pb_order] = \
-                    _ZONE_TYPES[z.name]
-        for b in self.parsed["memory"].blocks if self.has("memory") else ():
-            if b.zone in _ZONE_TYPES:
-                pb_zone[b.start_pfn >> pb_order:b.end_pfn >> pb_order] = _ZONE_TYPES[b.zone]
-        return pb_zone
-
     # -- text views ----------------------------------------------------------
     def page_map(self, start: int = 0, end: int | None = None, width: int = 64) -> str:
         """One character per page of [start, end), as ``Machine.page_map`` draws it."""
-        from .charmap import PAGE_CHARS, STATE_CHARS
-
-        state, kind = self.pages.state, self.pages.kind
-        end = len(state) if end is None else end
-        if not 0 <= start < end <= len(state):
-            raise ValueError(f"pfn range [{start:#x}, {end:#x}) must lie in "
-                             f"[0, {len(state):#x}), the pfns read from /proc/kpageflags")
-        table = np.full((len(PageState), max(PageKind) + 1), "?", dtype="<U1")
-        for s, c in STATE_CHARS.items():
-            table[s, :] = c
-        for k, c in PAGE_CHARS.items():
-            table[PageState.ALLOCATED, k] = c
-        chars = table[state[start:end], kind[start:end]]
-        digits = max(4, len(f"{end:x}"))
-        return "".join(f"{pfn:#0{digits + 2}x} " + "".join(chars[pfn - start:pfn - start + width])
-                       + "\n" for pfn in range(start, end, width))
+        return render_page_map(self.pages, start, end, width)
 
     def lsmem(self) -> str:
         """Memory blocks in runs of like blocks (range, size, state, node, zones)."""
@@ -278,39 +225,11 @@ class RealSnapshot:
     def memory_block_table(self) -> str:
         """One line per memory block, with its pages by state where kpageflags covers it."""
         counts = self.block_page_counts() if self.has("kpageflags") else None
-        cols = [s for s in PageState]
-        lines = [f"{'block':>6} {'start_pfn':>11} {'state':>13} {'zones':<14} {'node':>4} "
-                 + " ".join(f"{s.name.lower():>12}" for s in cols)]
-        for i, b in enumerate(self.memory.blocks):
-            zones = "?" if b.valid_zones is None else " ".join(b.valid_zones) or "none"
-            row = (["-"] * len(cols) if counts is None or counts[i, 0] < 0
-                   else [str(c) for c in counts[i]])
-            lines.append(f"{b.id:>6} {b.start_pfn:#11x} {b.state or '?':>13} {zones:<14} "
-                         f"{'?' if b.node is None else b.node:>4} "
-                         + " ".join(f"{c:>12}" for c in row))
-        return "\n".join(lines) + "\n"
+        return render_block_table(self.memory.blocks, counts)
 
     def page_summary(self) -> str:
         """Pages by state, allocated pages by kind, from /proc/kpageflags."""
-        pages = self.pages
-        n = pages.nr_pfns
-        lines = [f"/proc/kpageflags: pfns [0x0, {n:#x}) "
-                 f"({format_size(n * self.page_size)})", f"{'state':<16}{'pages':>12}  share"]
-        by_state = np.bincount(pages.state, minlength=len(PageState))
-        lines += [f"{s.name.lower():<16}{by_state[s]:>12}  {100 * by_state[s] / max(n, 1):5.1f}%"
-                  for s in PageState if by_state[s]]
-        allocated = pages.kind[pages.state == PageState.ALLOCATED]
-        by_kind = np.bincount(allocated, minlength=max(PageKind) + 1)
-        if len(allocated):
-            lines += ["", f"{'allocated, kind':<16}{'pages':>12}  share"]
-            lines += [f"{str(k):<16}{by_kind[k]:>12}  {100 * by_kind[k] / len(allocated):5.1f}%"
-                      for k in PageKind if by_kind[k]]
-        no_flags = int(np.count_nonzero(self.kpageflags == 0))
-        if no_flags:
-            lines += ["", f"{no_flags} pfns carry no flags at all (raw kernel allocations, "
-                          "per-CPU free lists, or memory not yet initialised): counted as "
-                          "kernel."]
-        return "\n".join(lines) + "\n"
+        return render_page_summary(self.pages, self.part("kpageflags"), self.page_size)
 
     def summary(self) -> str:
         """Where the snapshot came from and which parts are absent, and why."""

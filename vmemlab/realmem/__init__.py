@@ -2,7 +2,8 @@
 
 ``capture`` reads the files (and is the only module here that touches a
 filesystem); ``procparse`` and ``sysfs`` turn their text into plain data;
-``kpageflags`` maps /proc/kpageflags words onto vmemlab's page states.
-``vmemlab.snapshot`` composes them into a ``Snapshot``.  Nothing here ever
+``kpageflags`` maps /proc/kpageflags words onto vmemlab's page states, and
+``pages`` builds, counts and draws the per-pfn arrays.  ``vmemlab.snapshot``
+composes them into a ``RealSnapshot``.  Nothing here ever
 writes to /proc or /sys.
 """
