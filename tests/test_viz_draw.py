@@ -57,6 +57,8 @@ def test_one_colour_per_page_class_and_migratetypes_share_them():
     assert palette.colour(PageState.PAGE_OFFLINE) == palette.colour(C.PAGE_OFFLINE)
     with pytest.raises(ValueError, match="no colour"):
         palette.colour("free")
+    with pytest.raises(ValueError, match="PageKind"):
+        palette.colour(PageState.ALLOCATED)
 
 
 def test_hue_is_not_the_only_cue_for_blockers_and_isolation():
@@ -286,6 +288,14 @@ def test_draw_timeseries_and_fragmentation():
     assert art.artists[1].get_ydata().tolist() == [-1.0, 0.25]
     assert len(legend_labels(art.legend)) == 2
     plt.close("all")
+
+
+def test_every_exported_name_resolves():
+    from vmemlab import viz
+
+    assert all(getattr(viz, name) is not None for name in viz.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        viz.nothing  # noqa: B018
 
 
 def test_pageblock_classes_cover_every_migratetype():

@@ -28,6 +28,7 @@ _EXPORTS = {
     "page_classes": "grid", "pageblock_classes": "grid", "overlay_paths": "grid",
     "row_ticks": "grid", "cell_counts": "grid", "heatmap_summary": "grid",
     "MigrationStep": "moves", "migration_step": "moves", "migration_summary": "moves",
+    "MoveRun": "moves", "move_runs": "moves",
     "FreeBlocks": "fragdata", "FragSeries": "fragdata", "parse_buddyinfo": "fragdata",
     "parse_pagetypeinfo": "fragdata", "free_blocks": "fragdata",
     "free_blocks_summary": "fragdata", "fragmentation_series": "fragdata",

@@ -202,7 +202,7 @@ def _label_axes(ax: Any, grid: Grid) -> Any:
     rows = [r for r, _ in ticks]
     ax.set_yticks(rows, labels=[f"{pfn:#x}" for _, pfn in ticks], fontsize="x-small")
     ax.set_ylabel("pfn at row start", fontsize="small")
-    cols = [c for c in _col_ticks(grid.width)]
+    cols = _col_ticks(grid.width)
     ax.set_xticks(cols, labels=[f"+{c * grid.pages_per_cell:#x}" for c in cols],
                   fontsize="x-small")
     ax.set_xlabel(f"pages into the row (one cell = {describe_cell(grid)})", fontsize="small")

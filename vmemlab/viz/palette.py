@@ -79,7 +79,9 @@ def colour(x: CellClass | MigrateType | PageState | PageKind) -> str:
     if isinstance(x, MigrateType):
         return CLASS_COLOURS[CellClass(PB_BASE + int(x))]
     if isinstance(x, PageState):
-        return CLASS_COLOURS[state_class(int(x), int(PageKind.ANON))]
+        if x is PageState.ALLOCATED:
+            raise ValueError("an allocated page's colour depends on its PageKind: pass that")
+        return CLASS_COLOURS[state_class(int(x))]
     if isinstance(x, PageKind):
         return CLASS_COLOURS[kind_class(x)]
     raise ValueError(f"no colour for {x!r}: pass a CellClass, MigrateType, PageState "
