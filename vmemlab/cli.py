@@ -20,10 +20,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .constants import TEACHING, format_size, parse_size
+
+if TYPE_CHECKING:
+    from .machine import Machine
+    from .snapshot import RealSnapshot
 
 PROG = "vmemlab"
 
@@ -84,7 +89,7 @@ def run_buddy(args: argparse.Namespace) -> int:
     return 0
 
 
-def buddy_machine(memory: str | int = "1M", kernel: str = "6.12"):
+def buddy_machine(memory: str | int = "1M", kernel: str = "6.12") -> Machine:
     """A fresh teaching machine (the lab's tests call the same thing teaching())."""
     from .machine import Machine
 
@@ -95,7 +100,7 @@ def buddy_machine(memory: str | int = "1M", kernel: str = "6.12"):
 
 
 def random_ops(seed: int, nr_ops: int, percent_alloc: float, max_order: int, types: str,
-               machine: Callable[[], object]) -> str:
+               machine: Callable[[], Machine]) -> str:
     """A random op string, the same for the same arguments on any platform.
 
     numpy's ``default_rng(seed)`` draws each step: free a uniformly chosen
@@ -152,7 +157,7 @@ def buddy_homework(seed: int = 0, num_ops: int = 10, percent_alloc: float = 50,
             f"one Normal zone from pfn 0x0:\npageblocks of {geo.pageblock_nr_pages} pages, "
             f"buddy blocks of order 0..{geo.max_page_order} (up to "
             f"{geo.max_order_nr_pages} pages), Linux {kernel} allocator.\n",
-            f"\nOperations: {spec or '(none)'}\n", "\nInitial state:\n", initial, "\n",
+            f"\nOperations (as -A): {spec or '(none)'}\n", "\nInitial state:\n", initial, "\n",
             format_ops(results, compute) if results else "", "\n"]
     if compute:
         out += ["Final state:\n", _state(m)]
@@ -162,7 +167,7 @@ def buddy_homework(seed: int = 0, num_ops: int = 10, percent_alloc: float = 50,
     return "".join(out)
 
 
-def _state(m) -> str:
+def _state(m: Machine) -> str:
     """buddyinfo, the page map and the pageblock map, one after another."""
     return m.proc.buddyinfo() + "\n" + m.page_map() + "\n" + m.pageblock_map()
 
@@ -268,8 +273,8 @@ def run_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _get_snapshot(args: argparse.Namespace):
-    from .snapshot import SnapshotFileError, load_snapshot, read_snapshot
+def _get_snapshot(args: argparse.Namespace) -> RealSnapshot:
+    from .snapshot import SnapshotFileError, default_page_size, load_snapshot, read_snapshot
 
     if args.load:
         if args.limit or args.no_kpageflags:
@@ -284,13 +289,14 @@ def _get_snapshot(args: argparse.Namespace):
     max_pfns = None
     if args.limit:
         try:
-            max_pfns = parse_size(args.limit) // 4096
+            max_pfns = parse_size(args.limit) // default_page_size(args.root)
         except ValueError as e:
             raise UsageError(f"--limit: {e}") from None
     return read_snapshot(args.root, max_pfns=max_pfns, kpageflags=not args.no_kpageflags)
 
 
-def snapshot_text(snap, views: Sequence[str], page_map: tuple[int, int] | None = None) -> str:
+def snapshot_text(snap: RealSnapshot, views: Sequence[str],
+                  page_map: tuple[int, int] | None = None) -> str:
     """The chosen views, each under a ``== title ==`` line; absent parts say why."""
     from .snapshot import MissingPart
 
@@ -318,14 +324,14 @@ def snapshot_text(snap, views: Sequence[str], page_map: tuple[int, int] | None =
     return "\n".join(out)
 
 
-def _page_map(snap, start: int, end: int) -> str:
+def _page_map(snap: RealSnapshot, start: int, end: int) -> str:
     try:
         return snap.page_map(start, end)
     except ValueError as e:
         raise UsageError(f"--page-map {start:#x}:{end:#x}: {e}") from None
 
 
-def _save_png(snap, path: str) -> None:
+def _save_png(snap: RealSnapshot, path: str) -> None:
     """Draw the pages (page zoom: a real kernel does not export pageblock types)."""
     from .snapshot import MissingPart
 

@@ -88,13 +88,17 @@ def read_snapshot(root: str | Path = "/", max_pfns: int | None = None,
     machine's for "/" and to 4096 for another root.
     """
     live = Path(root).resolve() == Path("/")
-    if page_size is None:
-        page_size = os.sysconf("SC_PAGE_SIZE") if live else 4096
+    page_size = default_page_size(root) if page_size is None else page_size
     cap = _capture.capture(root, max_pfns, kpageflags)
     meta = {"root": str(root), "live": live, "page_size": page_size, "max_pfns": max_pfns,
             "captured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds")}
     return RealSnapshot(cap.files, cap.kpageflags, cap.missing, meta)
+
+
+def default_page_size(root: str | Path = "/") -> int:
+    """This machine's page size for "/", 4096 for any other root."""
+    return os.sysconf("SC_PAGE_SIZE") if Path(root).resolve() == Path("/") else 4096
 
 
 def load_snapshot(path: str | Path) -> RealSnapshot:
