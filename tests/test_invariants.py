@@ -63,3 +63,47 @@ def test_random_sequences_keep_invariants(ops, kernel, wmin, seed):
         z = m.zone("Normal")
         used = int(z.nr_kind.sum())
         assert z.nr_free_pages + used == total        # no page lost or duplicated
+
+
+hp_op = st.one_of(
+    st.tuples(st.just("dimm"), st.integers(1, 3), st.sampled_from(
+        ["offline", "online", "online_kernel", "online_movable"])),
+    st.tuples(st.just("online"), st.integers(0, 99), st.sampled_from(
+        ["online", "online_kernel", "online_movable"])),
+    st.tuples(st.just("offline"), st.integers(0, 99)),
+    st.tuples(st.just("remove"), st.integers(0, 99)),
+    st.tuples(st.just("activity"), st.sampled_from(KINDS), st.integers(1, 64)),
+    st.tuples(st.just("release"), st.integers(0, 99), st.sampled_from([1.0, 0.5])),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(hp_op, max_size=30), kernel=st.sampled_from(["6.12", "5.8"]),
+       policy=st.sampled_from(["contig-zones", "auto-movable"]))
+def test_random_hotplug_sequences_keep_invariants(ops, kernel, policy):
+    if kernel == "5.8" and policy == "auto-movable":
+        policy = "contig-zones"           # auto-movable arrived in 5.15
+    m = teaching(kernel, online_policy=policy)
+    for o in ops:
+        blocks = [b for b in m.memory_blocks if b.group]
+        if o[0] == "dimm":
+            m.auto_online_blocks = o[2]
+            m.add_dimm(o[1] * 64 * 4096)
+        elif o[0] == "online" and blocks:
+            m.online_memory_block(blocks[o[1] % len(blocks)].id, o[2])
+        elif o[0] == "offline" and blocks:
+            m.offline_memory_block(blocks[o[1] % len(blocks)].id, timeout=1)
+        elif o[0] == "remove" and m.dimms:
+            d = m.dimms[o[1] % len(m.dimms)]
+            m.hotplug.offline_and_remove_memory(d.addr, d.size, timeout=1)
+        elif o[0] == "activity":
+            kind, n = o[1], o[2]
+            if kind == "files":
+                m.activity("files", count=n * 4)
+            elif kind == "pipes":
+                m.activity("pipes", count=max(1, n // 16))
+            else:
+                m.activity(kind, size=n * 4096)
+        elif o[0] == "release" and m.activities:
+            m.activities[o[1] % len(m.activities)].release(o[2])
+        m.validate()

@@ -28,15 +28,16 @@ from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all
 from .bulk import alloc_pages_bulk
 from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
+from .memory_hotplug import ONLINE_TYPES, MemoryHotplug
 from .node import Node
 from .page_alloc import alloc_pages, free_pages
 from .procfs import ProcFS
 from .profiles import DEFAULT_KERNEL, KernelProfile, profile
+from .sysfs import Sysfs
 from .trace import NullTrace, Trace
-from .validate import validate_node
+from .validate import validate_hotplug, validate_node
 from .zone import init_per_zone_wmark_min
 
-ONLINE_TYPES = ("offline", "online", "online_kernel", "online_movable")
 LARGE_BLOCK_BOOT_END = 64 * GiB     # MEM_SIZE_FOR_LARGE_BLOCK
 MAX_BLOCK_SIZE = 2 * GiB
 
@@ -60,6 +61,33 @@ class ZoneSummary:
         return (f"{self.name:>8}: pfn [{self.start_pfn:#x}, {self.end_pfn:#x}) "
                 f"managed {self.managed} free {self.free} (min {self.min} low {self.low} "
                 f"high {self.high})")
+
+
+@dataclass(frozen=True)
+class MemoryBlockView:
+    """One memory block, read-only: what /sys/devices/system/memory/memoryN says."""
+
+    id: int
+    start_pfn: int
+    end_pfn: int
+    state: str
+    valid_zones: str
+    resource: str
+    group: str
+
+    def __str__(self) -> str:
+        return (f"memory{self.id}: [{self.start_pfn:#x}, {self.end_pfn:#x}) {self.state} "
+                f"{self.valid_zones}")
+
+
+@dataclass(frozen=True)
+class Dimm:
+    """A plugged pc-dimm: where QEMU put it and what add_memory() returned."""
+
+    name: str
+    addr: int
+    size: int
+    rc: int
 
 
 @dataclass(frozen=True)
@@ -114,6 +142,9 @@ class Machine:
         boot_memory = parse_size(boot_memory)
         _check_choice("online_policy", online_policy, prof.online_policies)
         _check_choice("auto_online_blocks", auto_online_blocks, ONLINE_TYPES)
+        if not isinstance(auto_movable_ratio, int) or auto_movable_ratio < 0:
+            raise ValueError(f"auto_movable_ratio={auto_movable_ratio!r} must be a "
+                             "non-negative integer (percent)")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ValueError(f"seed={seed!r} must be an integer")
         layout = boot_layout(geo, boot_memory)
@@ -141,6 +172,11 @@ class Machine:
         memblock_free_all(self.node, layout)
         init_per_zone_wmark_min(self.node)
         self.proc = ProcFS(self)
+        self.hotplug = MemoryHotplug(self)
+        self.sysfs = Sysfs(self)
+        self.device_memory_base = self._device_memory_base()
+        self.device_regions: list[tuple[int, int, str]] = []   # (addr, size, name)
+        self.dimms: list[Dimm] = []
 
     def _make_trace(self, trace: bool | Trace) -> Trace | NullTrace:
         if isinstance(trace, Trace):
@@ -152,6 +188,84 @@ class Machine:
         tr.snapshot = tr.snapshot or self.snapshot
         tr.clock = tr.clock or (lambda: self.now)
         return tr
+
+    # -- device memory (QEMU's hotplug region) --------------------------------
+    def _device_memory_base(self) -> int:
+        """Where QEMU puts DIMMs and virtio-mem: the first 1 GiB boundary after RAM.
+
+        On q35 that is after the RAM above 4 GiB, at 4 GiB at least (QEMU
+        pc_get_device_memory_range()); on the teaching geometry, the next
+        memory block after boot memory.
+        """
+        geo = self.geometry
+        if geo.layout == "q35":
+            end = 4 * GiB + self.layout.above_4g
+            return -(-end // GiB) * GiB
+        end = self.layout.end_pfn << geo.page_shift
+        return -(-end // geo.memory_block_size) * geo.memory_block_size
+
+    def allocate_device_region(self, size: int, align: int, name: str) -> int:
+        """Place a memory device in the device-memory region, first fit, aligned.
+
+        QEMU: hw/mem/memory-device.c, memory_device_get_free_addr()
+        """
+        addr = self.device_memory_base
+        for start, length, _ in sorted(self.device_regions):
+            if addr + size <= start:
+                break
+            addr = max(addr, -(-(start + length) // align) * align)
+        addr = -(-addr // align) * align
+        self.device_regions.append((addr, size, name))
+        self.ensure_pfns((addr + size) >> self.geometry.page_shift)
+        return addr
+
+    def ensure_pfns(self, nr_pfns: int) -> None:
+        """Grow the memmap arrays to cover ``nr_pfns`` page frames."""
+        self.node.mm.grow(nr_pfns)
+
+    def advance(self, seconds: float) -> None:
+        """Let synchronous kernel work take simulated time (timers fire later)."""
+        self.now += seconds
+
+    def add_dimm(self, size: int | str, online: bool = True) -> Dimm:
+        """Plug a pc-dimm (``device_add pc-dimm``); ACPI adds it as one static group.
+
+        Its blocks are onlined per ``auto_online_blocks`` unless ``online`` is
+        False.  Kernel: drivers/acpi/acpi_memhotplug.c; QEMU hw/mem/pc-dimm.c
+        """
+        size = parse_size(size)
+        bsize = self.geometry.memory_block_size
+        if size <= 0 or size % bsize:
+            raise ValueError(f"size={size} must be a positive multiple of the memory block "
+                             f"size ({format_size(bsize)})")
+        name = f"dimm{len(self.dimms)}"
+        addr = self.allocate_device_region(size, bsize, name)
+        group = self.hotplug.register_group(False, size >> self.geometry.page_shift, name)
+        rc = self.hotplug.add_memory(addr, size, group, "System RAM", online)
+        dimm = Dimm(name, addr, size, rc)
+        self.dimms.append(dimm)
+        return dimm
+
+    @property
+    def memory_blocks(self) -> list[MemoryBlockView]:
+        """Every memory block as sysfs shows it."""
+        hp = self.hotplug
+        return [MemoryBlockView(b.id, b.start_pfn, b.end_pfn, b.state,
+                                hp.valid_zones(b), b.resource,
+                                b.group.name if b.group else "")
+                for _, b in sorted(hp.blocks.items())]
+
+    def online_memory_block(self, block_id: int, online_type: str = "online") -> int:
+        """``echo <online_type> > /sys/devices/system/memory/memory<id>/state``."""
+        return self.sysfs.write(f"/sys/devices/system/memory/memory{block_id}/state",
+                                online_type)
+
+    def offline_memory_block(self, block_id: int, timeout: float | None = None) -> int:
+        """``timeout <s> echo offline > .../memory<id>/state``; 0 or -errno."""
+        block = self.hotplug.blocks.get(block_id)
+        if block is None:
+            raise ValueError(f"block_id={block_id} does not exist")
+        return self.hotplug.offline_block(block, timeout)
 
     # -- views ---------------------------------------------------------------
     @property
@@ -329,6 +443,7 @@ class Machine:
     def validate(self) -> None:
         """Check every invariant; raise vmemlab.ValidationError naming the pfn."""
         validate_node(self.node)
+        validate_hotplug(self.hotplug)
 
 
 def _geometry(spec: str | Geometry) -> Geometry:

@@ -284,5 +284,17 @@ class ProcFS:
         return format_index_table(rows, width)
 
     def vmstat(self) -> str:
-        """/proc/vmstat event counters vmemlab counts (pgalloc_*, pgfree, ...)."""
-        return "".join(f"{name} {value}\n" for name, value in sorted(self._node.vm_events.items()))
+        """/proc/vmstat: the memmap counters, then the events vmemlab counts.
+
+        nr_memmap_pages counts struct pages of hot-added memory (allocated
+        pages), nr_memmap_boot_pages the boot memmap (memblock).
+        Kernel: mm/vmstat.c (6.11+: nr_memmap_pages, nr_memmap_boot_pages)
+        """
+        node = self._node
+        memmap = int(self.kind_totals()[PageKind.MEMMAP])
+        boot = sum(r.end_pfn - r.start_pfn for r in self.m.layout.reserved
+                   if r.name.startswith("memmap"))
+        rows = [("nr_free_pages", sum(z.nr_free_pages for z in node.zones)),
+                ("nr_memmap_pages", memmap), ("nr_memmap_boot_pages", boot)]
+        rows += sorted(node.vm_events.items())
+        return "".join(f"{name} {value}\n" for name, value in rows)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import PageKind, PageState
+from .constants import PageKind, PageState, ZoneType
 
 if TYPE_CHECKING:
     from .node import Node
@@ -191,3 +191,33 @@ def validate_node(node: Node) -> None:
     validate_coverage(node)
     validate_merged(node)
     validate_zone_counters(node)
+
+
+def validate_hotplug(hotplug) -> None:
+    """Memory blocks agree with the memmap: online blocks' pages have a zone and
+    online sections; offline blocks' pages are offline; group counters add up."""
+    node = hotplug.node
+    mm, geo = node.mm, node.geo
+    pbo = geo.pageblock_order
+    per_group: dict[int, list[int]] = {}
+    for block in hotplug.blocks.values():
+        s, e = block.start_pfn, block.end_pfn
+        sec = mm.section_online[s // geo.pages_per_section:e // geo.pages_per_section]
+        if block.online:
+            if not sec.all():
+                _fail(f"memory{block.id} is online but a section at pfn {s:#x} is offline")
+            if block.zone is not None and np.any(mm.pb_zone[s >> pbo:e >> pbo] != block.zone):
+                _fail(f"memory{block.id} is online in zone {block.zone} but its "
+                      f"pageblocks say otherwise")
+        else:
+            if sec.any() or np.any(mm.state[s:e] != PageState.OFFLINE):
+                _fail(f"memory{block.id} is offline but pfn {s:#x}.. is not")
+        if block.group is not None and block.online:
+            kind = 1 if block.zone == ZoneType.MOVABLE else 0
+            per_group.setdefault(block.group.id, [0, 0])[kind] += block.nr_pages
+    for group in hotplug.groups:
+        kernel, movable = per_group.get(group.id, [0, 0])
+        if (kernel, movable) != (group.present_kernel_pages, group.present_movable_pages):
+            _fail(f"memory group {group.name}: kernel/movable pages "
+                  f"{group.present_kernel_pages}/{group.present_movable_pages} but online "
+                  f"blocks hold {kernel}/{movable}")
