@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 PROG = "vmemlab"
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """Something the user gave that cannot be used; main() prints it and exits 2."""
 
 
@@ -134,16 +134,17 @@ def random_ops(seed: int, nr_ops: int, percent_alloc: float, max_order: int, typ
 def buddy_homework(seed: int = 0, num_ops: int = 10, percent_alloc: float = 50,
                    max_order: int = 3, types: str = "MUR", memory: str = "1M",
                    kernel: str = "6.12", ops: str = "", compute: bool = False) -> str:
-    """The full text of one buddy problem: ARG lines, the ops, and with ``compute`` the answers."""
+    """The full text of one buddy problem: ARG lines, the ops, and with ``compute`` the answers.
+
+    Raises UsageError (a ValueError) naming a bad option or operation.
+    """
     from .workload import format_ops, run_ops
 
-    geo = TEACHING
-    if max_order > geo.max_page_order:
-        raise UsageError(f"--max-order {max_order}: must be in 0..{geo.max_page_order}")
-    args = [("seed", seed), ("num-ops", num_ops), ("percent-alloc", percent_alloc),
-            ("max-order", max_order), ("types", types), ("memory", memory),
-            ("kernel", kernel), ("ops", ops), ("compute", compute)]
-    out = [f"ARG {name} {value}\n" for name, value in args]
+    if max_order > TEACHING.max_page_order:
+        raise UsageError(f"--max-order {max_order}: must be in 0..{TEACHING.max_page_order}")
+    args = {"seed": seed, "num-ops": num_ops, "percent-alloc": percent_alloc,
+            "max-order": max_order, "types": types, "memory": memory, "kernel": kernel,
+            "ops": ops, "compute": compute}
     spec = ops or random_ops(seed, num_ops, percent_alloc, max_order, types,
                              lambda: buddy_machine(memory, kernel))
     m = buddy_machine(memory, kernel)
@@ -152,19 +153,21 @@ def buddy_homework(seed: int = 0, num_ops: int = 10, percent_alloc: float = 50,
         results = run_ops(m, spec)
     except ValueError as e:
         raise UsageError(f"--ops {spec!r}: {e}") from None
-    nr_pages = m.node.mm.nr_pfns
-    out += [f"\nA teaching machine of {nr_pages} pages ({format_size(nr_pages * geo.page_size)}), "
+    return "".join([*(f"ARG {name} {value}\n" for name, value in args.items()),
+                    "\n", _describe(m), f"\nOperations (as -A): {spec or '(none)'}\n",
+                    "\nInitial state:\n", initial, "\n",
+                    format_ops(results, compute) if results else "", "\n",
+                    "Final state:\n" + _state(m) if compute else
+                    "Final /proc/buddyinfo?  Final page map?  Final pageblock map?\n"
+                    "(run again with -c to compute the answers)\n"])
+
+
+def _describe(m: Machine) -> str:
+    geo, nr_pages = m.geometry, m.node.mm.nr_pfns
+    return (f"A teaching machine of {nr_pages} pages ({format_size(nr_pages * geo.page_size)}), "
             f"one Normal zone from pfn 0x0:\npageblocks of {geo.pageblock_nr_pages} pages, "
-            f"buddy blocks of order 0..{geo.max_page_order} (up to "
-            f"{geo.max_order_nr_pages} pages), Linux {kernel} allocator.\n",
-            f"\nOperations (as -A): {spec or '(none)'}\n", "\nInitial state:\n", initial, "\n",
-            format_ops(results, compute) if results else "", "\n"]
-    if compute:
-        out += ["Final state:\n", _state(m)]
-    else:
-        out.append("Final /proc/buddyinfo?  Final page map?  Final pageblock map?\n"
-                   "(run again with -c to compute the answers)\n")
-    return "".join(out)
+            f"buddy blocks of order 0..{geo.max_page_order} (up to {geo.max_order_nr_pages} "
+            f"pages), Linux {m.profile.name} allocator.\n")
 
 
 def _state(m: Machine) -> str:
