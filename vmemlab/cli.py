@@ -347,7 +347,7 @@ def _save_png(snap: RealSnapshot, path: str) -> None:
                          f"(pip install 'vmemlab[viz]'): {e}") from None
     try:
         frame = snap.machine_snapshot()
-    except MissingPart as e:
+    except (MissingPart, ValueError) as e:
         raise UsageError(f"--png {path!r}: {e}") from None
     fig, ax = new_figure("heatmap")
     draw(ax, frame, zoom="page", title=f"Linux {snap.kernel}: {snap.meta.get('root', '')}")

@@ -1,11 +1,11 @@
 """A snapshot of a real Linux machine's physical memory, read-only.
 
-    >>> from vmemlab.snapshot import read_snapshot
-    >>> snap = read_snapshot()                    # the live machine, or root="fixture/"
-    >>> print(snap.proc.buddyinfo())              # the same views as a simulated m.proc
-    >>> snap.pages.state                          # PageState per pfn, from /proc/kpageflags
-    >>> snap.save("box.npz"); load_snapshot("box.npz") == snap
-    True
+    from vmemlab.snapshot import load_snapshot, read_snapshot
+    snap = read_snapshot()                  # the live machine, or read_snapshot("copied-tree/")
+    print(snap.proc.buddyinfo())            # the same views as a simulated m.proc
+    snap.pages.state                        # PageState per pfn, from /proc/kpageflags
+    snap.save("box.npz")
+    assert load_snapshot("box.npz") == snap
 
 ``read_snapshot`` reads /proc/buddyinfo, /proc/pagetypeinfo, /proc/zoneinfo,
 /proc/meminfo, /sys/devices/system/memory and, where readable (root only),
