@@ -246,6 +246,16 @@ def test_kpageflags_rules_in_order():
     assert flag_counts(words)["RESERVED"] == 3 and flag_counts(words)["NO_FLAGS"] == 1
 
 
+def test_the_lookup_table_equals_the_rules_on_random_words():
+    from vmemlab.realmem import kpageflags
+
+    words = np.random.default_rng(0).integers(0, 1 << 63, size=50_000, dtype=np.uint64)
+    words[::2] &= np.uint64((1 << 27) - 1)           # also words without high bits
+    state, kind = page_states(words)
+    rule_state, rule_kind = kpageflags._apply_rules(words)
+    assert np.array_equal(state, rule_state) and np.array_equal(kind, rule_kind)
+
+
 def test_kpf_bit_numbers_match_the_uapi_header():
     assert (KPF.BUDDY, KPF.SLAB, KPF.LRU, KPF.ANON, KPF.NOPAGE, KPF.OFFLINE, KPF.PGTABLE,
             KPF.RESERVED) == (10, 7, 5, 12, 20, 23, 26, 32)

@@ -93,11 +93,14 @@ def has(flags: np.ndarray, bit: KPF) -> np.ndarray:
     return (flags & np.uint64(1 << bit)) != 0
 
 
-def page_states(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(state, kind) uint8 arrays for an array of kpageflags words (table above)."""
-    flags = np.asarray(flags, dtype=np.uint64)
+_RULE_BITS = (KPF.NOPAGE, KPF.OFFLINE, KPF.RESERVED, KPF.BUDDY, KPF.SLAB, KPF.PGTABLE,
+              KPF.ANON, KPF.HUGE, KPF.LRU, KPF.SWAPBACKED, KPF.UNEVICTABLE)
+
+
+def _apply_rules(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The table above, first match wins, on whole words."""
     lru = has(flags, KPF.LRU)
-    rules = [  # (condition, state, kind), first match wins
+    rules = [  # (condition, state, kind)
         (has(flags, KPF.NOPAGE), PageState.ABSENT, PageKind.NONE),
         (has(flags, KPF.OFFLINE), PageState.PAGE_OFFLINE, PageKind.NONE),
         (has(flags, KPF.RESERVED), PageState.RESERVED, PageKind.NONE),
@@ -113,6 +116,33 @@ def page_states(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     state = np.select(conds, [int(s) for _, s, _ in rules], int(PageState.ALLOCATED))
     kind = np.select(conds, [int(k) for _, _, k in rules], int(PageKind.KERNEL))
     return state.astype(np.uint8), kind.astype(np.uint8)
+
+
+def _lookup_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(state, kind) for every combination of the bits the rules read."""
+    combos = np.arange(1 << len(_RULE_BITS), dtype=np.uint64)
+    words = np.zeros_like(combos)
+    for i, bit in enumerate(_RULE_BITS):
+        words |= ((combos >> np.uint64(i)) & np.uint64(1)) << np.uint64(bit)
+    return _apply_rules(words)
+
+
+_STATE_LUT, _KIND_LUT = _lookup_tables()
+
+
+def page_states(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(state, kind) uint8 arrays for an array of kpageflags words (table above).
+
+    Packs the bits the rules read into one small key per page and looks it
+    up, so a 64 GiB machine's 16 M words take one pass per bit.
+    """
+    flags = np.asarray(flags, dtype=np.uint64)
+    low, high = flags.astype(np.uint32), (flags >> np.uint64(32)).astype(np.uint32)
+    key = np.zeros(flags.shape, np.uint16)
+    for i, bit in enumerate(_RULE_BITS):
+        word, b = (low, bit) if bit < 32 else (high, bit - 32)
+        key |= (((word >> np.uint32(b)) & np.uint32(1)).astype(np.uint16) << np.uint16(i))
+    return _STATE_LUT[key], _KIND_LUT[key]
 
 
 def page_flag_bits(flags: np.ndarray) -> np.ndarray:
