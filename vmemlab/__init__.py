@@ -9,24 +9,25 @@ The package core needs only numpy; pictures and widgets live in
 """
 
 from .constants import (
-                        EAGAIN,
-                        EBUSY,
-                        EINTR,
-                        EINVAL,
-                        ENOMEM,
-                        ENOSPC,
-                        ETXTBSY,
-                        GiB,
-                        KiB,
-                        MiB,
-                        MigrateType,
-                        PageKind,
-                        PageState,
-                        TiB,
-                        ZoneType,
-                        errname,
-                        format_size,
-                        parse_size,
+    EAGAIN,
+    EBUSY,
+    EINTR,
+    EINVAL,
+    ENOMEM,
+    ENOSPC,
+    EPERM,
+    ETXTBSY,
+    GiB,
+    KiB,
+    MiB,
+    MigrateType,
+    PageKind,
+    PageState,
+    TiB,
+    ZoneType,
+    errname,
+    format_size,
+    parse_size,
 )
 from .gfp import Gfp, format_gfp, parse_gfp
 from .machine import Machine
@@ -36,7 +37,7 @@ from .validate import ValidationError
 __version__ = "0.1.0"
 
 __all__ = [
-    "EAGAIN", "EBUSY", "EINTR", "EINVAL", "ENOMEM", "ENOSPC", "ETXTBSY",
+    "EAGAIN", "EBUSY", "EINTR", "EINVAL", "ENOMEM", "ENOSPC", "EPERM", "ETXTBSY",
     "Gfp", "GiB", "KiB", "Machine", "MiB", "MigrateType", "PageKind", "PageState", "TiB",
     "Trace", "ValidationError", "ZoneType", "errname", "format_gfp", "format_size",
     "parse_gfp", "parse_size",

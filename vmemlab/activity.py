@@ -96,6 +96,11 @@ class Activity:
         self.owner_ids: list[int] = []
         self.requested = 0
         self.shortfall = 0
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Stop a background activity (``Machine.start_activity``); it keeps its memory."""
+        self.stopped = True
 
     # -- identity -----------------------------------------------------------
     def _new_owner(self, kind: PageKind | None = None) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,14 +28,17 @@ from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all
 from .bulk import alloc_pages_bulk
 from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
+from .hypervisor import VIRTIO_MEM_MIN_BLOCK_SIZE, VirtioMemDevice
 from .memory_hotplug import ONLINE_TYPES, MemoryHotplug
 from .node import Node
 from .page_alloc import alloc_pages, free_pages
+from .page_offline import generic_online_page
 from .procfs import ProcFS
 from .profiles import DEFAULT_KERNEL, KernelProfile, profile
 from .sysfs import Sysfs
 from .trace import NullTrace, Trace
-from .validate import validate_hotplug, validate_node
+from .validate import validate_hotplug, validate_node, validate_virtio_mem
+from .virtio_mem_driver import VirtioMemDriver
 from .zone import init_per_zone_wmark_min
 
 LARGE_BLOCK_BOOT_END = 64 * GiB     # MEM_SIZE_FOR_LARGE_BLOCK
@@ -159,24 +162,59 @@ class Machine:
         self.online_policy = online_policy
         self.auto_online_blocks = auto_online_blocks
         self.auto_movable_ratio = auto_movable_ratio
+        self.min_free_kbytes = min_free_kbytes
+        self.mobility_grouping = mobility_grouping
         self.now = 0.0
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timers: list[tuple[float, int, Callable[[], None], bool, int]] = []
         self._seq = itertools.count()
+        self._pending_work = 0
+        self.epoch = 0        # guest boots; events of an earlier boot are dropped
+        self.boots = 0
+        self.trace: Trace | NullTrace = self._make_trace(trace)
+        self.device_memory_base = self._device_memory_base()
+        self.device_regions: list[tuple[int, int, str]] = []   # (addr, size, name)
+        self.dimms: list[Dimm] = []
+        self.virtio_mem: list[VirtioMemDevice] = []
+        self._boot()
+
+    def _boot(self) -> None:
+        """Boot the guest: a fresh memmap, zones and memory blocks; devices re-probed.
+
+        Host-side state (devices and their plugged blocks, DIMMs, the clock,
+        the random generator, the trace) survives a reboot; guest state does not.
+        """
+        geo, prof = self.geometry, self.profile
+        self.boots += 1
         self.activities: list[Activity] = []
         self.slab_caches: dict = {}
-        self.trace: Trace | NullTrace = self._make_trace(trace)
-        self.node = Node(geo, prof, layout.end_pfn, self.trace, min_free_kbytes,
-                         mobility_grouping)
+        self.node = Node(geo, prof, self.layout.end_pfn, self.trace, self.min_free_kbytes,
+                         self.mobility_grouping)
         self.node.clock = lambda: self.now
-        free_area_init(self.node, layout)
-        memblock_free_all(self.node, layout)
+        if self.device_regions:
+            self.ensure_pfns(max(a + s for a, s, _ in self.device_regions) >> geo.page_shift)
+        free_area_init(self.node, self.layout)
+        memblock_free_all(self.node, self.layout)
         init_per_zone_wmark_min(self.node)
         self.proc = ProcFS(self)
         self.hotplug = MemoryHotplug(self)
         self.sysfs = Sysfs(self)
-        self.device_memory_base = self._device_memory_base()
-        self.device_regions: list[tuple[int, int, str]] = []   # (addr, size, name)
-        self.dimms: list[Dimm] = []
+        for dimm in self.dimms:       # ACPI finds the DIMMs again at boot
+            self._add_dimm_memory(dimm)
+        for dev in self.virtio_mem:
+            dev.driver = VirtioMemDriver(self, dev)
+
+    def reboot(self) -> None:
+        """A system reset: QEMU unplugs every virtio-mem device, the guest boots again.
+
+        After the reboot the guest plugs up to ``requested_size`` again, into
+        a fresh, unfragmented layout.  A device that is busy at reset keeps
+        its blocks, and the new driver sends UNPLUG_ALL at probe.
+        QEMU: qemu_devices_reset(); virtio_mem_system_reset_hold()
+        """
+        for dev in self.virtio_mem:
+            dev.system_reset()
+        self.epoch += 1
+        self._boot()
 
     def _make_trace(self, trace: bool | Trace) -> Trace | NullTrace:
         if isinstance(trace, Trace):
@@ -240,11 +278,83 @@ class Machine:
                              f"size ({format_size(bsize)})")
         name = f"dimm{len(self.dimms)}"
         addr = self.allocate_device_region(size, bsize, name)
-        group = self.hotplug.register_group(False, size >> self.geometry.page_shift, name)
-        rc = self.hotplug.add_memory(addr, size, group, "System RAM", online)
-        dimm = Dimm(name, addr, size, rc)
+        dimm = Dimm(name, addr, size, 0)
+        dimm = dataclasses.replace(dimm, rc=self._add_dimm_memory(dimm, online))
         self.dimms.append(dimm)
         return dimm
+
+    def _add_dimm_memory(self, dimm: Dimm, online: bool = True) -> int:
+        group = self.hotplug.register_group(False, dimm.size >> self.geometry.page_shift,
+                                            dimm.name)
+        return self.hotplug.add_memory(dimm.addr, dimm.size, group, "System RAM", online)
+
+    def add_virtio_mem(self, region_size: int | str = 8 * GiB,
+                       block_size: int | str | None = None,
+                       requested_size: int | str = 0, node: int = 0,
+                       prealloc: bool = False,
+                       host_memory: int | str | None = None) -> VirtioMemDevice:
+        """Plug a virtio-mem-pci device and bind the guest driver to it.
+
+        ``region_size`` is the memory backend's size (``max-size``);
+        ``block_size`` defaults to the host's THP size (2 MiB on x86-64; one
+        pageblock on the teaching geometry).  QEMU places the region in the
+        device-memory area after boot RAM.  With ``prealloc`` the host
+        populates plugged blocks and answers BUSY once ``host_memory`` is used.
+        QEMU: hw/virtio/virtio-mem.c virtio_mem_device_realize()
+        """
+        geo = self.geometry
+        region = parse_size(region_size)
+        thp = geo.page_size << geo.pageblock_order
+        block = thp if block_size is None else parse_size(block_size)
+        minimum = VIRTIO_MEM_MIN_BLOCK_SIZE if geo.layout == "q35" else geo.page_size
+        if block < minimum or block & (block - 1):
+            raise ValueError(f"block_size={block} must be a power of two of at least "
+                             f"{format_size(minimum)}")
+        if region <= 0 or region % block:
+            raise ValueError(f"region_size={region} must be a positive multiple of "
+                             f"block_size ({format_size(block)})")
+        name = f"vmem{len(self.virtio_mem)}"
+        addr = self.allocate_device_region(region, block, name)
+        host = None if host_memory is None else parse_size(host_memory)
+        dev = VirtioMemDevice(self, name, region, addr, block, node, prealloc, host)
+        dev.memdev = f"/objects/mem{len(self.virtio_mem)}"
+        dev.requested_size = requested_size      # before realize: just set
+        dev.resize_usable_region(dev.requested_size, can_shrink=True)
+        self.virtio_mem.append(dev)
+        dev.driver = VirtioMemDriver(self, dev)
+        return dev
+
+    def device_index(self, dev: VirtioMemDevice) -> int:
+        """The virtio device number the guest gives the device (virtioN)."""
+        return self.virtio_mem.index(dev)
+
+    def install_online_page_callback(self) -> None:
+        """set_online_page_callback(virtio_mem_online_page_cb): the first device installs it.
+
+        The callback onlines memory of other owners (DIMMs) normally.
+        """
+        if self.hotplug.online_page_callback is not None:
+            return
+
+        def online_page_cb(pfn: int, order: int) -> None:
+            for dev in self.virtio_mem:
+                drv = getattr(dev, "driver", None)
+                if drv is not None and drv.mode is not None and drv.contains(pfn, 1 << order):
+                    drv.online_page(pfn, order)
+                    return
+            generic_online_page(self.node, pfn, order)
+
+        self.hotplug.set_online_page_callback(online_page_cb)
+
+    def info_memory_devices(self) -> str:
+        """HMP ``info memory-devices``: every DIMM and virtio-mem device."""
+        out = []
+        for i, d in enumerate(self.dimms):
+            out.append(f'Memory device [dimm]: "{d.name}"\n  addr: {d.addr:#x}\n  slot: {i}\n'
+                       f"  node: 0\n  size: {d.size}\n  memdev: /objects/{d.name}-mem\n"
+                       "  hotplugged: true\n  hotpluggable: true\n")
+        out += [dev.info() for dev in self.virtio_mem]
+        return "".join(out)
 
     @property
     def memory_blocks(self) -> list[MemoryBlockView]:
@@ -387,6 +497,38 @@ class Machine:
         self.activities.append(act)
         return act
 
+    def start_activity(self, kind: str, rate: int | str, interval: float = 1.0,
+                       limit: int | str | None = None, release_fraction: float = 0.0,
+                       name: str | None = None) -> Activity:
+        """An activity that keeps running on the simulated clock.
+
+        Every ``interval`` seconds it allocates ``rate`` bytes per second
+        (a growing page cache, a leaking daemon) and, with
+        ``release_fraction``, frees that share of what it holds (churn).
+        It stops at ``limit`` bytes requested, or when ``act.stop()`` is called.
+        """
+        if kind not in SPECS or kind in ("files", "pin"):
+            raise ValueError(f"kind={kind!r} cannot run in the background; use one of "
+                             f"{sorted(set(SPECS) - {'files', 'pin'})}")
+        if not isinstance(interval, (int, float)) or interval <= 0:
+            raise ValueError(f"interval={interval!r} must be a positive number of seconds")
+        per_tick = self._activity_pages(kind, int(parse_size(rate) * interval), None)
+        cap = None if limit is None else parse_size(limit)
+        act = ACTIVITY_CLASSES.get(kind, Activity)(self, kind,
+                                                   name or f"{kind}#{len(self.activities)}")
+        self.activities.append(act)
+
+        def tick() -> None:
+            if act.stopped or (cap is not None and act.requested >= cap):
+                return
+            if release_fraction:
+                act.release(release_fraction)
+            act.allocate(per_tick)
+            self.call_later(interval, tick)
+
+        self.call_later(0.0, tick)
+        return act
+
     def _activity_pages(self, kind: str, size: int | str | None, count: int | None) -> int:
         unit = SPECS[kind].unit_pages
         if kind == "pipes" and count is not None and size is None:
@@ -400,31 +542,67 @@ class Machine:
         return -(-pages // unit) * unit
 
     # -- time ----------------------------------------------------------------
-    def call_at(self, when: float, fn: Callable[[], None]) -> None:
-        """Run ``fn`` when the simulated clock reaches ``when`` seconds."""
-        heapq.heappush(self._timers, (when, next(self._seq), fn))
+    # The event queue holds (time, seq, callback, is_work).  "Work" events are
+    # things the guest is busy with right now (a driver's work item); plain
+    # timers (a retry timer, a background activity's tick) are not, so
+    # settle() stops once no work is left even if timers are pending.
+    def call_at(self, when: float, fn: Callable[[], None], work: bool = False,
+                host: bool = False) -> None:
+        """Run ``fn`` when the simulated clock reaches ``when`` seconds.
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        self.call_at(self.now + delay, fn)
+        Guest events (the default) are dropped when the guest reboots;
+        ``host`` events (a hypervisor's timeline) are not.
+        """
+        heapq.heappush(self._timers, (when, next(self._seq), fn, work,
+                                      -1 if host else self.epoch))
+        self._pending_work += work
+
+    def call_later(self, delay: float, fn: Callable[[], None], work: bool = False,
+                   host: bool = False) -> None:
+        """Run ``fn`` after ``delay`` simulated seconds."""
+        self.call_at(self.now + delay, fn, work, host)
+
+    def spawn(self, process: Generator[float, None, None], work: bool = True) -> None:
+        """Run a generator as a process: each ``yield s`` lets ``s`` seconds pass.
+
+        Other events (timers, activities) run while the process waits, which
+        is how a driver's work item interleaves with the rest of the guest.
+        """
+        def step() -> None:
+            try:
+                delay = next(process)
+            except StopIteration:
+                return
+            self.call_later(max(0.0, float(delay)), step, work)
+
+        self.call_later(0.0, step, work)
+
+    def _fire_next(self) -> None:
+        when, _, fn, work, epoch = heapq.heappop(self._timers)
+        self._pending_work -= work
+        self.now = max(self.now, when)
+        if epoch in (-1, self.epoch):
+            fn()
 
     def run(self, seconds: float) -> None:
         """Advance simulated time by ``seconds``, firing timers and work on the way."""
-        if not isinstance(seconds, (int, float)) or seconds < 0:
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
             raise ValueError(f"seconds={seconds!r} must be a non-negative number")
         end = self.now + seconds
         while self._timers and self._timers[0][0] <= end:
-            when, _, fn = heapq.heappop(self._timers)
-            self.now = max(self.now, when)
-            fn()
-        self.now = end
+            self._fire_next()
+        self.now = max(self.now, end)
 
-    def settle(self, limit: float = 24 * 3600.0) -> float:
-        """Run until no timer is due before ``limit`` seconds from now; return the time used."""
+    def settle(self, limit: float = 3600.0) -> float:
+        """Run until no work is left to do now; return the simulated seconds it took.
+
+        Timers that are not work (a driver's 50 s retry timer, background
+        activity) do not keep it going; ``run(seconds)`` waits for those.
+        ``limit`` bounds the simulated time spent.
+        """
         start = self.now
-        while self._timers and self._timers[0][0] - start <= limit:
-            when, _, fn = heapq.heappop(self._timers)
-            self.now = max(self.now, when)
-            fn()
+        while self._pending_work and self._timers and self._timers[0][0] - start <= limit:
+            self._fire_next()
         return self.now - start
 
     # -- trace ---------------------------------------------------------------
@@ -435,15 +613,19 @@ class Machine:
     def snapshot(self) -> Snapshot:
         """Copy the arrays and text views a frame needs for replay."""
         mm = self.node.mm
+        extra = {"virtio_mem": [dev.driver.view() for dev in self.virtio_mem
+                                if dev.driver.mode is not None]}
         return Snapshot(self.now, self.geometry, mm.state.copy(), mm.kind.copy(), mm.flags.copy(),
                         mm.pb_mt.copy(), mm.pb_zone.copy(), self.proc.buddyinfo(),
-                        self.proc.meminfo(), {})
+                        self.proc.meminfo(), extra)
 
     # -- checks --------------------------------------------------------------
     def validate(self) -> None:
         """Check every invariant; raise vmemlab.ValidationError naming the pfn."""
         validate_node(self.node)
         validate_hotplug(self.hotplug)
+        for dev in self.virtio_mem:
+            validate_virtio_mem(self, dev)
 
 
 def _geometry(spec: str | Geometry) -> Geometry:

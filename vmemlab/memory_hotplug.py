@@ -48,7 +48,7 @@ from .constants import (
 )
 from .contig import MIGRATE_BYTES_PER_S
 from .gfp import Gfp, parse_gfp
-from .page_alloc import alloc_pages, free_block, free_pages_ok
+from .page_alloc import alloc_pages, free_block
 from .page_isolation import (
     MEMORY_OFFLINE,
     REPORT_FAILURE,
@@ -56,6 +56,7 @@ from .page_isolation import (
     test_pages_isolated,
     undo_isolate_page_range,
 )
+from .page_offline import generic_online_page
 from .zone import init_per_zone_wmark_min
 
 if TYPE_CHECKING:
@@ -414,22 +415,27 @@ class MemoryHotplug:
     def online_pages(self, start: int, nr: int, zone: Zone, group: MemoryGroup | None) -> int:
         """Attach pages to a zone and free them into the buddy allocator.
 
-        The pages are freed into isolated pageblocks first, then the
-        isolation is undone, so they land at the tail of the MOVABLE lists.
-        An online-page callback (virtio-mem) may keep parts PageOffline.
+        The range joins the zone first (so notifiers see its zone), then the
+        notifiers may veto; the pages are freed into isolated pageblocks and
+        the isolation is undone, so they land at the tail of the MOVABLE
+        lists.  An online-page callback (virtio-mem) may keep parts PageOffline.
 
         Kernel: mm/memory_hotplug.c, online_pages(), online_pages_range()
         """
         node, geo = self.node, self.node.geo
         mm = node.mm
+        pbo = geo.pageblock_order
+        span = (zone.zone_start_pfn, zone.spanned_pages)
+        zone.grow_span(start, start + nr)
+        mm.set_zone(start, start + nr, zone.zid)
+        mm.pb_mt[start >> pbo:(start + nr) >> pbo] = MigrateType.ISOLATE
         rc = self.memory_notify(MEM_GOING_ONLINE, start, nr)
         if rc:
             self.memory_notify(MEM_CANCEL_ONLINE, start, nr)
+            mm.set_zone(start, start + nr, 255)
+            mm.pb_mt[start >> pbo:(start + nr) >> pbo] = MigrateType.MOVABLE
+            zone.zone_start_pfn, zone.spanned_pages = span
             return rc
-        zone.grow_span(start, start + nr)
-        mm.set_zone(start, start + nr, zone.zid)
-        pbo = geo.pageblock_order
-        mm.pb_mt[start >> pbo:(start + nr) >> pbo] = MigrateType.ISOLATE
         zone.nr_isolate_pageblock += nr >> pbo
         mm.set_section_online(start, start + nr, True)
         mm.mark_page_offline(start, start + nr)   # not handed out until freed below
@@ -437,7 +443,7 @@ class MemoryHotplug:
             if self.online_page_callback is not None:
                 self.online_page_callback(pfn, geo.max_page_order)
             else:
-                self.generic_online_page(pfn, geo.max_page_order)
+                generic_online_page(node, pfn, geo.max_page_order)
         zone.present_pages += nr
         if group is not None:
             if zone.idx == ZoneType.MOVABLE:
@@ -448,17 +454,6 @@ class MemoryHotplug:
         init_per_zone_wmark_min(node)
         self.memory_notify(MEM_ONLINE, start, nr)
         return 0
-
-    def generic_online_page(self, pfn: int, order: int) -> None:
-        """Free a freshly onlined chunk to the buddy allocator and count it managed.
-
-        Kernel: mm/memory_hotplug.c, generic_online_page() -> __free_pages_core()
-        """
-        node = self.node
-        zone = node.page_zone(pfn)
-        node.mm.mark_free(pfn, pfn + (1 << order))
-        zone.managed_pages += 1 << order
-        free_pages_ok(zone, pfn, order, to_tail=True)
 
     # -- offline -----------------------------------------------------------
     def offline_block(self, block: MemoryBlock, timeout: float | None = None) -> int:

@@ -330,7 +330,7 @@ def _first_busy(node: Node, start: int, end: int, flags: int) -> int:
     ok = state == _FREE
     if flags & MEMORY_OFFLINE:
         ok |= (state == _PAGE_OFFLINE) & ((mm.flags[start:end] & PageFlag.REFCOUNT_ZERO) != 0)
-    if not (mm.state.item(start) == _FREE and mm.order.item(start) >= 0) and ok[0]:
-        return start  # the walk must start on a buddy head
+    if mm.state.item(start) == _FREE and mm.order.item(start) < 0:
+        return start  # a free page that is not a buddy head: the walk cannot start here
     busy = np.flatnonzero(~ok)
     return start + int(busy[0]) if len(busy) else end

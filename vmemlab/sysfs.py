@@ -56,7 +56,7 @@ class Sysfs:
         if name == "online":
             return f"{int(block.online)}\n"
         if name == "phys_index":
-            return f"{block.start_pfn // self.m.geometry.pages_per_section:08x}\n"
+            return f"{block.id:08x}\n"   # memory_block_id(start_section_nr)
         if name == "removable":
             return "1\n"
         if name == "phys_device":

@@ -221,3 +221,43 @@ def validate_hotplug(hotplug) -> None:
             _fail(f"memory group {group.name}: kernel/movable pages "
                   f"{group.present_kernel_pages}/{group.present_movable_pages} but online "
                   f"blocks hold {kernel}/{movable}")
+
+
+def validate_virtio_mem(machine, dev) -> None:
+    """Device bitmap, device size and driver plugged size agree; so do the
+    driver's subblock bits and its memory-block states."""
+    drv = dev.driver
+    plugged = int(dev.bitmap.sum()) * dev.block_size
+    if plugged != dev.size:
+        _fail(f"{dev.name}: bitmap holds {plugged} bytes but size is {dev.size}")
+    if drv.broken or drv.mode is None:
+        return
+    if drv.plugged_size != dev.size:
+        _fail(f"{dev.name}: driver plugged_size {drv.plugged_size} != device size {dev.size}")
+    if drv.unplug_all_required:
+        return      # the driver knows only plugged_size until its UNPLUG_ALL succeeds
+    view = drv.view()
+    if view.mode == "SBM":
+        sb_per_block = view.sb_pages // view.block_pages
+        first = (view.first_unit_pfn - view.start_pfn) // view.block_pages
+        bits = np.repeat(view.sb_plugged.ravel(), sb_per_block)
+        if not np.array_equal(bits, dev.bitmap[first:first + len(bits)]):
+            _fail(f"{dev.name}: driver subblock bits disagree with the device bitmap")
+        mm = machine.node.mm
+        for i, state in enumerate(view.mb_states):
+            s = view.first_unit_pfn + i * view.unit_pages
+            row = view.sb_plugged[i]
+            full = bool(row.all())
+            if state == "UNUSED" and row.any():
+                _fail(f"{dev.name}: memory block at pfn {s:#x} is UNUSED but has plugged "
+                      "subblocks")
+            if state.endswith("_PARTIAL") == full and state not in ("UNUSED", "PLUGGED"):
+                _fail(f"{dev.name}: memory block at pfn {s:#x} is {state} but "
+                      f"{int(row.sum())}/{len(row)} subblocks are plugged")
+            if state.startswith(("KERNEL", "MOVABLE", "ONLINE")):
+                sb = view.sb_pages
+                for j in np.flatnonzero(~row).tolist():
+                    states = mm.state[s + j * sb:s + (j + 1) * sb]
+                    if np.any(states != PageState.PAGE_OFFLINE):
+                        _fail(f"{dev.name}: unplugged subblock at pfn {s + j * sb:#x} of an "
+                              "online block is not PageOffline")
