@@ -38,6 +38,7 @@ from .profiles import DEFAULT_KERNEL, KernelProfile, profile
 from .sysfs import Sysfs
 from .trace import NullTrace, Trace
 from .validate import validate_hotplug, validate_node, validate_virtio_mem
+from .virtio_balloon import HostThpReport, VirtioBalloon, host_thp_report
 from .virtio_mem_driver import VirtioMemDriver
 from .zone import init_per_zone_wmark_min
 
@@ -175,6 +176,7 @@ class Machine:
         self.device_regions: list[tuple[int, int, str]] = []   # (addr, size, name)
         self.dimms: list[Dimm] = []
         self.virtio_mem: list[VirtioMemDevice] = []
+        self.balloon: VirtioBalloon | None = None
         self._boot()
 
     def _boot(self) -> None:
@@ -202,6 +204,8 @@ class Machine:
             self._add_dimm_memory(dimm)
         for dev in self.virtio_mem:
             dev.driver = VirtioMemDriver(self, dev)
+        if self.balloon is not None:       # the host keeps its target; the guest re-inflates
+            self.balloon = VirtioBalloon(self, self.balloon.compaction, self.balloon.num_pages)
 
     def reboot(self) -> None:
         """A system reset: QEMU unplugs every virtio-mem device, the guest boots again.
@@ -323,6 +327,17 @@ class Machine:
         self.virtio_mem.append(dev)
         dev.driver = VirtioMemDriver(self, dev)
         return dev
+
+    def add_virtio_balloon(self, compaction: bool = True) -> VirtioBalloon:
+        """Plug a virtio-balloon device (at most one); see vmemlab.virtio_balloon."""
+        if self.balloon is not None:
+            raise ValueError("this machine already has a virtio-balloon device")
+        self.balloon = VirtioBalloon(self, compaction)
+        return self.balloon
+
+    def host_thp_report(self) -> HostThpReport:
+        """How many host 2 MiB pages backing guest RAM are whole, split or returned."""
+        return host_thp_report(self)
 
     def device_index(self, dev: VirtioMemDevice) -> int:
         """The virtio device number the guest gives the device (virtioN)."""

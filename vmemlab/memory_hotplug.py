@@ -549,16 +549,22 @@ class MemoryHotplug:
         """Heads of LRU and movable_ops pages in the range.  Kernel: scan_movable_pages()"""
         from .page_isolation import MOVABLE_KINDS
 
+        from .page_isolation import movable_ops_mask
+
         mm = self.node.mm
         state, kind = mm.state[start:end], mm.kind[start:end]
         hit = (state == PageState.ALLOCATED) & MOVABLE_KINDS[kind] & (mm.order[start:end] >= 0)
+        hit |= (state == PageState.PAGE_OFFLINE) & movable_ops_mask(self.node, kind)
         return start + np.flatnonzero(hit)
 
     def _scan_unmovable_offline(self, start: int, end: int) -> int | None:
         """A PageOffline page whose driver kept its reference: definitely unmovable."""
+        from .page_isolation import movable_ops_mask
+
         mm = self.node.mm
         bad = (mm.state[start:end] == PageState.PAGE_OFFLINE) & \
-            ((mm.flags[start:end] & PageFlag.REFCOUNT_ZERO) == 0)
+            ((mm.flags[start:end] & PageFlag.REFCOUNT_ZERO) == 0) & \
+            ~movable_ops_mask(self.node, mm.kind[start:end])
         hits = np.flatnonzero(bad)
         return start + int(hits[0]) if len(hits) else None
 

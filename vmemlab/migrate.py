@@ -49,6 +49,7 @@ CONTIG_MIGRATE_TRIES = 5          # migrate_pages() calls per stuck batch
 NR_MAX_MIGRATE_PAGES_RETRY = 10   # passes inside one migrate_pages() call
 
 _ALLOCATED = int(PageState.ALLOCATED)
+_PAGE_OFFLINE = int(PageState.PAGE_OFFLINE)
 _LRU = np.array([PageKind(k).lru for k in range(max(PageKind) + 1)], dtype=bool)
 _MOVABLE_OPS = np.array([PageKind(k).movable_ops for k in range(max(PageKind) + 1)], dtype=bool)
 
@@ -104,10 +105,13 @@ def isolate_candidates(node: Node, start: int, end: int, zone_idx: int) -> np.nd
     LRU and movable_ops pages of the zone; pinned anonymous pages are
     skipped (refcount above mapcount: migration would fail anyway).
     """
+    from .page_isolation import movable_ops_mask
+
     mm, pbo = node.mm, node.geo.pageblock_order
     state, kind = mm.state[start:end], mm.kind[start:end]
     heads = (state == _ALLOCATED) & (mm.order[start:end] >= 0)
     movable = _LRU[kind] | _MOVABLE_OPS[kind]
+    heads |= (state == _PAGE_OFFLINE) & movable_ops_mask(node, kind)
     pinned = ((mm.flags[start:end] & PageFlag.PINNED) != 0) & (kind == PageKind.ANON)
     zones = np.repeat(mm.pb_zone[start >> pbo:-(-end >> pbo)], 1 << pbo)
     off = start - (start >> pbo << pbo)
@@ -173,7 +177,8 @@ def _migrate_batches(node: Node, pfns: np.ndarray, batch: np.ndarray, outcome: n
     target_gfp = migration_gfp(node, zone_idx, gfp)
     clean = _clean_page_cache(node, pfns)
     movers = pfns[(outcome == 0) & ~clean]
-    if np.all(node.mm.order[movers] == 0) and _fast_path_room(node, target_gfp) >= len(movers):
+    plain = (node.mm.order[movers] == 0) & (node.mm.state[movers] == _ALLOCATED)
+    if np.all(plain) and _fast_path_room(node, target_gfp) >= len(movers):
         free_pages_bulk(node, pfns[clean])
         stats.dropped += int(clean.sum())
         done = move_folios_bulk(node, movers, target_gfp, stats, fast_only=True)
@@ -231,9 +236,17 @@ def move_folios_bulk(node: Node, srcs: np.ndarray, gfp: int, stats: MigrateStats
 def move_folio(node: Node, src: int, gfp: int, stats: MigrateStats | None = None) -> int:
     """Migrate one folio (any order); 0 or -ENOMEM if no destination exists.
 
+    Pages of a driver with movable_ops (balloon pages) are moved by that driver.
     Kernel: mm/migrate.c, migrate_folio_unmap() + migrate_folio_move()
     """
     mm = node.mm
+    if mm.state.item(src) == _PAGE_OFFLINE:
+        rc, dst = node.movable_ops[mm.kind.item(src)].migrate_page(src, gfp)
+        if rc == 0:
+            node.emit(MigrateFolioMove(src, dst, 0))
+            if stats is not None:
+                stats.record(np.array([src]), np.array([dst]), np.array([0]))
+        return rc
     order = int(mm.order[src])
     req = AllocRequest(node, order, gfp, PageKind(int(mm.kind[src])))
     got = alloc_block(node, req)

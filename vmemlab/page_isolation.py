@@ -59,8 +59,16 @@ def unmovable_mask(node: Node, start: int, end: int, flags: int = 0) -> np.ndarr
     kernel_zone = zones[off:off + (end - start)] != ZoneType.MOVABLE
     used = (state == _ALLOCATED) & ~MOVABLE_KINDS[mm.kind[start:end]]
     if not flags & MEMORY_OFFLINE:
-        used |= (state == _PAGE_OFFLINE) & ((mm.flags[start:end] & PageFlag.REFCOUNT_ZERO) == 0)
+        held = (state == _PAGE_OFFLINE) & ((mm.flags[start:end] & PageFlag.REFCOUNT_ZERO) == 0)
+        used |= held & ~movable_ops_mask(node, mm.kind[start:end])
     return bad | (kernel_zone & used)
+
+
+def movable_ops_mask(node: Node, kinds: np.ndarray) -> np.ndarray:
+    """Pages whose owner registered movable_ops (balloon pages): __PageMovable()."""
+    if not node.movable_ops:
+        return np.zeros(len(kinds), bool)
+    return np.isin(kinds, list(node.movable_ops))
 
 
 def has_unmovable_pages(node: Node, start: int, end: int, flags: int = 0) -> int | None:
