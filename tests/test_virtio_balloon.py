@@ -6,6 +6,7 @@ import numpy as np
 
 import vmemlab as vm
 from vmemlab.constants import PageKind, PageState
+
 from .conftest import teaching
 
 

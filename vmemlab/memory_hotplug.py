@@ -547,9 +547,7 @@ class MemoryHotplug:
 
     def _scan_movable(self, start: int, end: int) -> np.ndarray:
         """Heads of LRU and movable_ops pages in the range.  Kernel: scan_movable_pages()"""
-        from .page_isolation import MOVABLE_KINDS
-
-        from .page_isolation import movable_ops_mask
+        from .page_isolation import MOVABLE_KINDS, movable_ops_mask
 
         mm = self.node.mm
         state, kind = mm.state[start:end], mm.kind[start:end]
