@@ -41,8 +41,24 @@ class TraceViewer(widgets.VBox):
         self._state_at = _state_indices(self.frames)
         self.max_events = max_events
         first = self.frames[self._state_at[0]]
+        options = _proc_options(first.state)
+        if proc not in options:
+            raise ValueError(f"proc={proc!r} is not one of {list(options)}")
         self.renderer = HeatmapRenderer(first, zoom, title=title, **heatmap_kw)
-        last = len(self.frames) - 1
+        self._make_controls(len(self.frames) - 1, interval)
+        self._make_panes(options, proc)
+        super().__init__(children=[
+            widgets.HBox([self.play, self.back, self.forward, self.slider]),
+            self.caption, self.image,
+            widgets.HBox([
+                widgets.VBox([widgets.HTML("<b>events of this step</b>"), self.events],
+                             layout=widgets.Layout(width="55%")),
+                widgets.VBox([self.proc_choice, self.proc],
+                             layout=widgets.Layout(width="45%"))])])
+        self.show(0)
+
+    def _make_controls(self, last: int, interval: int) -> None:
+        """Play jslinked to the slider (in the browser), and step buttons."""
         self.play = widgets.Play(value=0, min=0, max=last, step=1, interval=interval,
                                  description="play")
         self.slider = widgets.IntSlider(value=0, min=0, max=last, description="step",
@@ -52,25 +68,19 @@ class TraceViewer(widgets.VBox):
                                    layout=widgets.Layout(width="7em"))
         self.forward = widgets.Button(description="forward", icon="step-forward",
                                       layout=widgets.Layout(width="7em"))
-        self.caption = widgets.HTML()
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%"))
-        self.events = widgets.HTML(layout=widgets.Layout(max_height="16em", overflow="auto"))
-        options = _proc_options(first.state)
-        if proc not in options:
-            raise ValueError(f"proc={proc!r} is not one of {list(options)}")
-        self.proc_choice = widgets.ToggleButtons(options=options, value=proc)
-        self.proc = widgets.HTML(layout=widgets.Layout(max_height="16em", overflow="auto"))
         self.slider.observe(self._on_step, names="value")
-        self.proc_choice.observe(self._on_proc, names="value")
         self.back.on_click(lambda _: self.step(-1))
         self.forward.on_click(lambda _: self.step(+1))
-        controls = widgets.HBox([self.play, self.back, self.forward, self.slider])
-        texts = widgets.HBox([
-            widgets.VBox([widgets.HTML("<b>events of this step</b>"), self.events],
-                         layout=widgets.Layout(width="55%")),
-            widgets.VBox([self.proc_choice, self.proc], layout=widgets.Layout(width="45%"))])
-        super().__init__(children=[controls, self.caption, self.image, texts])
-        self.show(0)
+
+    def _make_panes(self, options: tuple[str, ...], proc: str) -> None:
+        """The caption, the heatmap image, the events pane and the /proc pane."""
+        scroll = {"max_height": "16em", "overflow": "auto"}
+        self.caption = widgets.HTML()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%"))
+        self.events = widgets.HTML(layout=widgets.Layout(**scroll))
+        self.proc_choice = widgets.ToggleButtons(options=options, value=proc)
+        self.proc = widgets.HTML(layout=widgets.Layout(**scroll))
+        self.proc_choice.observe(self._on_proc, names="value")
 
     # -- navigation ------------------------------------------------------
     @property
