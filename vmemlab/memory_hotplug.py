@@ -30,7 +30,7 @@ mm/sparse-vmemmap.c, Documentation/admin-guide/mm/memory-hotplug.rst
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -115,6 +115,7 @@ class MemoryBlock:
     group: MemoryGroup | None = None
     nid: int = 0
     memmap_owner: int = -1       # owner id of this block's memmap pages; -1 for boot memory
+    memmap: list[tuple[int, int]] = field(default_factory=list)   # (pfn, order) blocks
     resource: str = "System RAM"
 
     @property
@@ -237,22 +238,24 @@ class MemoryHotplug:
         order = (per_section - 1).bit_length()
         gfp = "GFP_KERNEL | __GFP_ZERO | __GFP_RETRY_MAYFAIL | __GFP_NOWARN"
         for _ in range(block.nr_pages // geo.pages_per_section):
-            if order <= geo.max_page_order and (1 << order) == per_section and \
-                    alloc_pages(node, order, gfp, PageKind.MEMMAP, owner.id) is not None:
-                continue
+            if order <= geo.max_page_order and (1 << order) == per_section:
+                pfn = alloc_pages(node, order, gfp, PageKind.MEMMAP, owner.id)
+                if pfn is not None:
+                    block.memmap.append((pfn, order))
+                    continue
             for _ in range(per_section):
-                if alloc_pages(node, 0, gfp, PageKind.MEMMAP, owner.id) is None:
+                pfn = alloc_pages(node, 0, gfp, PageKind.MEMMAP, owner.id)
+                if pfn is None:
                     self._free_memmap(block)
                     return ENOMEM
+                block.memmap.append((pfn, 0))
         return 0
 
     def _free_memmap(self, block: MemoryBlock) -> None:
-        mm = self.node.mm
-        pages = np.flatnonzero((mm.owner == block.memmap_owner)
-                               & (mm.state == PageState.ALLOCATED))
-        heads = pages[mm.order[pages] >= 0]
-        for head in heads.tolist():
-            free_block(self.node, head, int(mm.order[head]))
+        """Free the block's struct pages (memmap pages never migrate)."""
+        for pfn, order in block.memmap:
+            free_block(self.node, pfn, order)
+        block.memmap.clear()
 
     def _remove_block(self, block: MemoryBlock) -> None:
         self._free_memmap(block)

@@ -217,11 +217,15 @@ def start_isolate_page_range(node: Node, start: int, end: int, flags: int = 0) -
         blocks = [blocks[0], blocks[-1]] + blocks[1:-1]
     done: list[int] = []
     unmovable = _unmovable_per_block(node, iso_start, iso_end, flags)
+    has_free = np.any(node.mm.state[iso_start:iso_end].reshape(-1, pb) == _FREE, axis=1)
     for pfn in blocks:
         if not _has_memmap(node, pfn):
             continue
-        rc = set_migratetype_isolate(node, pfn, flags, iso_start, iso_end,
-                                     unmovable[(pfn - iso_start) // pb])
+        i = (pfn - iso_start) // pb
+        if unmovable[i] is None and not has_free[i] and _quick_isolate(node, pfn):
+            done.append(pfn)
+            continue
+        rc = set_migratetype_isolate(node, pfn, flags, iso_start, iso_end, unmovable[i])
         if rc == 0 and pfn in (iso_start, iso_end - pb):
             rc = _check_straddling(node, pfn, iso_start, iso_end)
             if rc:
@@ -246,6 +250,23 @@ def first_unmovable(node: Node, start: int, end: int, flags: int = 0) -> int | N
         if per_block[i] is not None and _has_memmap(node, iso_start + i * pb):
             return per_block[i]
     return None
+
+
+def _quick_isolate(node: Node, pfn: int) -> bool:
+    """Isolate a pageblock that holds no free page: only its type changes.
+
+    Exactly what set_migratetype_isolate() does there (nothing to move), minus
+    the walk.  False if it must take the full path (already isolated, zone edge).
+    """
+    mm, geo = node.mm, node.geo
+    zone = node.page_zone(pfn)
+    pb = pfn >> geo.pageblock_order
+    if zone is None or mm.pb_mt.item(pb) == _ISOLATE or not (
+            zone.spans(pfn) and zone.spans(pfn + geo.pageblock_nr_pages - 1)):
+        return False
+    mm.pb_mt[pb] = _ISOLATE
+    zone.nr_isolate_pageblock += 1
+    return True
 
 
 def _unmovable_per_block(node: Node, start: int, end: int, flags: int) -> list[int | None]:

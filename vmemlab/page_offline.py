@@ -97,16 +97,21 @@ def fake_online(node: Node, pfn: int, nr_pages: int, contig_owner: int) -> None:
             free_pages_bulk(node, np.arange(start, end))
 
 
-def drop_references(node: Node, pfn: int, nr_pages: int) -> None:
-    """MEM_GOING_OFFLINE: the driver drops its reference on its PageOffline pages.
+def _owned_offline(node: Node, pfn: int, nr_pages: int, owner: int) -> np.ndarray:
+    mm = node.mm
+    sel = ((mm.state[pfn:pfn + nr_pages] == PageState.PAGE_OFFLINE)
+           & (mm.owner[pfn:pfn + nr_pages] == owner))
+    return pfn + np.flatnonzero(sel)
+
+
+def drop_references(node: Node, pfn: int, nr_pages: int, owner: int) -> None:
+    """MEM_GOING_OFFLINE: a driver drops its reference on its own PageOffline pages.
 
     Kernel: virtio_mem_fake_offline_going_offline()
     """
-    pages = pfn + np.flatnonzero(node.mm.state[pfn:pfn + nr_pages] == PageState.PAGE_OFFLINE)
-    node.mm.set_flag(pages, PageFlag.REFCOUNT_ZERO)
+    node.mm.set_flag(_owned_offline(node, pfn, nr_pages, owner), PageFlag.REFCOUNT_ZERO)
 
 
-def take_references(node: Node, pfn: int, nr_pages: int) -> None:
+def take_references(node: Node, pfn: int, nr_pages: int, owner: int) -> None:
     """MEM_CANCEL_OFFLINE: take the references back.  Kernel: ..._cancel_offline()"""
-    pages = pfn + np.flatnonzero(node.mm.state[pfn:pfn + nr_pages] == PageState.PAGE_OFFLINE)
-    node.mm.clear_flag(pages, PageFlag.REFCOUNT_ZERO)
+    node.mm.clear_flag(_owned_offline(node, pfn, nr_pages, owner), PageFlag.REFCOUNT_ZERO)

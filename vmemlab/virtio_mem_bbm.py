@@ -222,9 +222,9 @@ class BigBlockMode:
         fake = self.get_state(bb_id) == "FAKE_OFFLINE"
         size = nr_pages << vm.m.geometry.page_shift
         if action == "MEM_GOING_OFFLINE" and fake:
-            drop_references(vm.node, start_pfn, nr_pages)
+            drop_references(vm.node, start_pfn, nr_pages, vm.owner)
         elif action == "MEM_CANCEL_OFFLINE" and fake:
-            take_references(vm.node, start_pfn, nr_pages)
+            take_references(vm.node, start_pfn, nr_pages, vm.owner)
         elif action == "MEM_OFFLINE":
             vm.offline_size += size
         elif action == "MEM_ONLINE":

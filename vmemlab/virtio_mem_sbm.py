@@ -405,11 +405,10 @@ class SubBlockMode:
             self.vm.offline_size -= nr_pages << self.vm.m.geometry.page_shift
             self._maybe_retry_after_online()
         elif action == "MEM_GOING_OFFLINE":
-            for sb_id in np.flatnonzero(~self.sb_bits(mb_id)).tolist():
-                drop_references(self.vm.node, self.sb_pfn(mb_id, sb_id),
-                                self.sb_size >> self.vm.m.geometry.page_shift)
+            # the driver's own PageOffline pages are exactly its unplugged subblocks
+            drop_references(self.vm.node, start_pfn, nr_pages, self.vm.owner)
         elif action == "MEM_CANCEL_OFFLINE":
-            take_references(self.vm.node, start_pfn, nr_pages)
+            take_references(self.vm.node, start_pfn, nr_pages, self.vm.owner)
         elif action == "MEM_OFFLINE":
             self.set_state(mb_id, "OFFLINE_PARTIAL" if state.endswith("_PARTIAL") else "OFFLINE")
             self.vm.offline_size += nr_pages << self.vm.m.geometry.page_shift
