@@ -24,19 +24,20 @@ equivalence on random machines.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .constants import PageKind, PageState
-from .freelist import add_to_free_list, del_page_from_free_list
+from .freelist import account_freepages, add_to_free_list, del_page_from_free_list
 from .gfp import Gfp
 from .page_alloc import (
     AllocFlags,
     AllocRequest,
     alloc_block,
     alloc_flags_nofragment,
-    free_pages_ok,
+    free_one_page,
     prep_new_page,
     rmqueue,
     watermark_headroom,
@@ -45,48 +46,36 @@ from .page_alloc import (
 from .trace import MmPageAlloc, MmPageFree
 
 if TYPE_CHECKING:
+    from collections import OrderedDict
+
     from .node import Node
     from .zone import Zone
 
 _GFP_KSWAPD = int(Gfp.KSWAPD_RECLAIM)
 
 
-Run = tuple[int, int]  # (first pfn, number of pages)
-
-
 def alloc_pages_bulk(node: Node, gfp: str | int, nr_pages: int,
-                     kind: PageKind | None = None, owner: int = -1) -> np.ndarray:
+                     kind: PageKind | None = None, owner: int = -1,
+                     fast_only: bool = False) -> np.ndarray:
     """Allocate up to ``nr_pages`` order-0 pages; return their pfns in allocation order.
 
     Stops early, like the loop it replaces, at the first page the allocator
-    cannot provide even after reclaim.
-    """
-    runs = alloc_bulk_runs(node, gfp, nr_pages, kind, owner)
-    if not runs:
-        return np.zeros(0, np.int64)
-    return np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in runs])
-
-
-def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
-                    kind: PageKind | None = None, owner: int = -1,
-                    fast_only: bool = False) -> list[Run]:
-    """``alloc_pages_bulk`` returning runs of consecutive pfns instead of pfns.
-
-    With ``fast_only`` it stops where the next page would need the slow
-    path (kswapd, the min watermark, direct reclaim).
+    cannot provide even after reclaim.  With ``fast_only`` it stops where
+    the next page would need the slow path (kswapd, the min watermark,
+    direct reclaim).
     """
     req = AllocRequest(node, 0, gfp, kind)
     if nr_pages < 0:
         raise ValueError(f"nr_pages={nr_pages} must not be negative")
     zonelist = node.zonelist(req.highest)
-    out: list[Run] = []
+    out: list[np.ndarray] = []
     remaining = nr_pages
-    if not zonelist:
-        return out
-    fast = AllocFlags.WMARK_LOW | alloc_flags_nofragment(node, zonelist[0])
+    fast = AllocFlags.WMARK_LOW
+    if zonelist:
+        fast |= alloc_flags_nofragment(node, zonelist[0])
     if req.gfp & _GFP_KSWAPD:
         fast |= AllocFlags.KSWAPD
-    while remaining:
+    while remaining and zonelist:
         remaining -= _bulk_from_freelist(node, zonelist, req, remaining, fast, owner, out)
         if not remaining or fast_only:
             break
@@ -95,13 +84,13 @@ def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
             break
         zone, pfn = got
         prep_new_page(zone, pfn, req, owner)
-        out.append((pfn, 1))
+        out.append(np.array([pfn], np.int64))
         remaining -= 1
-    return out
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def _bulk_from_freelist(node: Node, zonelist: list[Zone], req: AllocRequest, limit: int,
-                        alloc_flags: int, owner: int, out: list[Run]) -> int:
+                        alloc_flags: int, owner: int, out: list[np.ndarray]) -> int:
     """get_page_from_freelist() for many pages: zone by zone, pass by pass."""
     taken = 0
     passes = [alloc_flags]
@@ -123,7 +112,7 @@ def _bulk_from_freelist(node: Node, zonelist: list[Zone], req: AllocRequest, lim
 
 
 def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner: int,
-                  out: list[Run]) -> int:
+                  out: list[np.ndarray]) -> int:
     """Take ``n`` order-0 pages from one zone: whole blocks, then fallback steps."""
     got = 0
     while got < n:
@@ -134,36 +123,62 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
         if pfn is None:
             break
         prep_new_page(zone, pfn, req, owner)
-        out.append((pfn, 1))
+        out.append(np.array([pfn], np.int64))
         got += 1
     return got
 
 
 def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
-                        out: list[Run]) -> int:
-    """Repeated __rmqueue_smallest(order 0) on the requester's own lists."""
-    taken = 0
+                        out: list[np.ndarray]) -> int:
+    """Repeated __rmqueue_smallest(order 0) on the requester's own lists.
+
+    Order by order, the blocks at the head of the list are taken whole, a
+    list at a time; only the last block may be split, its tail left as
+    expand() would leave it.
+    """
     mt = req.mt
-    runs: list[list[int]] = []
+    pages: list[np.ndarray] = []  # in allocation order
+    taken = 0
     for order, area in enumerate(zone.free_area):
         lst = area.free_list[mt]
-        while lst and taken < want:
+        whole = min(len(lst), (want - taken) >> order)
+        if whole:
+            pages.append(_pop_whole_blocks(zone, lst, whole, order, mt))
+            taken += whole << order
+        if taken < want and lst:
             pfn = next(iter(lst))
-            size = 1 << order
-            use = min(size, want - taken)
             del_page_from_free_list(zone, pfn, order, mt)
-            _free_tail(zone, pfn + use, pfn + size, mt)
-            if runs and runs[-1][0] + runs[-1][1] == pfn:
-                runs[-1][1] += use
-            else:
-                runs.append([pfn, use])
-            taken += use
+            _free_tail(zone, pfn + want - taken, pfn + (1 << order), mt)
+            pages.append(np.arange(pfn, pfn + want - taken, dtype=np.int64))
+            taken = want
         if taken == want:
             break
-    for pfn, n in runs:
-        _hand_out(zone, pfn, n, req, owner)
-        out.append((pfn, n))
+    if taken:
+        pfns = np.concatenate(pages)
+        _hand_out(zone, pfns, req, owner)
+        out.append(pfns)
     return taken
+
+
+def _pop_whole_blocks(zone: Zone, lst: OrderedDict[int, None], n: int, order: int,
+                      mt: int) -> np.ndarray:
+    """Take the first ``n`` blocks off ``lst``; return their pages, block by block.
+
+    The heads' buddy order and list mark are not reset here: every page is
+    marked allocated right after (``_hand_out``).
+    """
+    if n == len(lst):
+        heads = list(lst)
+        lst.clear()
+    else:
+        heads = list(islice(lst, n))
+        for pfn in heads:
+            del lst[pfn]
+    account_freepages(zone, -(n << order), mt)
+    first = np.array(heads, dtype=np.int64)
+    if not order:
+        return first
+    return (first[:, None] + np.arange(1 << order, dtype=np.int64)).ravel()
 
 
 def _free_tail(zone: Zone, start: int, end: int, mt: int) -> None:
@@ -184,13 +199,14 @@ def _largest_aligned_order(pfn: int, nr: int) -> int:
     return min(order, nr.bit_length() - 1)
 
 
-def _hand_out(zone: Zone, pfn: int, n: int, req: AllocRequest, owner: int) -> None:
+def _hand_out(zone: Zone, pfns: np.ndarray, req: AllocRequest, owner: int) -> None:
+    """prep_new_page() for order-0 pages taken off the lists, in allocation order."""
     node = zone.node
-    node.mm.mark_allocated(pfn, pfn + n, req.kind, owner, 0)
-    zone.nr_kind[req.kind] += n
-    node.count_event(zone.pgalloc_event, n)
+    node.mm.mark_allocated_pfns(pfns, req.kind, owner)
+    zone.nr_kind[req.kind] += len(pfns)
+    node.count_event(zone.pgalloc_event, len(pfns))
     if node.trace.enabled:
-        for p in range(pfn, pfn + n):
+        for p in pfns.tolist():
             node.emit(MmPageAlloc(p, 0, req.mt, req.gfp))
 
 
@@ -205,8 +221,12 @@ def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
         return
     if len(pfns) > 1 and not np.all(pfns[1:] > pfns[:-1]):
         pfns = np.unique(pfns)
-    mm, geo = node.mm, node.geo
-    zones = mm.pb_zone[pfns >> geo.pageblock_order]
+    mm, pbo = node.mm, node.geo.pageblock_order
+    zones = mm.pb_zone[pfns >> pbo]
+    node.count_event("pgfree", len(pfns))
+    if node.trace.enabled:
+        for p in pfns.tolist():
+            node.emit(MmPageFree(p, 0))
     for zidx in np.flatnonzero(np.bincount(zones)).tolist():
         zone_pfns = pfns[zones == zidx]
         zone = node.zones[zidx]
@@ -216,27 +236,38 @@ def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
         mm.flags[zone_pfns] = 0
         mm.owner[zone_pfns] = -1
         mm.order[zone_pfns] = -1
-    node.count_event("pgfree", len(pfns))
-    if node.trace.enabled:
-        for p in pfns.tolist():
-            node.emit(MmPageFree(p, 0))
-    for start, n in _runs(pfns):
-        _free_run(node, start, n)
+        heads, orders = _aligned_blocks(zone_pfns, pbo)
+        mts = mm.pb_mt[heads >> pbo]
+        for pfn, order, mt in zip(heads.tolist(), orders.tolist(), mts.tolist(), strict=True):
+            free_one_page(zone, pfn, order, mt)
 
 
-def _runs(pfns: np.ndarray) -> list[tuple[int, int]]:
-    """Split sorted pfns into (start, length) runs of consecutive pages."""
+def _aligned_blocks(pfns: np.ndarray, max_order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut sorted pfns into naturally aligned blocks of at most ``max_order``.
+
+    Each run of consecutive pages becomes the blocks split_large_buddy()
+    and free_pages_prepare() would free, in ascending order; a pageblock's
+    type cannot change before its own pages are freed (only free buddies
+    are retyped), so looking up every block's type up front is safe.
+    """
     breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [len(pfns)]])
-    return list(zip(pfns[starts].tolist(), (ends - starts).tolist(), strict=True))
+    start = pfns[np.concatenate([[0], breaks])]
+    left = np.diff(np.concatenate([[0], breaks, [len(pfns)]]))
+    heads, orders = [], []
+    while len(start):
+        align = np.where(start == 0, max_order, _log2_floor(start & -start))
+        order = np.minimum(np.minimum(align, _log2_floor(left)), max_order)
+        heads.append(start)
+        orders.append(order)
+        start = start + (1 << order)
+        left = left - (1 << order)
+        keep = left > 0
+        start, left = start[keep], left[keep]
+    head = np.concatenate(heads)
+    by_pfn = np.argsort(head, kind="stable")
+    return head[by_pfn], np.concatenate(orders)[by_pfn]
 
 
-def _free_run(node: Node, start: int, n: int) -> None:
-    """Free a run as aligned blocks of at most a pageblock (split_large_buddy())."""
-    pbo = node.geo.pageblock_order
-    end = start + n
-    while start < end:
-        order = min(_largest_aligned_order(start, end - start), pbo)
-        free_pages_ok(node.page_zone(start), start, order)
-        start += 1 << order
+def _log2_floor(x: np.ndarray) -> np.ndarray:
+    """floor(log2(x)) for positive integers, exactly (frexp, not a float log)."""
+    return np.frexp(x.astype(np.float64))[1].astype(np.int64) - 1

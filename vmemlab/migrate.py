@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bulk import alloc_bulk_runs, free_pages_bulk
+from .bulk import alloc_pages_bulk, free_pages_bulk
 from .constants import EAGAIN, EBUSY, EINTR, ENOMEM, PageFlag, PageKind, PageState, ZoneType
 from .gfp import GFP_USER, Gfp
 from .page_alloc import AllocRequest, alloc_block, free_block, prep_new_page
@@ -219,10 +219,9 @@ def move_folios_bulk(node: Node, srcs: np.ndarray, gfp: int, stats: MigrateStats
     """
     if not len(srcs):
         return 0
-    runs = alloc_bulk_runs(node, gfp, len(srcs), PageKind.ANON, -1, fast_only=fast_only)
-    if not runs:
+    dsts = alloc_pages_bulk(node, gfp, len(srcs), PageKind.ANON, -1, fast_only=fast_only)
+    if not len(dsts):
         return 0
-    dsts = np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in runs])
     moved = srcs[:len(dsts)]
     _transfer_identity(node, moved, dsts, from_kind=PageKind.ANON)
     free_pages_bulk(node, moved)

@@ -192,19 +192,22 @@ def free_one_page(zone: Zone, pfn: int, order: int, mt: int, to_tail: bool = Fal
     node = zone.node
     mm, pbo = node.mm, node.geo.pageblock_order
     max_order = node.geo.max_page_order
-    hygiene = node.profile.freelist_hygiene
+    # _page_is_buddy() inlined: this loop runs for every freed block.
+    state, border, pb_zone = mm.state.item, mm.order.item, mm.pb_zone.item
+    nr, zid = mm.nr_pfns, zone.zid
     buddy = pfn
     while order < max_order:
         buddy = pfn ^ (1 << order)
-        if not _page_is_buddy(zone, buddy, order):
+        if (buddy >= nr or state(buddy) != _FREE or border(buddy) != order
+                or pb_zone(buddy >> pbo) != zid):
             break
         if order >= pbo:
-            buddy_mt = int(mm.pb_mt[buddy >> pbo])
+            buddy_mt = mm.pb_mt.item(buddy >> pbo)
             if _merge_blocked(zone, mt, buddy_mt):
                 break
-            if hygiene and buddy_mt != mt:
+            if node.profile.freelist_hygiene and buddy_mt != mt:
                 mm.change_pageblock_range(buddy, order, mt)
-        del_page_from_free_list(zone, buddy, order, int(mm.owner[buddy]))
+        del_page_from_free_list(zone, buddy, order, mm.owner.item(buddy))
         pfn &= buddy
         order += 1
     if not to_tail and order < max_order - 1:
