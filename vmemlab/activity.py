@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bulk import alloc_pages_bulk, free_pages_bulk
+from .bulk import alloc_bulk_runs, alloc_pages_bulk, free_pages_bulk
 from .constants import PageFlag, PageKind, PageState, format_size
 from .slab import DENTRY, EXT4_INODE, SlabCache
 
@@ -128,7 +128,8 @@ class Activity:
     def allocate(self, nr_pages: int) -> int:
         """Allocate ``nr_pages`` more pages; return how many were obtained."""
         owner = self._new_owner()
-        got = len(alloc_pages_bulk(self.node, self.spec.gfp, nr_pages, self.spec.kind, owner))
+        _, lengths = alloc_bulk_runs(self.node, self.spec.gfp, nr_pages, self.spec.kind, owner)
+        got = int(lengths.sum())
         self.requested += nr_pages << self.node.geo.page_shift
         self.shortfall += (nr_pages - got) << self.node.geo.page_shift
         return got

@@ -52,6 +52,13 @@ if TYPE_CHECKING:
     from .zone import Zone
 
 _GFP_KSWAPD = int(Gfp.KSWAPD_RECLAIM)
+# Few or long runs are marked slice by slice; many short ones by fancy indexing.
+_SLICE_RUNS = 32
+_SLICE_RUN = 64
+
+
+Runs = tuple[np.ndarray, np.ndarray]  # first pfns and lengths, in allocation order
+RunLists = tuple[list[int], list[int]]  # the same, while being collected
 
 
 def alloc_pages_bulk(node: Node, gfp: str | int, nr_pages: int,
@@ -64,11 +71,20 @@ def alloc_pages_bulk(node: Node, gfp: str | int, nr_pages: int,
     the next page would need the slow path (kswapd, the min watermark,
     direct reclaim).
     """
+    return _expand(*alloc_bulk_runs(node, gfp, nr_pages, kind, owner, fast_only))
+
+
+def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
+                    kind: PageKind | None = None, owner: int = -1,
+                    fast_only: bool = False) -> Runs:
+    """``alloc_pages_bulk`` as runs of consecutive pfns (cheap for large fills)."""
     req = AllocRequest(node, 0, gfp, kind)
     if nr_pages < 0:
         raise ValueError(f"nr_pages={nr_pages} must not be negative")
     zonelist = node.zonelist(req.highest)
-    out: list[np.ndarray] = []
+    starts: list[int] = []
+    lengths: list[int] = []
+    out = (starts, lengths)
     remaining = nr_pages
     fast = AllocFlags.WMARK_LOW
     if zonelist:
@@ -84,13 +100,21 @@ def alloc_pages_bulk(node: Node, gfp: str | int, nr_pages: int,
             break
         zone, pfn = got
         prep_new_page(zone, pfn, req, owner)
-        out.append(np.array([pfn], np.int64))
+        starts.append(pfn)
+        lengths.append(1)
         remaining -= 1
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+    return np.array(starts, np.int64), np.array(lengths, np.int64)
+
+
+def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The pfns of runs, run after run."""
+    total = int(lengths.sum())
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offsets, lengths) + np.arange(total, dtype=np.int64)
 
 
 def _bulk_from_freelist(node: Node, zonelist: list[Zone], req: AllocRequest, limit: int,
-                        alloc_flags: int, owner: int, out: list[np.ndarray]) -> int:
+                        alloc_flags: int, owner: int, out: RunLists) -> int:
     """get_page_from_freelist() for many pages: zone by zone, pass by pass."""
     taken = 0
     passes = [alloc_flags]
@@ -112,7 +136,7 @@ def _bulk_from_freelist(node: Node, zonelist: list[Zone], req: AllocRequest, lim
 
 
 def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner: int,
-                  out: list[np.ndarray]) -> int:
+                  out: RunLists) -> int:
     """Take ``n`` order-0 pages from one zone: whole blocks, then fallback steps."""
     got = 0
     while got < n:
@@ -123,13 +147,14 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
         if pfn is None:
             break
         prep_new_page(zone, pfn, req, owner)
-        out.append(np.array([pfn], np.int64))
+        out[0].append(pfn)
+        out[1].append(1)
         got += 1
     return got
 
 
 def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
-                        out: list[np.ndarray]) -> int:
+                        out: RunLists) -> int:
     """Repeated __rmqueue_smallest(order 0) on the requester's own lists.
 
     Order by order, the blocks at the head of the list are taken whole, a
@@ -137,37 +162,45 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
     expand() would leave it.
     """
     mt = req.mt
-    pages: list[np.ndarray] = []  # in allocation order
+    starts: list[int] = []
+    lengths: list[int] = []
     taken = 0
     for order, area in enumerate(zone.free_area):
         lst = area.free_list[mt]
+        if not lst:
+            continue
         whole = min(len(lst), (want - taken) >> order)
         if whole:
-            pages.append(_pop_whole_blocks(zone, lst, whole, order, mt))
+            starts += _pop_whole_blocks(zone, lst, whole, order, mt)
+            lengths += [1 << order] * whole
             taken += whole << order
         if taken < want and lst:
             pfn = next(iter(lst))
             del_page_from_free_list(zone, pfn, order, mt)
             _free_tail(zone, pfn + want - taken, pfn + (1 << order), mt)
-            pages.append(np.arange(pfn, pfn + want - taken, dtype=np.int64))
+            starts.append(pfn)
+            lengths.append(want - taken)
             taken = want
         if taken == want:
             break
     if taken:
-        pfns = np.concatenate(pages)
-        _hand_out(zone, pfns, req, owner)
-        out.append(pfns)
+        _hand_out(zone, starts, lengths, taken, req, owner)
+        out[0].extend(starts)
+        out[1].extend(lengths)
     return taken
 
 
 def _pop_whole_blocks(zone: Zone, lst: OrderedDict[int, None], n: int, order: int,
-                      mt: int) -> np.ndarray:
-    """Take the first ``n`` blocks off ``lst``; return their pages, block by block.
+                      mt: int) -> list[int]:
+    """Take the first ``n`` blocks off ``lst``; return their head pfns.
 
     The heads' buddy order and list mark are not reset here: every page is
     marked allocated right after (``_hand_out``).
     """
-    if n == len(lst):
+    if n == 1:
+        heads = [next(iter(lst))]
+        del lst[heads[0]]
+    elif n == len(lst):
         heads = list(lst)
         lst.clear()
     else:
@@ -175,10 +208,7 @@ def _pop_whole_blocks(zone: Zone, lst: OrderedDict[int, None], n: int, order: in
         for pfn in heads:
             del lst[pfn]
     account_freepages(zone, -(n << order), mt)
-    first = np.array(heads, dtype=np.int64)
-    if not order:
-        return first
-    return (first[:, None] + np.arange(1 << order, dtype=np.int64)).ravel()
+    return heads
 
 
 def _free_tail(zone: Zone, start: int, end: int, mt: int) -> None:
@@ -199,15 +229,33 @@ def _largest_aligned_order(pfn: int, nr: int) -> int:
     return min(order, nr.bit_length() - 1)
 
 
-def _hand_out(zone: Zone, pfns: np.ndarray, req: AllocRequest, owner: int) -> None:
+def _hand_out(zone: Zone, starts: list[int], lengths: list[int], nr_pages: int,
+              req: AllocRequest, owner: int) -> None:
     """prep_new_page() for order-0 pages taken off the lists, in allocation order."""
     node = zone.node
-    node.mm.mark_allocated_pfns(pfns, req.kind, owner)
-    zone.nr_kind[req.kind] += len(pfns)
-    node.count_event(zone.pgalloc_event, len(pfns))
+    if len(starts) <= _SLICE_RUNS or len(starts) * _SLICE_RUN < nr_pages:
+        for start, end in _coalesce(starts, lengths):
+            node.mm.mark_allocated(start, end, req.kind, owner)
+    else:
+        pfns = _expand(np.array(starts, np.int64), np.array(lengths, np.int64))
+        node.mm.mark_allocated_pfns(pfns, req.kind, owner)
+    zone.nr_kind[req.kind] += nr_pages
+    node.count_event(zone.pgalloc_event, nr_pages)
     if node.trace.enabled:
-        for p in pfns.tolist():
-            node.emit(MmPageAlloc(p, 0, req.mt, req.gfp))
+        for start, n in zip(starts, lengths, strict=True):
+            for p in range(start, start + n):
+                node.emit(MmPageAlloc(p, 0, req.mt, req.gfp))
+
+
+def _coalesce(starts: list[int], lengths: list[int]) -> list[tuple[int, int]]:
+    """Runs as [start, end) ranges, neighbours joined."""
+    ranges: list[tuple[int, int]] = []
+    for start, n in zip(starts, lengths, strict=True):
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], start + n)
+        else:
+            ranges.append((start, start + n))
+    return ranges
 
 
 def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
@@ -250,9 +298,7 @@ def _aligned_blocks(pfns: np.ndarray, max_order: int) -> tuple[np.ndarray, np.nd
     type cannot change before its own pages are freed (only free buddies
     are retyped), so looking up every block's type up front is safe.
     """
-    breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
-    start = pfns[np.concatenate([[0], breaks])]
-    left = np.diff(np.concatenate([[0], breaks, [len(pfns)]]))
+    start, left = _runs(pfns)
     heads, orders = [], []
     while len(start):
         align = np.where(start == 0, max_order, _log2_floor(start & -start))
@@ -266,6 +312,13 @@ def _aligned_blocks(pfns: np.ndarray, max_order: int) -> tuple[np.ndarray, np.nd
     head = np.concatenate(heads)
     by_pfn = np.argsort(head, kind="stable")
     return head[by_pfn], np.concatenate(orders)[by_pfn]
+
+
+def _runs(pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First pfn and length of each run of consecutive ascending pfns."""
+    breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
+    return (pfns[np.concatenate([[0], breaks])],
+            np.diff(np.concatenate([[0], breaks, [len(pfns)]])))
 
 
 def _log2_floor(x: np.ndarray) -> np.ndarray:
