@@ -14,7 +14,10 @@ and mark pages in the memmap with numpy slices:
 * ``free_pages_bulk(node, pfns)`` == freeing each page in ascending pfn
   order.  A run of consecutive pages is freed as the aligned blocks it
   decomposes into, at most a pageblock each, which merges to the same
-  result as page-by-page frees.
+  result as page-by-page frees.  Pages of MIGRATE_ISOLATE pageblocks (the
+  sources of an alloc_contig_range() migration) are rebuilt pageblock by
+  pageblock with numpy; there only the order on the ISOLATE lists, which
+  nothing reads, may differ.
 
 The kernel's counterpart, alloc_pages_bulk(), exists for the same reason
 (fewer trips through the allocator).  Kernel: mm/page_alloc.c,
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import PageKind, PageState
+from .constants import MigrateType, PageKind, PageState
 from .freelist import account_freepages, add_to_free_list, del_page_from_free_list
 from .gfp import Gfp
 from .page_alloc import (
@@ -52,6 +55,8 @@ if TYPE_CHECKING:
     from .zone import Zone
 
 _GFP_KSWAPD = int(Gfp.KSWAPD_RECLAIM)
+_ISOLATE = int(MigrateType.ISOLATE)
+_FREE = int(PageState.FREE)
 # Few or long runs are marked slice by slice; many short ones by fancy indexing.
 _SLICE_RUNS = 32
 _SLICE_RUN = 64
@@ -284,10 +289,64 @@ def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
         mm.flags[zone_pfns] = 0
         mm.owner[zone_pfns] = -1
         mm.order[zone_pfns] = -1
+        isolated = mm.pb_mt[zone_pfns >> pbo] == _ISOLATE
+        if isolated.any():
+            _free_into_isolated(zone, zone_pfns[isolated])
+            zone_pfns = zone_pfns[~isolated]
+            if not len(zone_pfns):
+                continue
         heads, orders = _aligned_blocks(zone_pfns, pbo)
         mts = mm.pb_mt[heads >> pbo]
         for pfn, order, mt in zip(heads.tolist(), orders.tolist(), mts.tolist(), strict=True):
             free_one_page(zone, pfn, order, mt)
+
+
+def _free_into_isolated(zone: Zone, pfns: np.ndarray) -> None:
+    """Free pages of MIGRATE_ISOLATE pageblocks: rebuild those pageblocks' free blocks.
+
+    Below pageblock_order buddies always merge, so after any sequence of
+    frees a pageblock's free blocks are the canonical buddy decomposition
+    of its free pages.  That decomposition is computed for every touched
+    pageblock at once; whole free pageblocks go through free_one_page(),
+    which merges them further as the profile allows.  Only the order of
+    blocks on the ISOLATE lists can differ from page-by-page frees, and
+    nothing reads it: undoing isolation and taking the range walk pfns.
+    The pages are already marked free in the memmap.
+    """
+    mm, pbo = zone.node.mm, zone.node.geo.pageblock_order
+    per = 1 << pbo
+    base = np.unique(pfns >> pbo) << pbo
+    span = (base[:, None] + np.arange(per, dtype=np.int64)).ravel()
+    free = mm.state[span] == _FREE
+    old = span[free & (mm.order[span] >= 0)]
+    for pfn, order, mt in zip(old.tolist(), mm.order[old].tolist(), mm.owner[old].tolist(),
+                              strict=True):
+        del_page_from_free_list(zone, pfn, order, mt)
+    heads, orders = _buddy_decomposition(free.reshape(len(base), per), base, pbo)
+    for pfn, order in zip(heads.tolist(), orders.tolist(), strict=True):
+        if order == pbo:
+            free_one_page(zone, pfn, order, _ISOLATE)
+        else:
+            add_to_free_list(zone, pfn, order, _ISOLATE)
+
+
+def _buddy_decomposition(free: np.ndarray, base: np.ndarray,
+                         max_order: int) -> tuple[np.ndarray, np.ndarray]:
+    """The maximal aligned all-free blocks of each row of ``free``, by pfn."""
+    rows = len(base)
+    covered = np.zeros_like(free)
+    heads, orders = [], []
+    for order in range(max_order, -1, -1):
+        size = 1 << order
+        whole = (free.reshape(rows, -1, size).all(axis=2)
+                 & ~covered.reshape(rows, -1, size).any(axis=2))
+        row, col = np.nonzero(whole)
+        heads.append(base[row] + col * size)
+        orders.append(np.full(len(row), order, np.int64))
+        covered.reshape(rows, -1, size)[whole] = True
+    head = np.concatenate(heads)
+    by_pfn = np.argsort(head, kind="stable")
+    return head[by_pfn], np.concatenate(orders)[by_pfn]
 
 
 def _aligned_blocks(pfns: np.ndarray, max_order: int) -> tuple[np.ndarray, np.ndarray]:

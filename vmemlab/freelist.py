@@ -69,6 +69,22 @@ def move_to_free_list(zone: Zone, pfn: int, order: int, old_mt: int, new_mt: int
     account_freepages(zone, 1 << order, new_mt)
 
 
+def move_blocks_to_free_list(zone: Zone, heads: list[int], orders: list[int],
+                             old_mts: list[int], new_mt: int) -> int:
+    """move_to_free_list() for many blocks, in the given order; returns pages moved."""
+    area = zone.free_area
+    moved = {}
+    for pfn, order, old_mt in zip(heads, orders, old_mts, strict=True):
+        del area[order].free_list[old_mt][pfn]
+        area[order].free_list[new_mt][pfn] = None
+        moved[old_mt] = moved.get(old_mt, 0) + (1 << order)
+    zone.node.mm.owner[heads] = new_mt
+    for old_mt, pages in moved.items():
+        account_freepages(zone, -pages, old_mt)
+        account_freepages(zone, pages, new_mt)
+    return sum(moved.values())
+
+
 def get_page_from_free_area(area: FreeArea, mt: int) -> int | None:
     """The first block on ``free_list[mt]`` (list_first_entry_or_null)."""
     lst = area.free_list[mt]

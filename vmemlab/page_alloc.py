@@ -27,6 +27,7 @@ from .freelist import (
     add_to_free_list,
     del_page_from_free_list,
     get_page_from_free_area,
+    move_blocks_to_free_list,
     move_to_free_list,
 )
 from .gfp import Gfp, gfp_migratetype, gfp_zone, parse_gfp
@@ -303,15 +304,12 @@ def move_freepages_block(zone: Zone, start: int, old_mt: int | None, new_mt: int
     mm = zone.node.mm
     end = start + zone.node.geo.pageblock_nr_pages
     heads = start + np.flatnonzero((mm.state[start:end] == _FREE) & (mm.order[start:end] >= 0))
-    moved = 0
-    for pfn in heads.tolist():
-        list_mt = int(mm.owner[pfn])
-        if old_mt is not None and list_mt != old_mt:
-            continue
-        order = int(mm.order[pfn])
-        move_to_free_list(zone, pfn, order, list_mt, new_mt)
-        moved += 1 << order
-    return moved
+    list_mts = mm.owner[heads]
+    if old_mt is not None:
+        heads = heads[list_mts == old_mt]
+        list_mts = list_mts[list_mts == old_mt]
+    return move_blocks_to_free_list(zone, heads.tolist(), mm.order[heads].tolist(),
+                                    list_mts.tolist(), new_mt)
 
 
 def _alike_pages(zone: Zone, start_mt: int, block_mt: int, free_pages: int,
