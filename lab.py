@@ -3,6 +3,7 @@
 
     python3 lab.py            create .venv if needed, install, open JupyterLab
     python3 lab.py test       create .venv if needed, install, run every test
+    python3 lab.py student    ... then rebuild notebooks/ from instructor/ (for authors)
 
 Needs only Python 3.10+ (with its standard venv module).  Safe to run again:
 the install step is skipped while requirements.txt and pyproject.toml are
@@ -66,6 +67,8 @@ def main(argv: list[str]) -> int:
         cmd = [str(python), "-m", "pytest", *argv[1:]]
     elif argv[:1] in (["setup"], ["install"]):
         return 0
+    elif argv[:1] == ["student"]:
+        cmd = [str(python), str(ROOT / "tools" / "student_version.py"), *argv[1:]]
     else:
         cmd = [str(python), "-m", "jupyter", "lab", START, *argv]
     return subprocess.call(cmd, cwd=ROOT)
