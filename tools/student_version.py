@@ -10,7 +10,8 @@
 ClearOutput), a ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` region is
 replaced by a stub, ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS``
 is removed, and outputs are cleared; then the student notebook is executed
-so its committed outputs are what nbval compares.
+so its committed outputs are what nbval compares, and the README's table
+of notebooks (tools/binder_links.py) is brought up to date.
 
 One difference from nbgrader's default stub, so that the student notebook
 runs from top to bottom: a solution region at the top level of a cell (a
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import nbformat
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE, RELEASE = ROOT / "instructor", ROOT / "notebooks"
 
@@ -91,7 +93,6 @@ def write(path: Path, execute: bool) -> Path:
     release = RELEASE / path.name
     nbformat.write(student_notebook(nbformat.read(path, as_version=4)), release)
     if execute:
-        sys.path.insert(0, str(Path(__file__).parent))
         from run_notebooks import run
         print(f"{release.relative_to(ROOT)}: {run(release):.1f} s", flush=True)
     return release
@@ -111,6 +112,8 @@ def main(argv: list[str]) -> int:
         return 1 if bad else 0
     for path in paths:
         write(path, execute=not args.no_run)
+    from binder_links import README, updated_readme  # the README lists every notebook
+    README.write_text(updated_readme())
     return 0
 
 
