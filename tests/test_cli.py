@@ -20,6 +20,7 @@ from .conftest import teaching
 
 FIX = Path(__file__).parent / "fixtures" / "snapshot"
 FC, SYN = FIX / "fc-6.18-24g", FIX / "synthetic-cma-2node"
+SCEN = Path(__file__).resolve().parent.parent / "scenarios"
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -38,12 +39,15 @@ def test_help_lists_the_subcommands(capsys):
     assert rc == 0
     assert re.search(r"^\s+buddy\s+buddy-allocator homework", out, re.M)
     assert re.search(r"^\s+snapshot\s+read this machine", out, re.M)
+    assert re.search(r"^\s+run\s+run a scenario file", out, re.M)
 
 
 @pytest.mark.parametrize("cmd,words", [
     ("buddy", ["--seed", "--num-ops", "--percent-alloc", "--ops", "--compute", "+O:T"]),
     ("snapshot", ["--root", "--load", "--save", "--json", "--png", "--limit", "read-only",
                   "pagetypeinfo"]),
+    ("run", ["SCENARIO.toml", "--json", "--png", "--check", "--param", "[[devices]]",
+             "[steps.expect]", "shrink_usable_region", "exit status"]),
 ])
 def test_each_subcommand_explains_itself(capsys, cmd, words):
     rc, out, _ = run(capsys, cmd, "--help")
@@ -54,7 +58,7 @@ def test_each_subcommand_explains_itself(capsys, cmd, words):
 
 def test_only_implemented_subcommands_are_registered(capsys):
     rc, _, err = run(capsys, "sweep")
-    assert rc == 2 and "invalid choice: 'sweep' (choose from 'buddy', 'snapshot')" in err
+    assert rc == 2 and "invalid choice: 'sweep' (choose from 'run', 'buddy', 'snapshot')" in err
 
 
 def test_python_dash_m_runs_the_cli():
@@ -284,3 +288,75 @@ def test_snapshot_as_an_unprivileged_user_says_what_is_root_only():
     assert "  /proc/kpageflags: permission denied (readable by root only)\n" in res.stdout
     assert ("== /proc/pagetypeinfo ==\n(absent: /proc/pagetypeinfo is not in this snapshot: "
             "permission denied (readable by root only))") in res.stdout
+
+
+# ------------------------------------------------------------------------- run
+def test_run_prints_every_step(capsys):
+    rc, out, _ = run(capsys, "run", str(SCEN / "01_zone_normal_unmovable.toml"))
+    assert rc == 0
+    assert out.startswith(f"vmemlab run {SCEN}/01_zone_normal_unmovable.toml: Story 1: ")
+    assert "  vmem0: virtio-mem-pci at 0x100000000, region 4 GiB, block 2 MiB, " \
+           "requested-size 2 GiB (SBM)\n" in out
+    assert ("[4] t=0.011 s  resize vmem0: requested-size 0 B  -- the host wants all of it back\n"
+            "    vmem0: requested 0 B, plugged 334 MiB, NOT reached\n"
+            "           last pass -EBUSY: retry later: memory could not be freed; "
+            "retry timer fires at t=50.4 s\n") in out
+    assert "    vmem0: retry at t=350.4 s: -EBUSY, plugged 334 MiB\n" in out
+    assert out.endswith("expectations: all 3 met\n")
+
+
+def test_run_json(capsys):
+    rc, out, _ = run(capsys, "run", str(SCEN / "07_device_error_broken.toml"), "--json")
+    assert rc == 0
+    d = json.loads(out)
+    assert d["title"] == "Story 8: a device ERROR marks the driver broken"
+    step = d["steps"][4]
+    assert step["devices"][0]["last_rc_name"] == "-EINVAL" and step["devices"][0]["broken"]
+    assert step["dmesg"] == ["[     0.003] virtio_mem virtio0: unknown error, marking device "
+                             "broken: -22"]
+    assert d["failures"] == [] and d["expectations"] == 2
+
+
+def test_run_check_fails_with_exit_1(capsys):
+    path = str(SCEN / "02_zone_movable.toml")
+    assert run(capsys, "run", path, "--check")[0] == 0
+    rc, out, _ = run(capsys, "run", path, "--check", "--param", "steps.3.requested_size=1G")
+    assert rc == 1
+    assert "EXPECTATION FAILED: steps[3] expect.size (vmem0): expected 512 MiB" in out
+    rc, _, _ = run(capsys, "run", path, "--param", "steps.3.requested_size=1G")
+    assert rc == 0                                  # without --check: reported, not fatal
+
+
+def test_run_png(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "final.png"
+    rc, _, err = run(capsys, "run", str(SCEN / "05_reboot_resets_layout.toml"), "--png", str(png))
+    assert rc == 0 and f"saved heatmap to {png}" in err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "/no/such.toml"], "vmemlab run: error: /no/such.toml: cannot read the file: "
+                               "No such file or directory"),
+    (["run", str(SCEN / "00_happy_path.toml"), "--param", "seed"],
+     "--param: 'seed' is not KEY=VALUE"),
+    (["run", str(SCEN / "00_happy_path.toml"), "--param", "machine.seed=1,2"],
+     "run takes one value (sweep takes several)"),
+    (["run", str(SCEN / "00_happy_path.toml"), "--param", "machine.kernel=4.19"],
+     "00_happy_path.toml: machine.kernel: expected one of '5.8', '6.12', got 4.19 "
+     "(set by --param)"),
+    (["run", str(SCEN / "00_happy_path.toml"), "--png", "/no/such/dir/x.png"],
+     "--png '/no/such/dir/x.png': No such file or directory"),
+])
+def test_run_bad_input_exits_2(capsys, argv, message):
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_run_bad_file_names_file_line_and_key(capsys, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[machine]\nboot_memory = "2G"\n\n[[devices]]\nregion_size = "4 gigs"\n')
+    rc, out, err = run(capsys, "run", str(bad))
+    assert rc == 2 and out == ""
+    assert err == (f"vmemlab run: error: {bad}:5: devices[0].region_size: expected a size like "
+                   "512M, 2G or a number of bytes, got '4 gigs'\n")

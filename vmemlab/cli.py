@@ -20,21 +20,17 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .cli_common import PROG, UsageError, count_arg, write_png
+from .cli_run import add_run
 from .constants import TEACHING, format_size, parse_size
 
 if TYPE_CHECKING:
     from .machine import Machine
     from .snapshot import RealSnapshot
-
-PROG = "vmemlab"
-
-
-class UsageError(ValueError):
-    """Something the user gave that cannot be used; main() prints it and exits 2."""
 
 
 # ------------------------------------------------------------------- buddy
@@ -64,12 +60,12 @@ def add_buddy(sub: argparse._SubParsersAction) -> None:
                        description=BUDDY_DESCRIPTION, epilog=BUDDY_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-s", "--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("-n", "--num-ops", type=_count, default=10, metavar="N",
+    p.add_argument("-n", "--num-ops", type=count_arg, default=10, metavar="N",
                    help="number of random operations (default 10)")
     p.add_argument("-P", "--percent-alloc", type=_percent, default=50, metavar="PCT",
                    help="percent of random operations that allocate; the others free a "
                         "live block (default 50)")
-    p.add_argument("-o", "--max-order", type=_count, default=3, metavar="ORDER",
+    p.add_argument("-o", "--max-order", type=count_arg, default=3, metavar="ORDER",
                    help="largest order of a random allocation, 0..4 (default 3)")
     p.add_argument("-t", "--types", type=_types, default="MUR", metavar="TYPES",
                    help="mobility types to draw from: letters of MUR (default MUR)")
@@ -173,16 +169,6 @@ def _describe(m: Machine) -> str:
 def _state(m: Machine) -> str:
     """buddyinfo, the page map and the pageblock map, one after another."""
     return m.proc.buddyinfo() + "\n" + m.page_map() + "\n" + m.pageblock_map()
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
-    return value
 
 
 def _percent(text: str) -> float:
@@ -339,22 +325,17 @@ def _save_png(snap: RealSnapshot, path: str) -> None:
     from .snapshot import MissingPart
 
     try:
-        from . import viz
-
-        draw, new_figure, figure_png = viz.draw_heatmap, viz.new_figure, viz.figure_png
-    except (ImportError, AttributeError) as e:
-        raise UsageError(f"--png {path!r}: the heatmap needs vmemlab.viz with matplotlib "
-                         f"(pip install 'vmemlab[viz]'): {e}") from None
-    try:
         frame = snap.machine_snapshot()
     except (MissingPart, ValueError) as e:
         raise UsageError(f"--png {path!r}: {e}") from None
-    fig, ax = new_figure("heatmap")
-    draw(ax, frame, zoom="page", title=f"Linux {snap.kernel}: {snap.meta.get('root', '')}")
-    try:
-        Path(path).write_bytes(figure_png(fig))
-    except OSError as e:
-        raise UsageError(f"--png {path!r}: {e.strerror or e}") from None
+
+    def draw(viz: Any) -> Any:
+        fig, ax = viz.new_figure("heatmap")
+        viz.draw_heatmap(ax, frame, zoom="page",
+                         title=f"Linux {snap.kernel}: {snap.meta.get('root', '')}")
+        return fig
+
+    write_png("--png", path, draw)
 
 
 def _views(text: str) -> tuple[str, ...]:
@@ -381,8 +362,8 @@ def _pfn_range(text: str) -> tuple[int, int]:
 
 
 # -------------------------------------------------------------------- main
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_buddy,
-                                                                         add_snapshot)
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_run, add_buddy, add_snapshot)
 
 
 def build_parser() -> argparse.ArgumentParser:
