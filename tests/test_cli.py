@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 import vmemlab
+import vmemlab as vm
 from vmemlab import workload
 from vmemlab.cli import buddy_homework, main, random_ops
+from vmemlab.cli_vmem import VmemProblem, random_vmem_ops, vmem_homework
 
 from .conftest import teaching
 
@@ -46,6 +48,8 @@ def test_help_lists_the_subcommands(capsys):
     ("buddy", ["--seed", "--num-ops", "--percent-alloc", "--ops", "--compute", "+O:T"]),
     ("snapshot", ["--root", "--load", "--save", "--json", "--png", "--limit", "read-only",
                   "pagetypeinfo"]),
+    ("virtio-mem", ["--seed", "--num-ops", "--ops", "--compute", "--online", "=SIZE",
+                    "-EBUSY"]),
     ("run", ["SCENARIO.toml", "--json", "--png", "--check", "--param", "[[devices]]",
              "[steps.expect]", "shrink_usable_region", "exit status"]),
 ])
@@ -58,7 +62,8 @@ def test_each_subcommand_explains_itself(capsys, cmd, words):
 
 def test_only_implemented_subcommands_are_registered(capsys):
     rc, _, err = run(capsys, "sweep")
-    assert rc == 2 and "invalid choice: 'sweep' (choose from 'run', 'buddy', 'snapshot')" in err
+    assert rc == 2
+    assert "invalid choice: 'sweep' (choose from 'run', 'buddy', 'virtio-mem', 'snapshot')" in err
 
 
 def test_python_dash_m_runs_the_cli():
@@ -360,3 +365,111 @@ def test_run_bad_file_names_file_line_and_key(capsys, tmp_path):
     assert rc == 2 and out == ""
     assert err == (f"vmemlab run: error: {bad}:5: devices[0].region_size: expected a size like "
                    "512M, 2G or a number of bytes, got '4 gigs'\n")
+
+
+# ------------------------------------------------------------------ virtio-mem
+def test_vmem_prints_every_parameter_first_and_hides_results(capsys):
+    rc, out, _ = run(capsys, "virtio-mem", "-s", "3")
+    assert rc == 0
+    assert out.splitlines()[:8] == ["ARG seed 3", "ARG num-ops 8", "ARG kernel 6.12",
+                                    "ARG online online", "ARG memory 512k", "ARG region 2M",
+                                    "ARG ops ", "ARG compute False"]
+    hidden = [ln for ln in out.splitlines() if ln.strip() == "plugged size?  last rc?  "
+              "plugged subblocks?"]
+    assert len(hidden) == 4 and "last rc 0" not in out and "########" not in out
+    assert out.endswith("(run again with -c to compute the answers)\n")
+
+
+def test_vmem_seeds_are_stable():
+    # Part of the contract: a seed names the same problem on every machine and release.
+    def problem():
+        return VmemProblem("6.12", "online", "512k", "2M")
+    assert random_vmem_ops(2, 8, problem) == "=1984k,=544k,=1664k,+U:72,=512k,=288k,=1920k,+U:94"
+    assert random_vmem_ops(0, 5, problem) == "=1984k,+U:64,-0,=1312k,=1120k"
+    assert vmem_homework(seed=7) == vmem_homework(seed=7) != vmem_homework(seed=8)
+
+
+def test_vmem_answers_worked_by_hand(capsys):
+    # 64 pages of boot memory; the device's region starts at memory1.  Growing to
+    # 512 KiB adds memory1 and memory2.  40 unmovable pages fit in boot memory, so
+    # shrinking to 256 KiB removes the top block, memory2.  Then 30 movable pages
+    # fill boot memory up: unplugging memory1 would have to migrate its pages and
+    # nothing is free to take them (-ENOMEM, abort, retry timer).  Once the kernel
+    # memory is freed, the retry at 50 s unplugs everything.
+    rc, out, _ = run(capsys, "virtio-mem", "-m", "256k", "-A", "=512k,+U:40,=256k,+M:30,=0,-0,w",
+                     "-c")
+    assert rc == 0
+    assert ("op 0: qom-set vmem0 requested-size 512 KiB\n"
+            "      plugged 512 KiB (16 subblocks), last rc 0 (done: reset the retry timer to "
+            "50 s)\n      memory1   ########  KERNEL\n      memory2   ########  KERNEL\n") in out
+    assert "op 1: alloc[0] = 40 pages of kernel memory, GFP_KERNEL (unmovable) at pfns " \
+           "0x2-0x29\n" in out
+    assert ("op 4: qom-set vmem0 requested-size 0 B\n      plugged 256 KiB (8 subblocks), last "
+            "rc -ENOMEM (retry later: out of memory)\n      memory1   ########  KERNEL\n") in out
+    assert out.endswith("op 6: wait 300 s (t=300.0 s)\n      plugged 0 B (0 subblocks), last rc 0 "
+                        "(done: reset the retry timer to 50 s)\n      not added (UNUSED): memory1, "
+                        "memory2, memory3, memory4, memory5, memory6, memory7, memory8\n")
+
+
+def host_answers(kernel: str, online: str, spec: str) -> list[tuple[int, str, list[str]]]:
+    """Replay an op string with direct Machine calls; read the answers from the host's bitmap."""
+    m = vm.Machine(boot_memory="512k", kernel=kernel, geometry="teaching",
+                   auto_online_blocks=online)
+    dev = m.add_virtio_mem(region_size="2M")
+    sb_blocks = (16 if kernel == "5.8" else 8) * 4096 // dev.block_size
+    acts, out = [], []
+    for op in spec.split(","):
+        if op[0] == "=":
+            dev.requested_size = vm.parse_size(op[1:])
+            m.settle()
+        elif op[0] == "+":
+            kind = "kernel" if op[1] == "U" else "anon"
+            acts.append(m.activity(kind, size=int(op[3:]) * 4096))
+            continue
+        elif op[0] == "-":
+            acts[int(op[1:])].release()
+            continue
+        elif op == "w":
+            m.run(300)
+            m.settle()
+        else:
+            m.reboot()
+            m.settle()
+        sbs = dev.bitmap.reshape(-1, sb_blocks).all(axis=1).reshape(8, -1)
+        maps = ["".join("#" if p else "." for p in row) for row in sbs]
+        out.append((dev.size, vm.errname(dev.driver.last_rc), [mp for mp in maps if "#" in mp]))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("kernel,online", [("6.12", "online"), ("5.8", "online"),
+                                           ("6.12", "online_movable")])
+def test_vmem_answers_equal_a_replay_on_a_fresh_machine(seed, kernel, online):
+    """The -c answers, checked against the device's own bitmap after direct calls."""
+    text = vmem_homework(seed=seed, num_ops=10, kernel=kernel, online=online, compute=True)
+    spec = re.search(r"Operations \(as -A\): (.*)\n", text)[1]
+    answers = []
+    for block in re.findall(r"      plugged .*?(?=\nop |\Z)", text, re.S):
+        size = vm.parse_size(re.search(r"plugged (\d+ \w+?)i?B? \(", block)[1].replace(" ", ""))
+        rc = re.search(r"last rc (\S+)", block)[1]
+        maps = re.findall(r"memory\d+ +([#.]+)  ", block)
+        answers.append((size, rc, [mp for mp in maps if "#" in mp]))
+    assert answers == host_answers(kernel, online, spec)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["virtio-mem", "-A", "+X:3"], "--ops '+X:3': op 0 '+X:3': expected =SIZE, +U:PAGES"),
+    (["virtio-mem", "-A", "=1M,-0"], "op 1 '-0': allocation 0 does not exist, was freed, or "
+                                     "did not survive a reboot"),
+    (["virtio-mem", "-A", "+U:8,r,-0"], "op 2 '-0': allocation 0 does not exist"),
+    (["virtio-mem", "-A", "=100k"], "op 0 '=100k': 'requested-size' has to be multiples of "
+                                    "'block-size' (0x8000): 102400"),
+    (["virtio-mem", "-A", "=4M"], "'requested-size' cannot exceed the memory backend size"),
+    (["virtio-mem", "-m", "300k"], "--memory '300k': boot_memory=307200 must be"),
+    (["virtio-mem", "-r", "100k"], "--region '100k': region_size=102400 must be a positive "
+                                   "multiple of block_size (32 KiB)"),
+    (["virtio-mem", "-o", "offline"], "argument -o/--online: invalid choice: 'offline'"),
+])
+def test_vmem_bad_input_exits_2(capsys, argv, message):
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2 and message in err and "Traceback" not in err
