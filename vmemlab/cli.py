@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cli_common import PROG, UsageError, count_arg, write_png
+from .cli_common import PROG, UsageError, count_arg, homework_ops, homework_parser, write_png
 from .cli_run import add_run
 from .cli_vmem import add_virtio_mem
 from .constants import TEACHING, format_size, parse_size
@@ -57,12 +57,8 @@ examples:
 
 def add_buddy(sub: argparse._SubParsersAction) -> None:
     """Register ``buddy``: OSTEP-style alloc/free homework on the teaching geometry."""
-    p = sub.add_parser("buddy", help="buddy-allocator homework (OSTEP style: -s SEED, -c)",
-                       description=BUDDY_DESCRIPTION, epilog=BUDDY_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-s", "--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("-n", "--num-ops", type=count_arg, default=10, metavar="N",
-                   help="number of random operations (default 10)")
+    p = homework_parser(sub, "buddy", "buddy-allocator homework (OSTEP style: -s SEED, -c)",
+                        BUDDY_DESCRIPTION, BUDDY_EPILOG, 10)
     p.add_argument("-P", "--percent-alloc", type=_percent, default=50, metavar="PCT",
                    help="percent of random operations that allocate; the others free a "
                         "live block (default 50)")
@@ -72,11 +68,7 @@ def add_buddy(sub: argparse._SubParsersAction) -> None:
                    help="mobility types to draw from: letters of MUR (default MUR)")
     p.add_argument("-m", "--memory", default="1M", metavar="SIZE",
                    help="memory of the machine, a multiple of 32k (default 1M = 256 pages)")
-    p.add_argument("-k", "--kernel", default="6.12", choices=("6.12", "5.8"),
-                   help="kernel profile (default 6.12)")
-    p.add_argument("-A", "--ops", default="", metavar="OPS",
-                   help="explicit operations instead of random ones, e.g. +2:U,+0:M,-0")
-    p.add_argument("-c", "--compute", action="store_true", help="compute the answers")
+    homework_ops(p, "+2:U,+0:M,-0")
     p.set_defaults(run=run_buddy)
 
 

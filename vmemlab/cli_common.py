@@ -30,6 +30,26 @@ def count_arg(text: str) -> int:
     return value
 
 
+def homework_parser(sub: argparse._SubParsersAction, name: str, help: str, description: str,
+                    epilog: str, num_ops: int) -> argparse.ArgumentParser:
+    """A homework subcommand with the OSTEP options every homework has: -s, -n, -k."""
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-s", "--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("-n", "--num-ops", type=count_arg, default=num_ops, metavar="N",
+                   help=f"number of random operations (default {num_ops})")
+    p.add_argument("-k", "--kernel", default="6.12", choices=("6.12", "5.8"),
+                   help="kernel profile (default 6.12)")
+    return p
+
+
+def homework_ops(p: argparse.ArgumentParser, example: str) -> None:
+    """The OSTEP options that end every homework's list: -A OPS and -c."""
+    p.add_argument("-A", "--ops", default="", metavar="OPS",
+                   help=f"explicit operations instead of random ones, e.g. {example}")
+    p.add_argument("-c", "--compute", action="store_true", help="compute the answers")
+
+
 def load_viz(option: str, path: str) -> Any:
     """vmemlab.viz, or a UsageError saying that ``option`` needs matplotlib."""
     try:

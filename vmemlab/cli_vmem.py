@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli_common import UsageError, count_arg
+from .cli_common import UsageError, homework_ops, homework_parser
 from .constants import EBUSY, ENOMEM, errname, format_size, parse_size
 from .machine import Machine
 from .virtio_mem_driver import RUN_WQ_ACTIONS
@@ -64,14 +64,8 @@ examples:
 
 def add_virtio_mem(sub: argparse._SubParsersAction) -> None:
     """Register ``virtio-mem``: resize-timeline homework (-s SEED, -c)."""
-    p = sub.add_parser("virtio-mem", help="virtio-mem driver homework (OSTEP style: -s SEED, -c)",
-                       description=VMEM_DESCRIPTION, epilog=VMEM_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-s", "--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("-n", "--num-ops", type=count_arg, default=8, metavar="N",
-                   help="number of random operations (default 8)")
-    p.add_argument("-k", "--kernel", default="6.12", choices=("6.12", "5.8"),
-                   help="kernel profile (default 6.12)")
+    p = homework_parser(sub, "virtio-mem", "virtio-mem driver homework (OSTEP style: -s SEED, "
+                        "-c)", VMEM_DESCRIPTION, VMEM_EPILOG, 8)
     p.add_argument("-o", "--online", default="online",
                    choices=("online", "online_kernel", "online_movable"),
                    help="auto_online_blocks for new memory blocks (default online: "
@@ -81,9 +75,7 @@ def add_virtio_mem(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-r", "--region", default="2M", metavar="SIZE",
                    help="the device's region, a multiple of 256k (default 2M = 8 memory "
                         "blocks)")
-    p.add_argument("-A", "--ops", default="", metavar="OPS",
-                   help="explicit operations instead of random ones, e.g. =1M,+U:16,=256k,w")
-    p.add_argument("-c", "--compute", action="store_true", help="compute the answers")
+    homework_ops(p, "=1M,+U:16,=256k,w")
     p.set_defaults(run=run_vmem)
 
 
