@@ -42,6 +42,8 @@ def test_help_lists_the_subcommands(capsys):
     assert re.search(r"^\s+buddy\s+buddy-allocator homework", out, re.M)
     assert re.search(r"^\s+snapshot\s+read this machine", out, re.M)
     assert re.search(r"^\s+run\s+run a scenario file", out, re.M)
+    assert re.search(r"^\s+sweep\s+run a scenario over many seeds", out, re.M)
+    assert re.search(r"^\s+virtio-mem\s+virtio-mem driver homework", out, re.M)
 
 
 @pytest.mark.parametrize("cmd,words", [
@@ -50,6 +52,7 @@ def test_help_lists_the_subcommands(capsys):
                   "pagetypeinfo"]),
     ("virtio-mem", ["--seed", "--num-ops", "--ops", "--compute", "--online", "=SIZE",
                     "-EBUSY"]),
+    ("sweep", ["--seeds", "--param", "--jobs", "--scheduler", "--csv", "--png", "Dask"]),
     ("run", ["SCENARIO.toml", "--json", "--png", "--check", "--param", "[[devices]]",
              "[steps.expect]", "shrink_usable_region", "exit status"]),
 ])
@@ -61,9 +64,10 @@ def test_each_subcommand_explains_itself(capsys, cmd, words):
 
 
 def test_only_implemented_subcommands_are_registered(capsys):
-    rc, _, err = run(capsys, "sweep")
+    rc, _, err = run(capsys, "frob")
     assert rc == 2
-    assert "invalid choice: 'sweep' (choose from 'run', 'buddy', 'virtio-mem', 'snapshot')" in err
+    assert ("invalid choice: 'frob' (choose from 'run', 'sweep', 'buddy', 'virtio-mem', "
+            "'snapshot')") in err
 
 
 def test_python_dash_m_runs_the_cli():

@@ -26,6 +26,7 @@ import numpy as np
 
 from .cli_common import PROG, UsageError, count_arg, homework_ops, homework_parser, write_png
 from .cli_run import add_run
+from .cli_sweep import add_sweep
 from .cli_vmem import add_virtio_mem
 from .constants import TEACHING, format_size, parse_size
 
@@ -356,7 +357,7 @@ def _pfn_range(text: str) -> tuple[int, int]:
 
 # -------------------------------------------------------------------- main
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    add_run, add_buddy, add_virtio_mem, add_snapshot)
+    add_run, add_sweep, add_buddy, add_virtio_mem, add_snapshot)
 
 
 def build_parser() -> argparse.ArgumentParser:
