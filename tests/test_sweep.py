@@ -9,22 +9,14 @@ from pathlib import Path
 import pytest
 
 from vmemlab import sweep
-from vmemlab.cli import main
 from vmemlab.scenario import ScenarioError
 from vmemlab.sweep import parse_seeds, plan_sweep, run_sweep, summary, to_csv
+
+from .test_cli import run
 
 SCEN = Path(__file__).resolve().parent.parent / "scenarios"
 STUCK = SCEN / "01_zone_normal_unmovable.toml"
 HAPPY = SCEN / "00_happy_path.toml"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_parse_seeds():
