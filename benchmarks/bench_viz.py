@@ -1,7 +1,7 @@
 """Picture benchmarks: heatmap updates of big guests and a widget step.
 
     .venv/bin/python benchmarks/bench_viz.py            # print the table
-    .venv/bin/python benchmarks/bench_viz.py --write    # also update RESULTS_viz.md
+    .venv/bin/python benchmarks/bench_viz.py --write    # also update RESULTS.md
 
 Each guest is ``vm.Machine(boot_memory=N GiB)`` filled to 75% with
 ``workload.fill``.  An *update* is what a widget does per step:
@@ -14,8 +14,6 @@ comparison.  Times are wall clock, one core: best and median of ``REPEAT``.
 
 from __future__ import annotations
 
-import platform
-import re
 import statistics
 import sys
 import time
@@ -30,7 +28,9 @@ from vmemlab.viz.heatmap import draw_heatmap
 from vmemlab.viz.render import HeatmapRenderer
 from vmemlab.viz.widgets import TraceViewer
 
-RESULTS = Path(__file__).parent / "RESULTS_viz.md"
+sys.path.insert(0, str(Path(__file__).parent))
+from results import update_section
+
 REPEAT = 10
 GUESTS_GIB = (4, 16, 64)
 ZOOMS = ("pageblock", "page")
@@ -103,17 +103,6 @@ def ms(t: tuple[float, float]) -> str:
     return f"{t[0] * 1e3:.0f} ms / {t[1] * 1e3:.0f} ms"
 
 
-def write_section(body: str) -> None:
-    """Replace the <!-- viz --> section of RESULTS_viz.md (the lead merges it into RESULTS.md)."""
-    stamp = (f"_Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
-             f"Python {platform.python_version()}, one core._")
-    block = f"<!-- viz -->\n{body}\n\n{stamp}\n<!-- /viz -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results: pictures\n"
-    pattern = re.compile(r"<!-- viz -->.*?<!-- /viz -->", re.S)
-    text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
-    RESULTS.write_text(text.rstrip() + "\n")
-
-
 def main() -> None:
     head = ["| guest (75% full) | zoom | cells (one cell =) | grid only | update in place "
             "(grid + set_data + blit + PNG) | full redraw + PNG |",
@@ -126,9 +115,9 @@ def main() -> None:
     body = "\n".join(head + rows + ["", note, ""] + widget)
     body += ("\n\nGoals (issue 6): a 64 GiB guest's heatmap updates in under 100 ms; "
              "a widget step in a 4 GiB guest in under 50 ms.")
+    print(body)
     if "--write" in sys.argv[1:]:
-        write_section(body)
-        print(f"wrote {RESULTS}")
+        update_section("viz", body)
 
 
 if __name__ == "__main__":

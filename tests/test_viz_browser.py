@@ -60,11 +60,14 @@ def _free_port() -> int:
 
 
 def _serve(cmd: list[str], url: str, cwd: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Start a server; its log goes to a file (a pipe nobody reads would fill and block it)."""
+    log = cwd / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[2]} exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"{cmd[2]} exited: {log.read_text()[-2000:]}")
         try:
             urllib.request.urlopen(url, timeout=2)
             return proc

@@ -628,7 +628,8 @@ class Machine:
     def snapshot(self) -> Snapshot:
         """Copy the arrays and text views a frame needs for replay."""
         mm = self.node.mm
-        extra = {"virtio_mem": [dev.driver.view() for dev in self.virtio_mem
+        extra = {"pagetypeinfo": self.proc.pagetypeinfo(),
+                 "virtio_mem": [dev.driver.view() for dev in self.virtio_mem
                                 if dev.driver.mode is not None]}
         return Snapshot(self.now, self.geometry, mm.state.copy(), mm.kind.copy(), mm.flags.copy(),
                         mm.pb_mt.copy(), mm.pb_zone.copy(), self.proc.buddyinfo(),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import html
 import importlib
 import pkgutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -55,7 +56,7 @@ class Feedback:
                 f'white-space:pre-wrap"><b>{_MARK[self.ok]}</b> {body}</div>')
 
 
-class Exercise:
+class Exercise(ABC):
     """The part every exercise shares: a key, a question, check/correct/reveal."""
 
     key: str
@@ -73,11 +74,13 @@ class Exercise:
         """Whether ``prediction`` is right (what graded tests assert)."""
         return bool(self.check(prediction))
 
+    @abstractmethod
     def judge(self, prediction: Any) -> Feedback:
-        raise NotImplementedError
+        """Feedback on a prediction that is not ``...``."""
 
+    @abstractmethod
     def reveal(self) -> Feedback:
-        raise NotImplementedError
+        """The answer and why, without a prediction."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key}: {self.question}>"
