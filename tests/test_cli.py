@@ -227,6 +227,18 @@ def test_snapshot_save_then_load_shows_the_same(capsys, tmp_path):
     assert rc == 0 and loaded == saved
 
 
+def test_snapshot_load_of_the_saved_vm(capsys):
+    rc, out, _ = run(capsys, "snapshot", "--load", str(FIX / "fc-6.18-24g.npz"), "--show",
+                     "summary,lsmem,pages")
+    assert rc == 0
+    assert out.startswith("vmemlab snapshot of /: Linux 6.18.44-fc-v669, captured "
+                          "2026-11-24T23:02:32+00:00, page size 4096\n")
+    assert "0x0000000100000000-0x000000063fffffff    21 GiB        online       yes    " \
+           "32-199    0 Normal\n" in out
+    assert "/proc/kpageflags: pfns [0x0, 0x640000) (25 GiB)\n" in out
+    assert "free                 1217655   18.6%\n" in out
+
+
 def test_snapshot_without_kpageflags(capsys):
     rc, out, _ = run(capsys, "snapshot", "--root", str(FC), "--no-kpageflags",
                      "--show", "summary,pages")
