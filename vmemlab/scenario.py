@@ -45,6 +45,7 @@ Kernel and QEMU names are kept: ``requested_size`` is QEMU's
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -167,6 +168,11 @@ def mix(value: Any) -> dict[str, float]:
     return {k: float(v) for k, v in value.items()}
 
 
+def _raw(value: Any) -> Any:
+    """A table or array, checked key by key later."""
+    return value
+
+
 def device_ref(value: Any) -> str | int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
@@ -248,6 +254,9 @@ ACTIONS: dict[str, dict[str, Key]] = {
     "shrink_usable_region": {"device": _DEVICE},
     "balloon": {"size": Key(size, help="QEMU 'balloon': the guest's memory target")},
 }
+TOP_KEYS = {"title": Key(text, "", "printed with the results"),
+            "machine": Key(_raw, {}), "devices": Key(_raw, []), "dimms": Key(_raw, []),
+            "balloon": Key(_raw, None), "steps": Key(_raw, [])}
 COMMON_STEP_KEYS = {"do": Key(choice(*ACTIONS)), "note": Key(text, "", "printed with the step"),
                     "settle": Key(boolean, True, "run until no work is left afterwards"),
                     "expect": Key(dict, None, "expected state after the step")}
@@ -364,7 +373,7 @@ def parse_scenario(data: str, source: str = "<scenario>",
     for key, value in (overrides or {}).items():
         _override(doc, key, value, loader)
     scenario = loader.scenario(doc)
-    return Scenario(**{**scenario.__dict__, "overrides": dict(overrides or {})})
+    return dataclasses.replace(scenario, overrides=dict(overrides or {}))
 
 
 def parse_override(text_: str) -> tuple[str, list[Any]]:
@@ -440,33 +449,26 @@ class _Loader:
         return out
 
     def array(self, doc: dict, name: str) -> list[Any]:
-        raw = doc.get(name, [])
+        raw = doc[name]
         if not isinstance(raw, list):
             raise self.error((name,), f"expected an array of tables ([[{name}]]), got {raw!r}")
         return raw
 
     def scenario(self, doc: dict) -> Scenario:
-        top = {"title": Key(text, ""), "machine": Key(dict, {}), "devices": Key(list, []),
-               "dimms": Key(list, []), "balloon": Key(dict, None), "steps": Key(list, [])}
-        for k in doc:
-            if k not in top:
-                raise self.error((k,), "unknown key; expected one of " + ", ".join(top))
-        self.array(doc, "devices"), self.array(doc, "dimms"), self.array(doc, "steps")
-        machine = MachineSpec(**self.table(doc.get("machine", {}), MACHINE_KEYS, ("machine",)))
+        top = self.table(doc, TOP_KEYS, ())
+        devices_, dimms_, steps_ = (self.array(top, k) for k in ("devices", "dimms", "steps"))
+        machine = MachineSpec(**self.table(top["machine"], MACHINE_KEYS, ("machine",)))
         self.geometry_name = machine.geometry
-        devices = tuple(self.device(raw, i) for i, raw in enumerate(doc.get("devices",
-                                                                                   [])))
+        devices = tuple(self.device(raw, i) for i, raw in enumerate(devices_))
         dimms = tuple(DimmSpec(**self.table(raw, DIMM_KEYS, ("dimms", i)))
-                      for i, raw in enumerate(doc.get("dimms", [])))
+                      for i, raw in enumerate(dimms_))
         balloon = None
-        if "balloon" in doc:
-            balloon = self.table(doc["balloon"], BALLOON_KEYS, ("balloon",))["compaction"]
+        if top["balloon"] is not None:
+            balloon = self.table(top["balloon"], BALLOON_KEYS, ("balloon",))["compaction"]
         steps = tuple(self.step(raw, i, devices, balloon is not None)
-                      for i, raw in enumerate(doc.get("steps", [])))
+                      for i, raw in enumerate(steps_))
         self.check_names(steps)
-        title = self.table({"title": doc["title"]}, {"title": top["title"]}, ())["title"] \
-            if "title" in doc else ""
-        return Scenario(self.source, title, machine, devices, dimms, balloon, steps)
+        return Scenario(self.source, top["title"], machine, devices, dimms, balloon, steps)
 
     def device(self, raw: Any, i: int) -> DeviceSpec:
         d = self.table(raw, DEVICE_KEYS, ("devices", i))
