@@ -2,7 +2,9 @@
 
 Each subcommand is one ``add_<name>(subparsers)`` function, listed in
 ``SUBCOMMANDS``, that builds its parser and sets ``run`` to the function
-carrying it out; ``main`` parses and dispatches.  Anything wrong in what the
+carrying it out; ``main`` parses and dispatches.  ``buddy`` and
+``snapshot`` live here; ``run`` in ``cli_run``, ``sweep`` in ``cli_sweep``,
+``virtio-mem`` in ``cli_vmem``; what they share in ``cli_common``.  Anything wrong in what the
 user gave (an option, an op string, a snapshot file) ends with
 ``vmemlab SUBCOMMAND: error: ...`` naming the value, and exit status 2, as
 argparse does for bad options; never a traceback.
