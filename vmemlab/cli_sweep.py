@@ -22,7 +22,8 @@ SWEEP_DESCRIPTION = """\
 Run a scenario file many times: over seeds (--seeds 0-99) and over values of
 any of its keys (--param devices.0.requested_size=1G,2G,4G), every
 combination once.  Runs go to local processes (--jobs) or, with --scheduler,
-to a Dask cluster.  Each run builds its own machine from its own seed, so the
+to a Dask cluster (its workers need vmemlab installed; the scenario travels
+as text, so they need not see the file).  Each run builds its own machine from its own seed, so the
 table is the same however many workers there are.  Writes one CSV row per
 run (the swept values, then per device: requested and plugged size, the
 driver's last rc, whether and how fast it reached the last request) and a
