@@ -39,6 +39,18 @@ def test_out_of_puff_sleeps_and_retries():
     m.validate()
 
 
+def test_settle_returns_while_out_of_puff_and_run_keeps_retrying():
+    m = teaching(min_free_kbytes=0)
+    m.activity("kernel", size=200 * 4096)
+    b = m.add_virtio_balloon()
+    b.set_num_pages(100)
+    assert m.settle() < 0.01                   # stuck: only the 200 ms sleep is pending
+    assert b.actual == 56 and b.out_of_puff == 1
+    assert m.next_event == m.now + 0.2
+    m.run(0.5)
+    assert b.out_of_puff == 3                  # retried at 0.2 s and 0.4 s
+
+
 def test_balloon_compaction_lets_alloc_contig_range_move_balloon_pages(teach):
     b = teach.add_virtio_balloon()
     b.set_num_pages(64)

@@ -375,3 +375,18 @@ def test_background_page_cache_races_an_unplug():
     assert grown >= 28 * 256 * vm.MiB                # it kept growing during the unplug
     assert cache.resident < grown                    # reclaim pushed back
     m.validate()
+
+
+def test_work_pending_while_queued_and_next_event_is_the_retry_timer():
+    m = vm.Machine(boot_memory=2 * vm.GiB, seed=0)
+    dev = m.add_virtio_mem(region_size=1 * vm.GiB)
+    m.settle()
+    dev.requested_size = 256 * vm.MiB
+    assert dev.driver.work_pending
+    m.settle()
+    assert not dev.driver.work_pending and dev.size == 256 * vm.MiB
+    m.activity("kernel", size=250 * vm.MiB)    # unmovable pages in the plugged blocks
+    dev.requested_size = 0
+    m.settle()
+    assert dev.driver.last_rc == vm.EBUSY and not dev.driver.work_pending
+    assert m.next_event == dev.driver.timer_due

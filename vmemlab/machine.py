@@ -592,6 +592,12 @@ class Machine:
 
         self.call_later(0.0, step, work)
 
+    @property
+    def next_event(self) -> float | None:
+        """When the next timer or work item is due (simulated seconds), or None."""
+        live = (t[0] for t in self._timers if t[4] in (-1, self.epoch))
+        return min(live, default=None)
+
     def _fire_next(self) -> None:
         when, _, fn, work, epoch = heapq.heappop(self._timers)
         self._pending_work -= work

@@ -14,6 +14,8 @@ from GFP_HIGHUSER_MOVABLE and migrate through the driver (inflate the new
 page, deflate the old).  Without it they are unmovable and pin their
 pageblocks.  Ballooned pages leave MemTotal.  If an allocation fails the
 driver logs "Out of puff!" and tries again 200 ms later; it never OOM-kills.
+That sleep is a timer here, not work, so ``settle()`` returns while the
+balloon is stuck short of its target (``run()`` keeps retrying).
 
 Kernel: drivers/virtio/virtio_balloon.c (fill_balloon(), leak_balloon(),
 virtballoon_migratepage()), mm/balloon_compaction.c; QEMU
@@ -104,7 +106,10 @@ class VirtioBalloon:
                 got = self.fill_balloon(min(diff, VIRTIO_BALLOON_ARRAY_PFNS_MAX))
                 yield got * TELL_HOST_S_PER_PAGE
                 if got < min(diff, VIRTIO_BALLOON_ARRAY_PFNS_MAX):
-                    yield OUT_OF_PUFF_SLEEP_S
+                    # msleep(200), then the work requeues itself.  Sleeping is
+                    # waiting, not work: settle() returns while out of puff.
+                    self.m.call_later(OUT_OF_PUFF_SLEEP_S, self.queue_work)
+                    return
             else:
                 n = self.leak_balloon(min(-diff, VIRTIO_BALLOON_ARRAY_PFNS_MAX))
                 yield n * TELL_HOST_S_PER_PAGE

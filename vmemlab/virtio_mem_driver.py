@@ -172,6 +172,11 @@ class VirtioMemDriver:
         self.dev_info(f"plugged size: {self.plugged_size:#x}")
         self.dev_info(f"requested size: {self.requested_size:#x}")
 
+    @property
+    def work_pending(self) -> bool:
+        """Whether run_wq is queued or running (work_pending(&vm->wq))."""
+        return self._queued or self.wq_active
+
     def queue_work(self) -> None:
         """queue_work(system_freezable_wq, &vm->wq): run (again) soon."""
         if self.broken or self.removing:
