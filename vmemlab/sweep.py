@@ -213,6 +213,7 @@ def draw(fig: Any, axes: Any, rows: Sequence[Row], title: str) -> None:
     xs_of = {lab: i for i, lab in enumerate(dict.fromkeys(labels))}
     xs = [xs_of[lab] for lab in labels]
     top, bottom = axes
+    any_reached = False
     for dev in devices(rows):
         top.scatter(xs, [r[f"{dev}.size"] / 2**20 for r in rows], s=18, label=f"{dev} plugged")
         top.scatter(xs, [r[f"{dev}.requested_size"] / 2**20 for r in rows], marker="_", s=200,
@@ -221,6 +222,11 @@ def draw(fig: Any, axes: Any, rows: Sequence[Row], title: str) -> None:
                    if r[f"{dev}.reached_in"] != ""]
         if reached:
             bottom.scatter(*zip(*reached, strict=True), s=18, label=dev)
+            any_reached = True
+    if not any_reached:
+        bottom.text(0.5, 0.5, "no run reached its last request", ha="center", va="center",
+                    transform=bottom.transAxes, color="0.4")
+        bottom.set_yticks([])
     top.set_ylabel("MiB after the last step")
     bottom.set_ylabel("simulated s to reach\nthe last request")
     for ax in axes:
