@@ -156,7 +156,7 @@ def test_update_heatmap_changes_the_data_of_the_same_image(ax):
     assert not np.array_equal(before, after)
     changed = np.argwhere(after != before)
     assert {grid.pfn_at(r, c) for r, c in changed} == set(range(pfn, pfn + 8))
-    assert len(art.hatches) == 1 and len(ax.collections) == 3   # hatch, blocks, zones
+    assert len(art.hatches) == 1 and len(ax.collections) == 4   # hatch, blocks, devices, zones
 
 
 def test_heatmap_of_a_q35_guest_marks_zones_and_leaves_the_hole_blank(ax):

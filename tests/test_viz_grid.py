@@ -302,7 +302,8 @@ def test_every_page_class_has_a_label_and_no_pageblock_code():
 
 def test_pure_modules_do_not_import_matplotlib():
     code = ("import sys, vmemlab.viz, vmemlab.viz.grid, vmemlab.viz.moves, "
-            "vmemlab.viz.fragdata, vmemlab.viz.source, vmemlab.viz.classes; "
+            "vmemlab.viz.fragdata, vmemlab.viz.source, vmemlab.viz.classes, "
+            "vmemlab.viz.vmemgrid, vmemlab.viz.vmemseries; "
             "bad = [m for m in ('matplotlib', 'ipywidgets') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -116,3 +116,40 @@ class _Stateless:
     events = ()
     label = "x"
     time = 0.0
+
+
+# -- the subblock zoom -------------------------------------------------------------
+def vmem_recorded() -> vm.Machine:
+    """A teaching machine with a virtio-mem device plugged, grown, then shrunk."""
+    m = teaching(trace=True)
+    dev = m.add_virtio_mem(region_size=8 * 64 * 4096)
+    m.step("probe")
+    for label, size in (("plug 2 blocks", "512k"), ("grow to 4", "1M"), ("shrink to 1", "256k")):
+        dev.requested_size = size
+        m.settle()
+        m.step(label)
+    return m
+
+
+def test_trace_viewer_replays_the_subblock_zoom():
+    v = TraceViewer(vmem_recorded().trace, zoom="subblock", device="vmem0")
+    assert v.renderer.grid.zoom == "subblock"
+    assert int((v.renderer.grid.cells == CellClass.SB_KERNEL).sum()) == 0
+    png0 = v.image.value
+    v.slider.value = 2
+    assert v.image.value != png0
+    assert int((v.renderer.grid.cells == CellClass.SB_KERNEL).sum()) == 32
+    assert "memory blocks: UNUSED 4, KERNEL 4" in v.summary()
+    v.step(+1)
+    assert int((v.renderer.grid.cells == CellClass.SB_KERNEL).sum()) == 8
+    assert v.summary().startswith("step 3/3: shrink to 1")
+
+
+def test_subblock_zoom_needs_frames_with_the_device():
+    m = teaching(trace=True)
+    m.step("before the device")
+    m.add_virtio_mem(region_size="2M")
+    m.step("probe")
+    with pytest.raises(ValueError, match="frame 0 \\(before the device\\) has no virtio-mem"):
+        TraceViewer(m.trace, zoom="subblock")
+    assert TraceViewer(m.trace.frames[1:], zoom="subblock").index == 0

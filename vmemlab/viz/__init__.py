@@ -5,14 +5,19 @@
     art = viz.draw_heatmap(ax, m)                  # per-pageblock map (default zoom)
     print(viz.heatmap_summary(art.grid, m))        # the same picture as text
     viz.TraceViewer(m.trace)                       # step through recorded frames
+    art = viz.draw_subblocks(ax, m, "vmem0")       # a virtio-mem device, subblock by subblock
+    print(viz.subblock_summary(art.grid))
+    viz.HypervisorPanel(m)                         # drive a live guest: qom-set, reboot, run
 
 Modules, each with one job.  Pure data (numpy only, importable without
 matplotlib): ``classes`` (cell classes), ``source`` (arrays of a machine,
 snapshot or frame), ``grid`` (heatmap grids, overlays as data),
-``moves`` (migration steps), ``fragdata`` (buddyinfo/pagetypeinfo as
-arrays, indices over time).  Drawing: ``palette``, ``figures``,
-``heatmap``, ``migration``, ``fragplots``, ``render``; widgets:
-``widgets``.  Names below are loaded on first use, so importing
+``vmemgrid`` (a virtio-mem device's subblock map), ``vmemseries``
+(plugged vs requested over time), ``moves`` (migration steps),
+``fragdata`` (buddyinfo/pagetypeinfo as arrays, indices over time).
+Drawing: ``palette``, ``figures``, ``heatmap``, ``subblocks``,
+``migration``, ``fragplots``, ``render``; widgets: ``widgets``
+(TraceViewer), ``panel`` (HypervisorPanel).  Names below are loaded on first use, so importing
 ``vmemlab.viz.grid`` does not import matplotlib.
 """
 
@@ -42,6 +47,14 @@ _EXPORTS = {
     "draw_timeseries": "fragplots",
     "HeatmapRenderer": "render",
     "TraceViewer": "widgets",
+    "DeviceSpan": "source", "vmem_views": "source", "range_outline": "grid",
+    "SubblockGrid": "vmemgrid", "subblock_grid": "vmemgrid", "subblock_overlay": "vmemgrid",
+    "subblock_summary": "vmemgrid",
+    "VmemSeries": "vmemseries", "PlugRecorder": "vmemseries", "plug_series": "vmemseries",
+    "plug_summary": "vmemseries",
+    "SubblockArtists": "subblocks", "draw_subblocks": "subblocks",
+    "update_subblocks": "subblocks", "draw_plug_series": "subblocks",
+    "HypervisorPanel": "panel",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,7 +2,9 @@
 
 Every picture in vmemlab colours cells by one ``CellClass``.  Codes 0-9 are
 the classes of a page (what the allocator and an unplug care about);
-codes 10-14 are the migratetypes of a pageblock.  A pageblock that holds no
+codes 10-15 are the migratetypes of a pageblock; codes 16-18 are what a
+virtio-mem subblock map adds: plugged memory by where it went (a kernel
+zone, ZONE_MOVABLE, or nowhere yet).  A pageblock or subblock that holds no
 buddy memory uses the page codes (not present, offline, reserved,
 PageOffline), so the same state has the same code, and so the same colour,
 in every picture.
@@ -41,6 +43,9 @@ class CellClass(IntEnum):
     PB_HIGHATOMIC = 13
     PB_ISOLATE = 14
     PB_UNKNOWN = 15    # a real machine's pageblock: the kernel does not export its type
+    SB_KERNEL = 16     # virtio-mem: a plugged subblock of a block online in a kernel zone
+    SB_MOVABLE = 17    # virtio-mem: a plugged subblock of a block online in ZONE_MOVABLE
+    SB_PLUGGED = 18    # virtio-mem: plugged but not added to Linux (a failed add)
 
     def __str__(self) -> str:
         return CLASS_LABELS[self]
@@ -66,11 +71,17 @@ CLASS_LABELS = {
     CellClass.PB_HIGHATOMIC: "HighAtomic pageblock",
     CellClass.PB_ISOLATE: "Isolate pageblock",
     CellClass.PB_UNKNOWN: "pageblock, type unknown",
+    CellClass.SB_KERNEL: "plugged, online in a kernel zone",
+    CellClass.SB_MOVABLE: "plugged, online in ZONE_MOVABLE",
+    CellClass.SB_PLUGGED: "plugged, not added",
 }
 
 PAGE_CLASSES = tuple(CellClass(c) for c in range(PB_BASE))
 PAGEBLOCK_CLASSES = (CellClass.NOT_PRESENT, CellClass.OFFLINE, CellClass.RESERVED,
                      CellClass.PAGE_OFFLINE) + tuple(CellClass(PB_BASE + mt) for mt in MigrateType)
+# A virtio-mem subblock map: unplugged (not added / PageOffline), plugged by where it went.
+SUBBLOCK_CLASSES = (CellClass.NOT_PRESENT, CellClass.PAGE_OFFLINE, CellClass.SB_PLUGGED,
+                    CellClass.OFFLINE, CellClass.SB_KERNEL, CellClass.SB_MOVABLE)
 # pb_mt byte -> pageblock class (values the model does not define: unknown).
 PB_CODES = np.full(256, int(CellClass.PB_UNKNOWN), np.uint8)
 PB_CODES[[int(mt) for mt in MigrateType]] = [PB_BASE + int(mt) for mt in MigrateType]
@@ -78,7 +89,8 @@ PB_CODES[[int(mt) for mt in MigrateType]] = [PB_BASE + int(mt) for mt in Migrate
 # When many pages share one cell, the cell shows its highest-priority class:
 # whatever would stop an unplug wins over what would not.
 PRIORITY = (CellClass.NOT_PRESENT, CellClass.OFFLINE, CellClass.FREE, CellClass.PAGE_OFFLINE,
-            CellClass.MOVABLE, CellClass.ISOLATED, CellClass.RECLAIMABLE, CellClass.RESERVED,
+            CellClass.SB_PLUGGED, CellClass.MOVABLE, CellClass.SB_MOVABLE, CellClass.ISOLATED,
+            CellClass.RECLAIMABLE, CellClass.RESERVED, CellClass.SB_KERNEL,
             CellClass.UNMOVABLE, CellClass.PINNED, CellClass.PB_UNKNOWN,
             CellClass.PB_MOVABLE, CellClass.PB_RECLAIMABLE, CellClass.PB_HIGHATOMIC,
             CellClass.PB_UNMOVABLE, CellClass.PB_ISOLATE)

@@ -15,8 +15,9 @@ one (``reduce="mode"``).  Never by interpolation: every cell holds a class
 that some page really has.  Widths are powers of two, so rows start at
 pageblock and memory-block boundaries when the range does.
 
-Zone boundaries, memory-block edges and axis ticks are data here too
-(``overlay_paths``, ``row_ticks``), so this module needs only numpy.
+Zone boundaries, memory-block edges, virtio-mem device regions and axis
+ticks are data here too (``overlay_paths``, ``range_outline``,
+``row_ticks``), so this module needs only numpy.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .classes import (
     mark_isolated,
 )
 from .source import (
+    DeviceSpan,
     MemView,
     ZoneSpan,
     mem_view,
@@ -276,21 +278,60 @@ def boundary_path(grid: Grid, pfn: int) -> np.ndarray | None:
     return np.array([(-0.5, bottom), (x, bottom), (x, top), (right, top)])
 
 
+def range_outline(grid: Grid, start_pfn: int, end_pfn: int) -> np.ndarray | None:
+    """The closed outline of the cells of ``[start_pfn, end_pfn)``, in image coordinates.
+
+    One polygon (first point repeated at the end) around the run of cells:
+    a rectangle when the range fills whole rows or sits in one row, else
+    the row-major shape with a notch at each end.  None when the range
+    misses the grid.
+    """
+    start_pfn, end_pfn = max(start_pfn, grid.start_pfn), min(end_pfn, grid.end_pfn)
+    if start_pfn >= end_pfn:
+        return None
+    r0, c0 = grid.rowcol(start_pfn)
+    r1, c1 = grid.rowcol(end_pfn - 1)
+    left, right = -0.5, grid.width - 0.5
+    if r0 == r1:
+        pts = [(c0 - 0.5, r0 - 0.5), (c1 + 0.5, r0 - 0.5), (c1 + 0.5, r0 + 0.5),
+               (c0 - 0.5, r0 + 0.5)]
+    else:
+        pts = [(c0 - 0.5, r0 - 0.5), (right, r0 - 0.5), (right, r1 - 0.5),
+               (c1 + 0.5, r1 - 0.5), (c1 + 0.5, r1 + 0.5), (left, r1 + 0.5),
+               (left, r0 + 0.5), (c0 - 0.5, r0 + 0.5)]
+    out: list[tuple[float, float]] = []
+    for p in pts:                   # drop repeated and straight-through corners
+        if out and p == out[-1]:
+            continue
+        if len(out) >= 2 and (out[-2][0] == out[-1][0] == p[0] or out[-2][1] == out[-1][1] == p[1]):
+            out[-1] = p
+        else:
+            out.append(p)
+    while len(out) > 3 and (out[-2][0] == out[-1][0] == out[0][0]
+                            or out[-2][1] == out[-1][1] == out[0][1]):
+        out.pop()
+    out.append(out[0])
+    return np.array(out, dtype=float)
+
+
 @dataclass(frozen=True)
 class Overlay:
-    """What is drawn over a heatmap: zone starts and memory-block edges."""
+    """What is drawn over a heatmap: zone starts, memory-block edges, device regions."""
 
     zones: tuple[ZoneSpan, ...]
     zone_paths: tuple[np.ndarray, ...]
     block_edges: tuple[int, ...]
     block_paths: tuple[np.ndarray, ...]
+    devices: tuple[DeviceSpan, ...] = ()
+    device_paths: tuple[np.ndarray, ...] = ()
 
 
 def overlay_paths(grid: Grid, src: Any, max_block_edges: int = 256) -> Overlay:
-    """Zone boundaries and memory-block edges of ``src`` inside ``grid``.
+    """Zone boundaries, memory-block edges and virtio-mem regions of ``src`` in ``grid``.
 
     Zone paths mark each zone's start and end; block edges are left out when
-    there are more than ``max_block_edges`` (they would hide the picture).
+    there are more than ``max_block_edges`` (they would hide the picture);
+    each virtio-mem device inside the grid gets the outline of its region.
     """
     view = mem_view(src)
     zones = tuple(z for z in zone_spans(view)
@@ -301,7 +342,11 @@ def overlay_paths(grid: Grid, src: Any, max_block_edges: int = 256) -> Overlay:
     if len(edges) > max_block_edges:
         edges = []
     block_paths = tuple(p for p in (boundary_path(grid, e) for e in edges) if p is not None)
-    return Overlay(zones, zone_paths, tuple(edges), block_paths)
+    devices = tuple(d for d in view.devices
+                    if d.end_pfn > grid.start_pfn and d.start_pfn < grid.end_pfn)
+    device_paths = tuple(p for p in (range_outline(grid, d.start_pfn, d.end_pfn)
+                                     for d in devices) if p is not None)
+    return Overlay(zones, zone_paths, tuple(edges), block_paths, devices, device_paths)
 
 
 def row_ticks(grid: Grid, max_ticks: int = 8) -> list[tuple[int, int]]:
@@ -344,8 +389,12 @@ def heatmap_summary(grid: Grid, src: Any | None = None) -> str:
         lines.append("a cell shows the highest-priority class among its pages")
     if src is not None:
         view = mem_view(src)
-        lines += [f"zone {z.name}: pfn [{z.start_pfn:#x}, {z.end_pfn:#x})"
-                  for z in overlay_paths(grid, view).zones]
+        ov = overlay_paths(grid, view)
+        lines += [f"zone {z.name}: pfn [{z.start_pfn:#x}, {z.end_pfn:#x})" for z in ov.zones]
+        lines += [f"virtio-mem {d.name}: pfn [{d.start_pfn:#x}, {d.end_pfn:#x}) "
+                  f"({format_size((d.end_pfn - d.start_pfn) << grid.page_shift)}), usable "
+                  f"{format_size((d.usable_end_pfn - d.start_pfn) << grid.page_shift)}"
+                  for d in ov.devices]
         per = view.geo.pages_per_memory_block
         present = present_memory_blocks(view)[grid.start_pfn // per:-(-grid.end_pfn // per)]
         lines.append(f"memory blocks with memory: {int(present.sum())} of "

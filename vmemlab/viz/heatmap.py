@@ -2,11 +2,14 @@
 
 ``draw_heatmap(ax, src)`` draws the grid of ``vmemlab.viz.grid`` with the
 palette's colours (``interpolation="nearest"``: no invented colours), zone
-boundaries (solid) and memory-block edges (dashed) over it, pfns on the left
-axis and physical addresses on the right, hatches on small maps, and a
-legend.  It returns the artists; ``update_heatmap(artists, src)`` swaps in a
-new state with ``set_data`` instead of drawing again.  Nothing here creates
-a figure or calls ``plt.show()``.
+boundaries (solid), memory-block edges (dashed) and the region of each
+virtio-mem device (a wine outline) over it, pfns on the left axis and
+physical addresses on the right, hatches on small maps, and a legend.  It
+returns the artists; ``update_heatmap(artists, src)`` swaps in a new state
+with ``set_data`` instead of drawing again (and moves the outlines when
+zones or memory blocks changed).  ``zoom="subblock"`` draws one virtio-mem
+device's subblock map instead (``vmemlab.viz.subblocks``).  Nothing here
+creates a figure or calls ``plt.show()``.
 """
 
 from __future__ import annotations
@@ -18,20 +21,31 @@ from typing import Any
 import numpy as np
 from matplotlib import patheffects
 from matplotlib.collections import LineCollection, PatchCollection
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from .classes import PAGE_CLASSES, PAGEBLOCK_CLASSES, CellClass
-from .grid import MAX_SIDE, Grid, describe_cell, format_addr, heatmap_grid, overlay_paths, row_ticks
+from .grid import (
+    MAX_SIDE,
+    Grid,
+    Overlay,
+    describe_cell,
+    format_addr,
+    heatmap_grid,
+    overlay_paths,
+    row_ticks,
+)
 from .palette import (
     BLOCK_LINE,
     CLASS_HATCHES,
+    DEVICE_LINE,
     FILL_FLOOR,
     HATCH_EDGE,
     ZONE_LINE,
     add_legend,
     class_cmap,
 )
-from .source import ZoneSpan
+from .source import DeviceSpan, ZoneSpan
 
 HATCH_MAX_CELLS = 64 * 64
 
@@ -50,10 +64,13 @@ class HeatmapArtists:
     legend: Any
     address_axis: Any
     options: dict[str, Any] = field(default_factory=dict)
+    device_lines: Any = None
+    overlay: Overlay | None = None
 
     def artists(self) -> list[Any]:
         """Everything drawn over the axes' background, in drawing order."""
-        out = [self.image, *self.hatches, self.block_lines, self.zone_lines, *self.zone_labels]
+        out = [self.image, *self.hatches, self.block_lines, self.device_lines, self.zone_lines,
+               *self.zone_labels]
         return [a for a in out if a is not None]
 
 
@@ -67,10 +84,23 @@ def image_alpha(grid: Grid) -> np.ndarray | None:
 
 def draw_heatmap(ax: Any, src: Any, zoom: str = "pageblock", start_pfn: int = 0,
                  end_pfn: int | None = None, *, max_side: int = MAX_SIDE,
-                 width: int | None = None, reduce: str = "priority", legend: bool = True,
+                 width: int | None = None, reduce: str = "priority",
+                 legend: bool | str = True,
                  hatch_max_cells: int = HATCH_MAX_CELLS,
-                 title: str | None = None) -> HeatmapArtists:
-    """Draw the memory of ``src`` (Machine, Snapshot or Frame) on ``ax``."""
+                 title: str | None = None, **kw: Any) -> Any:
+    """Draw the memory of ``src`` (Machine, Snapshot or Frame) on ``ax``.
+
+    ``zoom`` is "pageblock" (the default), "page", or "subblock" (one
+    virtio-mem device, ``device=`` and ``content=`` as in
+    ``vmemlab.viz.subblocks.draw_subblocks``, which then does the drawing).
+    ``legend`` is True (to the right), "below" (under the figure) or False.
+    """
+    if zoom == "subblock":
+        from .subblocks import draw_subblocks
+        return draw_subblocks(ax, src, max_side=max_side, legend=legend,
+                              hatch_max_cells=hatch_max_cells, title=title, **kw)
+    if kw:
+        raise TypeError(f"draw_heatmap() got unexpected keyword arguments {sorted(kw)}")
     options = {"zoom": zoom, "start_pfn": start_pfn, "end_pfn": end_pfn,
                "max_side": max_side, "width": width, "reduce": reduce,
                "hatch_max_cells": hatch_max_cells}
@@ -84,10 +114,13 @@ def draw_heatmap(ax: Any, src: Any, zoom: str = "pageblock", start_pfn: int = 0,
     ov = overlay_paths(grid, src)
     block_lines = ax.add_collection(LineCollection(
         ov.block_paths, colors=BLOCK_LINE, linewidths=0.8, linestyles="dashed"))
+    device_lines = ax.add_collection(LineCollection(
+        ov.device_paths, colors=DEVICE_LINE, linewidths=1.8,
+        path_effects=[patheffects.withStroke(linewidth=3.5, foreground="#FFFFFF")]))
     zone_lines = ax.add_collection(LineCollection(
         ov.zone_paths, colors=ZONE_LINE, linewidths=1.5,
         path_effects=[patheffects.withStroke(linewidth=3.5, foreground="#FFFFFF")]))
-    labels = _zone_labels(ax, grid, ov.zones)
+    labels = _zone_labels(ax, grid, ov.zones, ov.devices)
     address_axis = _label_axes(ax, grid)
     ax.set_xlim(-0.5, grid.width - 0.5)
     ax.set_ylim(grid.rows - 0.5, -0.5)
@@ -96,10 +129,13 @@ def draw_heatmap(ax: Any, src: Any, zoom: str = "pageblock", start_pfn: int = 0,
     leg = None
     if legend:
         classes = legend_classes(grid)
+        extra = [Line2D([], [], color=DEVICE_LINE, linewidth=1.8,
+                        label="virtio-mem region")] if ov.devices else []
         leg = add_legend(ax, classes, "page" if grid.zoom == "page"
-                         else "pageblock (pale: mostly free)")
+                         else "pageblock (pale: mostly free)", extra=extra,
+                         where="below" if legend == "below" else "right")
     return HeatmapArtists(ax, image, grid, zone_lines, block_lines, labels, hatches, leg,
-                          address_axis, options)
+                          address_axis, options, device_lines, ov)
 
 
 def legend_classes(grid: Grid) -> tuple[CellClass, ...]:
@@ -110,12 +146,16 @@ def legend_classes(grid: Grid) -> tuple[CellClass, ...]:
     return PAGEBLOCK_CLASSES + ((CellClass.PB_UNKNOWN,) if unknown else ())
 
 
-def update_heatmap(art: HeatmapArtists, src: Any) -> Grid:
+def update_heatmap(art: Any, src: Any) -> Grid:
     """Show ``src`` in an existing heatmap: new image data, same artists.
 
-    Overlays are redrawn only when the grid's shape or range changed
-    (memory was added); hatches follow the new cells.
+    The axes are redrawn only when the grid's shape or range changed;
+    outlines move when zones, memory blocks or devices changed (memory was
+    onlined, added or removed); hatches follow the new cells.
     """
+    if not isinstance(art, HeatmapArtists):
+        from .subblocks import update_subblocks
+        return update_subblocks(art, src)
     o = art.options
     grid = heatmap_grid(src, o["zoom"], o["start_pfn"], o["end_pfn"], max_side=o["max_side"],
                         width=o["width"], reduce=o["reduce"])
@@ -131,17 +171,30 @@ def update_heatmap(art: HeatmapArtists, src: Any) -> Grid:
     art.grid = grid
     if not same:
         _redraw_overlays(art, src)
+    else:
+        ov = overlay_paths(grid, src)
+        old = art.overlay
+        if old is None or (ov.zones, ov.block_edges, ov.devices) != (
+                old.zones, old.block_edges, old.devices):
+            _move_outlines(art, ov)
     return grid
+
+
+def _move_outlines(art: HeatmapArtists, ov: Overlay) -> None:
+    """Put the outlines and zone labels where ``ov`` says (same grid, same axes)."""
+    art.block_lines.set_segments(ov.block_paths)
+    art.zone_lines.set_segments(ov.zone_paths)
+    if art.device_lines is not None:
+        art.device_lines.set_segments(ov.device_paths)
+    for t in art.zone_labels:
+        t.remove()
+    art.zone_labels = _zone_labels(art.ax, art.grid, ov.zones, ov.devices)
+    art.overlay = ov
 
 
 def _redraw_overlays(art: HeatmapArtists, src: Any) -> None:
     grid, ax = art.grid, art.ax
-    ov = overlay_paths(grid, src)
-    art.block_lines.set_segments(ov.block_paths)
-    art.zone_lines.set_segments(ov.zone_paths)
-    for t in art.zone_labels:
-        t.remove()
-    art.zone_labels = _zone_labels(ax, grid, ov.zones)
+    _move_outlines(art, overlay_paths(grid, src))
     art.image.set_extent((-0.5, grid.width - 0.5, grid.rows - 0.5, -0.5))
     ax.set_xlim(-0.5, grid.width - 0.5)
     ax.set_ylim(grid.rows - 0.5, -0.5)
@@ -175,8 +228,10 @@ def _draw_hatches(ax: Any, grid: Grid, max_cells: int) -> list[Any]:
     return out
 
 
-def zone_label_positions(grid: Grid, zones: Sequence[ZoneSpan]) -> list[tuple[float, float]]:
-    """(x, y) of each zone's name: at its first cell, moved right past a neighbour's."""
+def zone_label_positions(grid: Grid, zones: Sequence[ZoneSpan | DeviceSpan]
+                         ) -> list[tuple[float, float]]:
+    """(x, y) of each zone's (or device's) name: at its first cell, moved right past a
+    neighbour's."""
     out: list[tuple[float, float]] = []
     near_rows = max(1.0, 0.05 * grid.rows)
     label_cols = max(1.0, 0.12 * grid.width)
@@ -189,11 +244,18 @@ def zone_label_positions(grid: Grid, zones: Sequence[ZoneSpan]) -> list[tuple[fl
     return out
 
 
-def _zone_labels(ax: Any, grid: Grid, zones: Sequence[ZoneSpan]) -> list[Any]:
-    box = {"boxstyle": "square,pad=0.15", "facecolor": "#FFFFFF", "edgecolor": ZONE_LINE,
-           "linewidth": 0.5, "alpha": 0.85}
-    return [ax.text(x, y, z.name, fontsize="x-small", ha="left", va="top", bbox=box)
-            for z, (x, y) in zip(zones, zone_label_positions(grid, zones), strict=True)]
+def _zone_labels(ax: Any, grid: Grid, zones: Sequence[ZoneSpan],
+                 devices: Sequence[DeviceSpan] = ()) -> list[Any]:
+    """Zone names (black box) and device names (wine box) at their first cell."""
+    named = sorted([*zones, *devices], key=lambda s: s.start_pfn)
+    out = []
+    for z, (x, y) in zip(named, zone_label_positions(grid, named), strict=True):
+        edge = DEVICE_LINE if isinstance(z, DeviceSpan) else ZONE_LINE
+        box = {"boxstyle": "square,pad=0.15", "facecolor": "#FFFFFF", "edgecolor": edge,
+               "linewidth": 0.5, "alpha": 0.85}
+        out.append(ax.text(x, y, z.name, fontsize="x-small", ha="left", va="top", bbox=box,
+                           color=edge))
+    return out
 
 
 def _label_axes(ax: Any, grid: Grid) -> Any:

@@ -1,8 +1,12 @@
 """The one palette: a colour (and, where hue is not enough, a hatch) per state.
 
 Colours are the Okabe-Ito set (Okabe & Ito 2008, "Color Universal Design"),
-vendored as hex so any matplotlib >= 3.8 draws the same picture, plus greys
-and one Paul Tol colour for the HighAtomic type nothing in the model creates.
+vendored as hex so any matplotlib >= 3.8 draws the same picture, plus greys,
+one Paul Tol colour for the HighAtomic type nothing in the model creates,
+and three more Paul Tol colours for virtio-mem's plugged subblocks (rose:
+online in a kernel zone, green: online in ZONE_MOVABLE, sand: plugged but
+not added), chosen to stay apart from the subblock map's other classes
+under every colour-vision deficiency.
 A pageblock's migratetype has the colour of the pages it is meant for
 (Movable = movable pages, Isolate = isolated free pages), so the same state
 has the same colour in every picture.  Unmovable, pinned and isolated cells
@@ -51,10 +55,14 @@ CLASS_COLOURS: dict[CellClass, str] = {
     CellClass.PB_HIGHATOMIC: "#882255",          # Paul Tol "wine"
     CellClass.PB_ISOLATE: OKABE_ITO["sky blue"],
     CellClass.PB_UNKNOWN: "#777777",
+    CellClass.SB_KERNEL: "#CC6677",              # Paul Tol "rose"
+    CellClass.SB_MOVABLE: "#117733",             # Paul Tol "green"
+    CellClass.SB_PLUGGED: "#DDCC77",             # Paul Tol "sand"
 }
 CLASS_HATCHES: dict[CellClass, str] = {
     CellClass.ISOLATED: "..", CellClass.UNMOVABLE: "//", CellClass.PINNED: "xx",
     CellClass.PB_UNMOVABLE: "//", CellClass.PB_HIGHATOMIC: "++", CellClass.PB_ISOLATE: "..",
+    CellClass.SB_KERNEL: "\\\\",
 }
 # Hatch lines drawn on light cells are black; on dark ones, white.
 HATCH_EDGE = {c: ("#FFFFFF" if sum(to_rgb(CLASS_COLOURS[c])) < 1.2 else "#000000")
@@ -70,6 +78,8 @@ MOVE_DST = OKABE_ITO["black"]
 FAILED = OKABE_ITO["black"]
 ZONE_LINE = OKABE_ITO["black"]
 BLOCK_LINE = "#666666"
+DEVICE_LINE = "#882255"        # a virtio-mem device's region (Paul Tol "wine")
+USABLE_LINE = OKABE_ITO["black"]   # its usable region
 
 
 def colour(x: CellClass | MigrateType | PageState | PageKind) -> str:
@@ -124,9 +134,21 @@ def legend_handles(classes: Iterable[CellClass]) -> list[Patch]:
 
 
 def add_legend(ax: Any, classes: Iterable[CellClass], title: str | None = None,
-               **kw: Any) -> Any:
-    """Add a legend of ``classes`` to the right of ``ax``; return it."""
+               extra: Iterable[Any] = (), where: str = "right", **kw: Any) -> Any:
+    """Add a legend of ``classes`` (then ``extra`` handles) to the right of ``ax``.
+
+    ``where="below"`` puts it under the figure instead, in columns (a
+    figure legend: the figure should hold only ``ax``, as in a widget).
+    """
+    handles = legend_handles(classes) + list(extra)
+    if where == "below":
+        opts = {"loc": "outside lower center", "ncols": 3, "fontsize": "x-small",
+                "frameon": False, "title": title, "title_fontsize": "x-small"}
+        opts.update(kw)
+        return ax.figure.legend(handles=handles, **opts)
+    if where != "right":
+        raise ValueError(f"where={where!r} is not one of ['right', 'below']")
     opts = {"loc": "upper left", "bbox_to_anchor": (1.15, 1.0), "fontsize": "small",
             "frameon": False, "title": title, "title_fontsize": "small"}
     opts.update(kw)
-    return ax.legend(handles=legend_handles(classes), **opts)
+    return ax.legend(handles=handles, **opts)

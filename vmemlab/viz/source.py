@@ -3,7 +3,9 @@
 ``mem_view(src)`` returns the same small bundle of read-only arrays for a
 ``Machine`` (its live memmap, no copy), a ``Snapshot`` (the copies a trace
 frame keeps) or a ``Frame`` (its snapshot), so every picture takes any of
-them.  Numpy only.
+them.  ``vmem_views(src)`` does the same for virtio-mem devices: the
+driver's ``VirtioMemView`` of each device, live or as a frame recorded it.
+Numpy only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,16 @@ from ..constants import NO_ZONE, Geometry, PageState, ZoneType
 
 
 @dataclass(frozen=True)
+class DeviceSpan:
+    """A virtio-mem device's region and usable region, in pfns (half-open)."""
+
+    name: str
+    start_pfn: int
+    end_pfn: int
+    usable_end_pfn: int
+
+
+@dataclass(frozen=True)
 class MemView:
     """The per-page and per-pageblock arrays one picture needs."""
 
@@ -27,6 +39,7 @@ class MemView:
     pb_mt: np.ndarray
     pb_zone: np.ndarray
     time: float = 0.0
+    devices: tuple[DeviceSpan, ...] = ()
 
     @property
     def nr_pfns(self) -> int:
@@ -46,16 +59,40 @@ def mem_view(src: Any) -> MemView:
     if node is not None and hasattr(node, "mm"):
         mm = node.mm
         return MemView(src.geometry, mm.state, mm.kind, mm.flags, mm.pb_mt, mm.pb_zone,
-                       float(getattr(src, "now", 0.0)))
+                       float(getattr(src, "now", 0.0)), _spans(vmem_views(src)))
     if isinstance(getattr(src, "state", None), np.ndarray) and hasattr(src, "geo"):
         return MemView(src.geo, src.state, src.kind, src.flags, src.pb_mt, src.pb_zone,
-                       float(src.time))
+                       float(src.time), _spans(vmem_views(src)))
     if hasattr(src, "events") and hasattr(src, "state"):
         if src.state is None:
             raise ValueError(f"frame {getattr(src, 'index', '?')} kept no state "
                              "(the trace records one every record_every frames)")
         return mem_view(src.state)
     raise ValueError(f"cannot draw {type(src).__name__}: pass a Machine, Snapshot or Frame")
+
+
+def vmem_views(src: Any) -> list[Any]:
+    """The ``VirtioMemView`` of each bound virtio-mem device of a Machine, Snapshot or Frame.
+
+    A live machine is asked now (``dev.driver.view()``); a snapshot or frame
+    gives what it recorded (``extra["virtio_mem"]``); anything else has none.
+    """
+    devices = getattr(src, "virtio_mem", None)
+    if isinstance(devices, list) and hasattr(src, "node"):
+        return [d.driver.view() for d in devices
+                if getattr(d, "driver", None) is not None and d.driver.mode is not None]
+    extra = getattr(src, "extra", None)
+    if isinstance(extra, dict):
+        return list(extra.get("virtio_mem", ()))
+    state = getattr(src, "state", None)
+    if state is not None and hasattr(src, "events"):
+        return vmem_views(state)
+    return []
+
+
+def _spans(views: list[Any]) -> tuple[DeviceSpan, ...]:
+    return tuple(DeviceSpan(v.name, v.start_pfn, v.start_pfn + v.nr_pages,
+                            v.start_pfn + v.usable_pages) for v in views)
 
 
 @dataclass(frozen=True)
@@ -83,8 +120,13 @@ def present_memory_blocks(view: MemView) -> np.ndarray:
     """One bool per memory block of the memmap: does it hold any page that exists?"""
     per = view.geo.pages_per_memory_block
     nr_blocks = -(-view.nr_pfns // per)
+    state = view.state
+    if (int(PageState.ABSENT) == 0 and state.dtype.itemsize == 1 and per % 8 == 0
+            and view.nr_pfns == nr_blocks * per and state.flags.c_contiguous):
+        # any non-zero byte is a page that exists: test 8 pages per uint64
+        return state.view(np.uint64).reshape(nr_blocks, per // 8).any(axis=1)
     present = np.zeros(nr_blocks * per, bool)
-    present[:view.nr_pfns] = view.state != PageState.ABSENT
+    present[:view.nr_pfns] = state != PageState.ABSENT
     return present.reshape(nr_blocks, per).any(axis=1)
 
 

@@ -7,6 +7,11 @@ the heatmap of the step's state (one image, updated in place and sent as
 PNG bytes), the step's trace events, and its ``/proc`` text.  Callbacks only
 pick a frame and show what it recorded; there is no model logic here.
 
+``zoom="subblock"`` replays one virtio-mem device's subblock map instead
+(``device=`` picks it, ``content=True`` shows what plugged subblocks hold);
+every frame must then carry the device (frames record it once the device
+exists: call ``m.step()`` after ``m.add_virtio_mem()``).
+
 Tests drive it from Python: set ``viewer.slider.value`` (or call
 ``viewer.step(+1)``) and read ``viewer.image.value`` and
 ``viewer.renderer.grid``.
@@ -22,6 +27,8 @@ import ipywidgets as widgets
 
 from .grid import heatmap_summary
 from .render import HeatmapRenderer
+from .source import vmem_views
+from .vmemgrid import subblock_summary
 
 PROC_FILES = ("buddyinfo", "meminfo")
 
@@ -41,6 +48,8 @@ class TraceViewer(widgets.VBox):
         self._state_at = _state_indices(self.frames)
         self.max_events = max_events
         first = self.frames[self._state_at[0]]
+        if zoom == "subblock":
+            _check_devices(self.frames, self._state_at)
         options = _proc_options(first.state)
         if proc not in options:
             raise ValueError(f"proc={proc!r} is not one of {list(options)}")
@@ -132,7 +141,10 @@ class TraceViewer(widgets.VBox):
     def summary(self) -> str:
         """The caption and heatmap summary of the step shown (text for notebooks)."""
         state = self.frames[self._state_at[self.index]]
-        return self.caption_text(self.index) + "\n" + heatmap_summary(self.renderer.grid, state)
+        grid = self.renderer.grid
+        if grid.zoom == "subblock":
+            return self.caption_text(self.index) + "\n" + subblock_summary(grid)
+        return self.caption_text(self.index) + "\n" + heatmap_summary(grid, state)
 
     def __repr__(self) -> str:
         return f"TraceViewer({len(self.frames)} frames, step {self.index})"
@@ -160,6 +172,14 @@ def _state_indices(frames: Iterable[Any]) -> list[int]:
         raise ValueError("no frame of the trace kept a state snapshot")
     first = next(i for i in out if i >= 0)
     return [i if i >= 0 else first for i in out]
+
+
+def _check_devices(frames: list[Any], state_at: list[int]) -> None:
+    """Every replayed state must carry virtio-mem data for the subblock zoom."""
+    for i in sorted(set(state_at)):
+        if not vmem_views(frames[i]):
+            raise ValueError(f"frame {i} ({frames[i].label or 'no label'}) has no virtio-mem "
+                             "device: record frames after m.add_virtio_mem()")
 
 
 def _proc_options(state: Any) -> tuple[str, ...]:
