@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from binder_links import BEGIN, END, binder_url, repository, updated_readme  # noqa: E402
 
 REQUIREMENT_OF = {"vmemlab": "-e .", "numpy": "numpy", "matplotlib": "matplotlib",
-                  "ipywidgets": "ipywidgets"}
+                  "ipywidgets": "ipywidgets", "IPython": "ipywidgets"}  # ipywidgets needs IPython
 
 
 def test_repo2docker_renders_the_binder_image():

@@ -48,6 +48,8 @@ from .page_isolation import (
 from .trace import Event
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .node import Node
 
 _FREE, _ALLOCATED = int(PageState.FREE), int(PageState.ALLOCATED)
@@ -115,8 +117,10 @@ class ContigRange:
     """
 
     def __init__(self, node: Node, start: int, end: int, gfp: str | int = "GFP_KERNEL",
-                 name: str = "alloc_contig_range", signal_pending: bool = False) -> None:
+                 name: str = "alloc_contig_range", signal_pending: bool = False,
+                 clock: Callable[[float], None] | None = None) -> None:
         check_range(node, start, end)
+        self.clock = clock  # told each phase's simulated seconds, if given
         self.node, self.start, self.end = node, int(start), int(end)
         self.gfp = int(parse_gfp(gfp))
         self.name = name
@@ -127,6 +131,7 @@ class ContigRange:
                        ("isolate", "drain", "migrate", "test", "take", "trim", "undo"))
         self.next = 0
         self.rc: int | None = None
+        self.failed_phase: str | None = None
         self.outer_start, self.outer_end = self.start, self.end
         self.stats = MigrateStats()
         self.busy_pfn: int | None = None
@@ -156,12 +161,17 @@ class ContigRange:
                              f"{errname(self.rc or 0)}")
         name = self.phases[self.next]
         self.next += 1
+        cost = self.cost_ns
         rc, text = getattr(self, f"_{name}")()
         if rc and self.rc is None:
-            self.rc = rc
+            self.rc, self.failed_phase = rc, name
             self.next = self.phases.index("undo")
-        if name == "undo":
+            if name == "isolate" and not self._undo_after_failed_isolation():
+                self.next = len(self.phases)  # "return ret": no undo phase at all
+        if self.done:
             self._finish()
+        if self.clock is not None:
+            self.clock((self.cost_ns - cost) / 1e9)
         result = PhaseResult(name, rc, text)
         self.results.append(result)
         return result
@@ -269,7 +279,20 @@ class ContigRange:
     def _undo(self) -> tuple[int, str]:
         lo, hi = isolation_range(self.node, self.start, self.end)
         undo_isolate_page_range(self.node, self.start, self.end)
+        if self.failed_phase == "isolate":
+            return 0, ("nothing is isolated (start_isolate_page_range() undid its own "
+                       "work); undo_isolate_page_range() finds nothing to do")
         return 0, f"pageblocks [{lo:#x}, {hi:#x}) back to MIGRATE_MOVABLE"
+
+    def _undo_after_failed_isolation(self) -> bool:
+        """Whether a failed isolation still runs the undo step.
+
+        6.12 jumps to ``done:`` (undo_isolate_page_range(), a no-op there);
+        5.8 returned at once, and so does the -EINVAL gfp check, which runs
+        before anything is isolated.  The same v5.19 rework that made
+        isolation pageblock-granular (``contig_align``) added the jump.
+        """
+        return self.rc != EINVAL and self.node.profile.contig_align == "pageblock"
 
     # -- helpers --------------------------------------------------------
     def _finish(self) -> None:

@@ -477,8 +477,12 @@ class Machine:
 
     def contig_range(self, start_pfn: int, end_pfn: int, gfp: str | int = "GFP_KERNEL",
                      fatal_signal: bool = False) -> ContigRange:
-        """An alloc_contig_range() to run phase by phase with ``.step()``."""
-        return ContigRange(self.node, start_pfn, end_pfn, gfp, signal_pending=fatal_signal)
+        """An alloc_contig_range() to run phase by phase with ``.step()``.
+
+        Each phase advances the simulated clock by its cost (see vmemlab.contig).
+        """
+        return ContigRange(self.node, start_pfn, end_pfn, gfp, signal_pending=fatal_signal,
+                           clock=self.advance)
 
     def free_contig_range(self, pfn: int, nr_pages: int) -> int:
         """Give back pages from alloc_contig_range(); returns the count still in use."""
