@@ -339,3 +339,29 @@ def test_every_new_name_is_exported():
                  "plug_series", "plug_summary", "draw_plug_series", "HypervisorPanel",
                  "vmem_views", "range_outline"):
         assert getattr(viz, name) is not None
+
+
+@pytest.mark.parametrize("zoom, kw", [("pageblock", {}), ("page", {}),
+                                      ("subblock", {"device": "vmem0"})])
+def test_renderer_pixels_match_a_full_matplotlib_draw(zoom, kw):
+    """The numpy compositor paints what matplotlib would (the axes' 1-pixel rim aside)."""
+    m = vmem()
+    m.activity("slab", size=260 * 4096)       # fills boot memory and spills into the device
+    r = HeatmapRenderer(m, zoom, figsize=(6.0, 4.5), legend="below", **kw)
+    m.virtio_mem[0].requested_size = 4 * MB
+    m.settle()
+    r.update(m)
+    mine = r.pixels().astype(int)
+    for a in [*r.artists.artists(), *r.ax.spines.values()]:
+        a.set_animated(False)
+    r.canvas.draw()
+    ref = np.asarray(r.canvas.buffer_rgba())[..., :3].astype(int)
+    box = r.ax.bbox
+    x0, x1 = int(np.ceil(box.x0)) + 1, int(np.floor(box.x1)) - 1
+    y0, y1 = ref.shape[0] - int(np.floor(box.y1)) + 1, ref.shape[0] - int(np.ceil(box.y0)) - 1
+    differ = np.abs(mine - ref).sum(axis=2) > 30
+    inside = differ[y0:y1, x0:x1]
+    assert inside.mean() < 0.002, f"{int(inside.sum())} pixels differ inside the axes"
+    outside = differ.copy()
+    outside[y0 - 2:y1 + 2, x0 - 2:x1 + 2] = False
+    assert not outside.any()                  # ticks, labels, legend: identical

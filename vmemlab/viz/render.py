@@ -4,24 +4,92 @@ Any zoom of ``draw_heatmap`` works, the subblock map of a virtio-mem device
 included (``HeatmapRenderer(m, "subblock", device="vmem0")``).
 
 ``HeatmapRenderer`` draws a heatmap once on a private Agg figure (pyplot
-never sees it), keeps the static parts (axes, ticks, legend) as a saved
-background, and for each new state only sets the image data and blits the
-image and its overlays onto that background.  The PNG bytes go straight
-into an ``ipywidgets.Image``, which works in JupyterLab, Voila and nbval
-alike (no ipympl, no ``Output`` capture).
+never sees it) and keeps three layers as pixels: the background (axes,
+ticks, legend), the overlays (zone lines and names, memory-block edges,
+device outlines; drawn once on a transparent layer) and, for each image
+artist, which cell every pixel of the axes shows.  A new state then costs
+a grid, ``set_data`` on the same image artists (so they stay the truth), a
+numpy gather of cell colours into the pixels, the overlay pixels blended
+on top, and the PNG encoding; matplotlib draws again only when the grid's
+shape or the overlays changed (memory added, a zone grew), or to hatch the
+cells of small maps.  The PNG bytes go straight into an ``ipywidgets.Image``,
+which works in JupyterLab, Voila and nbval alike (no ipympl, no ``Output``
+capture).
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
 from .figures import DPI, FIGSIZE
-from .heatmap import HeatmapArtists, draw_heatmap, update_heatmap
+from .heatmap import draw_heatmap, image_alpha, update_heatmap
+from .palette import class_rgb
+
+_RGB = np.round(class_rgb() * 255.0).astype(np.float32)      # class code -> RGB 0..255
+
+
+@dataclass(frozen=True)
+class _PixelMap:
+    """Which cell each pixel of an image's visible part shows (nearest cell centre)."""
+
+    rows: slice
+    cols: slice
+    cell_row: np.ndarray
+    cell_col: np.ndarray
+
+
+def _pixel_map(ax: Any, image: Any, height: int, shape: tuple[int, int]) -> _PixelMap | None:
+    """The pixels of ``image`` inside ``ax``, each with its (row, col) cell.
+
+    Data coordinates come from the axes' transform at each pixel centre, so
+    the map follows the axes limits and the image extent exactly.
+    """
+    left, right, bottom, top = image.get_extent()
+    nrows, ncols = shape
+    box = ax.bbox
+    x_px = np.arange(int(np.floor(box.x0)), int(np.ceil(box.x1)))
+    y_px = np.arange(int(np.floor(box.y0)), int(np.ceil(box.y1)))       # from the bottom
+    inv = ax.transData.inverted()
+    y_centre, x_centre = (box.y0 + box.y1) / 2, (box.x0 + box.x1) / 2
+    xs = inv.transform(np.column_stack([x_px + 0.5, np.full(x_px.size, y_centre)]))[:, 0]
+    ys = inv.transform(np.column_stack([np.full(y_px.size, x_centre), y_px + 0.5]))[:, 1]
+    col = np.floor((xs - left) / (right - left) * ncols).astype(np.int64)
+    row = np.floor((ys - top) / (bottom - top) * nrows).astype(np.int64)
+    keep_c = (col >= 0) & (col < ncols) & (x_px + 0.5 > box.x0) & (x_px + 0.5 < box.x1)
+    keep_r = (row >= 0) & (row < nrows) & (y_px + 0.5 > box.y0) & (y_px + 0.5 < box.y1)
+    if not keep_c.any() or not keep_r.any():
+        return None
+    cx, ry = x_px[keep_c], y_px[keep_r]
+    buf_rows = height - 1 - ry                                          # from the top
+    order = np.argsort(buf_rows)
+    return _PixelMap(slice(int(buf_rows.min()), int(buf_rows.max()) + 1),
+                     slice(int(cx.min()), int(cx.max()) + 1),
+                     row[keep_r][order], col[keep_c])
+
+
+def _layer(canvas: FigureCanvasAgg, ax: Any, artists: list[Any]) -> tuple[np.ndarray, ...]:
+    """Draw ``artists`` alone on a transparent canvas: (flat pixel index, RGB, alpha)."""
+    renderer = canvas.get_renderer()
+    renderer.clear()
+    for a in artists:
+        ax.draw_artist(a)
+    px = np.asarray(canvas.buffer_rgba()).reshape(-1, 4)
+    idx = np.flatnonzero(px[:, 3])
+    return idx, px[idx, :3].astype(np.float32), px[idx, 3:4].astype(np.float32) / 255.0
+
+
+def _blend(out: np.ndarray, layer: tuple[np.ndarray, ...]) -> None:
+    idx, rgb, alpha = layer
+    if idx.size:
+        flat = out.reshape(-1, 3)
+        flat[idx] = (rgb * alpha + flat[idx] * (1.0 - alpha) + 0.5).astype(np.uint8)
 
 
 class HeatmapRenderer:
@@ -33,9 +101,8 @@ class HeatmapRenderer:
         self.figure = Figure(figsize=figsize, dpi=dpi, layout="constrained")
         self.canvas = FigureCanvasAgg(self.figure)
         self.ax = self.figure.add_subplot()
-        self.artists: HeatmapArtists = draw_heatmap(self.ax, src, zoom, title=title,
-                                                    **heatmap_kw)
-        self._background: Any = None
+        self.artists: Any = draw_heatmap(self.ax, src, zoom, title=title, **heatmap_kw)
+        self._pixels: np.ndarray | None = None
         self._capture_background()
 
     @property
@@ -43,39 +110,84 @@ class HeatmapRenderer:
         """The grid now shown."""
         return self.artists.grid
 
+    def _images(self) -> list[tuple[Any, Any]]:
+        """(image artist, (cells, alpha or None)) of everything drawn from cells."""
+        art = self.artists
+        out = [(art.image, (art.grid.cells, image_alpha(art.grid)))]
+        strip = getattr(art, "strip", None)
+        if strip is not None:
+            out.append((strip, (art.grid.strip.reshape(-1, 1), None)))
+        return out
+
     def _capture_background(self) -> None:
-        """Draw everything static once, freeze the layout, and keep the pixels."""
-        for a in self.artists.artists():
+        """Draw everything once, freeze the layout, keep the layers as pixels."""
+        art = self.artists
+        for a in [*art.artists(), *self.ax.spines.values()]:   # spines go over the image
             a.set_animated(True)
         self.figure.set_layout_engine("constrained")
         self.canvas.draw()
         self.figure.set_layout_engine("none")
-        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
-        self._blit()
+        self._background = np.array(self.canvas.buffer_rgba())[..., :3]
+        height = self._background.shape[0]
+        self._maps = [_pixel_map(self.ax, a, height, data[0].shape)
+                      for a, data in self._images()]
+        self._draw_overlay()
+        self._compose()
 
-    def _blit(self) -> None:
-        self.canvas.restore_region(self._background)
-        for a in self.artists.artists():
-            self.ax.draw_artist(a)
-        for spine in self.ax.spines.values():
-            self.ax.draw_artist(spine)
+    def _draw_overlay(self) -> None:
+        """The outlines, labels and spines as a transparent layer of pixels."""
+        art = self.artists
+        skip = {id(a) for a, _ in self._images()} | {id(h) for h in art.hatches}
+        overlays = [a for a in art.artists() if id(a) not in skip]
+        self._overlay = _layer(self.canvas, self.ax, overlays + list(self.ax.spines.values()))
+        self._overlay_key = id(getattr(art, "overlay", None))
+
+    def _compose(self) -> None:
+        """Background, then cell colours, hatches and overlays, into ``self._pixels``."""
+        out = self._background.copy()
+        for pm, (_, (cells, alpha)) in zip(self._maps, self._images(), strict=True):
+            if pm is None:
+                continue
+            rgb = _RGB[cells]
+            if alpha is not None:
+                rgb = rgb * alpha[..., None] + 255.0 * (1.0 - alpha[..., None])
+            rgb = (rgb + 0.5).astype(np.uint8)
+            out[pm.rows, pm.cols] = rgb[pm.cell_row][:, pm.cell_col]
+        if self.artists.hatches:
+            _blend(out, _layer(self.canvas, self.ax, self.artists.hatches))
+        _blend(out, self._overlay)
+        self._pixels = out
 
     def update(self, src: Any) -> bytes:
         """Show ``src`` (Machine, Snapshot or Frame) and return the PNG."""
         old = self.artists.grid
         grid = update_heatmap(self.artists, src)
+        for a in self.artists.artists():
+            a.set_animated(True)
         if (grid.cells.shape, grid.start_pfn, grid.pages_per_cell) != (
                 old.cells.shape, old.start_pfn, old.pages_per_cell):
-            self._capture_background()
-        else:
-            for a in self.artists.artists():     # new hatches and zone labels included
-                a.set_animated(True)
-            self._blit()
+            self._capture_background()        # new axes: draw everything again
+            return self.png()
+        if id(getattr(self.artists, "overlay", None)) != self._overlay_key:
+            self._draw_overlay()              # outlines moved: only their layer
+        self._compose()
         return self.png()
+
+    def pixels(self) -> np.ndarray:
+        """The current picture as an (height, width, 3) uint8 array."""
+        assert self._pixels is not None
+        return self._pixels
 
     def png(self) -> bytes:
         """The current pixels as PNG bytes (fast zlib level, no timestamps)."""
-        return canvas_png(self.canvas)
+        return rgb_png(self.pixels())
+
+
+def rgb_png(pixels: np.ndarray) -> bytes:
+    """An (height, width, 3) uint8 array as PNG bytes (fast zlib level)."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def canvas_png(canvas: FigureCanvasAgg) -> bytes:

@@ -137,7 +137,8 @@ def update_subblocks(art: SubblockArtists, src: Any) -> SubblockGrid:
     ov = subblock_overlay(grid)
     if art.overlay is None or not _same_path(ov.usable_path, art.overlay.usable_path):
         art.usable_line.set_segments([p for p in (ov.usable_path,) if p is not None])
-    art.grid, art.overlay = grid, ov
+        art.overlay = ov              # a new overlay object tells renderers to redraw it
+    art.grid = grid
     return grid
 
 
