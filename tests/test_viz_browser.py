@@ -1,14 +1,18 @@
-"""TraceViewer in a real browser: JupyterLab 4 and Voila, driven by headless Chromium.
+"""TraceViewer and HypervisorPanel in a real browser: JupyterLab 4 and Voila, headless Chromium.
 
 Skipped, saying why, without Playwright (the Python package), Debian's
 Chromium (/usr/bin/chromium) or Voila.  Each test starts its own server on
-a free port with a notebook that records three frames, presses the slider's
-arrow key and checks that the kernel-side caption and the heatmap image
-changed in the page.
+a free port (its log goes to server.log in the test's directory) with a
+one-cell notebook.  The TraceViewer tests press the slider's arrow key and
+check that the kernel-side caption and the heatmap image changed in the
+page; the HypervisorPanel tests move the requested-size slider with the
+keyboard, click ``qom-set``, and check that the status text says what the
+guest did and that the heatmap and the subblock map changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -39,13 +43,20 @@ m.activity("anon", size="64k")
 m.step("16 anon pages")
 TraceViewer(m.trace, zoom="page")
 """
+PANEL_CELL = """\
+import vmemlab as vm
+from vmemlab.viz import HypervisorPanel
+m = vm.Machine(boot_memory=256 * 4096, geometry="teaching")
+m.add_virtio_mem(region_size="2M")
+HypervisorPanel(m)
+"""
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def _notebook(path: Path) -> Path:
+def _notebook(path: Path, cell: str = CELL) -> Path:
     nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "viewer",
-                     "metadata": {}, "outputs": [], "source": CELL}],
+                     "metadata": {}, "outputs": [], "source": cell}],
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                       "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
@@ -93,18 +104,18 @@ def headless() -> Iterator[object]:
         b.close()
 
 
-def _run_all_cells(page, attempts: int = 3) -> None:
-    """Run the notebook until its output shows; retried, as the kernel may still be starting."""
+def _run_all_cells(page, shows: str = "text=step 0/2: boot", attempts: int = 3) -> None:
+    """Run the notebook until ``shows`` appears; retried, as the kernel may still be starting."""
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
                            timeout=60_000)
     for _ in range(attempts):
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         try:
-            page.locator("text=step 0/2: boot").wait_for(timeout=20_000)
+            page.locator(shows).first.wait_for(timeout=20_000)
             return
         except sync_api.TimeoutError:
             continue
-    raise AssertionError("the TraceViewer cell produced no output")
+    raise AssertionError(f"the notebook's cell never showed {shows!r}")
 
 
 def _step_and_check(page) -> None:
@@ -124,8 +135,37 @@ def _step_and_check(page) -> None:
     assert "mm_page_alloc: pfn=0x0 order=3" in page.content()
 
 
-def test_trace_viewer_steps_in_jupyterlab(headless, tmp_path):
-    _notebook(tmp_path / "viewer.ipynb")
+def _image_srcs(page) -> list[str | None]:
+    images = page.locator(".widget-image")
+    return [images.nth(i).get_attribute("src") for i in range(images.count())]
+
+
+def _qom_set_and_check(page) -> None:
+    """Three device blocks more with the keyboard, click qom-set; the guest plugs 96 KiB."""
+    page.locator("text=last action: (none yet)").first.wait_for(timeout=60_000)
+    page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)
+    srcs0 = _image_srcs(page)
+    assert len(srcs0) == 3                                  # heatmap, subblocks, chart
+    page.locator(".widget-slider .noUi-handle").first.focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    page.locator("text== 96 KiB").first.wait_for(timeout=30_000)
+    page.locator("button:has-text('qom-set')").first.click()
+    page.locator("text=last action: qom-set vmem0 requested-size 96K").first.wait_for(
+        timeout=30_000)
+    assert "size (plugged) 96 KiB" in page.content()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            a == b for a, b in zip(_image_srcs(page)[:2], srcs0[:2], strict=True)):
+        time.sleep(0.1)
+    srcs = _image_srcs(page)
+    assert srcs[0] != srcs0[0] and srcs[1] != srcs0[1]   # heatmap and subblock map redrawn
+
+
+@contextlib.contextmanager
+def _lab(tmp_path: Path, cell: str) -> Iterator[str]:
+    """A JupyterLab server with viewer.ipynb holding ``cell``; yields the notebook's URL."""
+    _notebook(tmp_path / "viewer.ipynb", cell)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     server = _serve([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
@@ -135,27 +175,57 @@ def test_trace_viewer_steps_in_jupyterlab(headless, tmp_path):
                      "--LabApp.expose_app_in_browser=True",
                      "--allow-root"], f"{base}/api/status?token={TOKEN}", tmp_path)
     try:
-        page = headless.new_page()
-        page.goto(f"{base}/lab/tree/viewer.ipynb?token={TOKEN}")
-        _run_all_cells(page)
-        _step_and_check(page)
-        page.close()
+        yield f"{base}/lab/tree/viewer.ipynb?token={TOKEN}"
     finally:
         _stop(server)
 
 
-def test_trace_viewer_steps_in_voila(headless, tmp_path):
+@contextlib.contextmanager
+def _voila(tmp_path: Path, cell: str) -> Iterator[str]:
+    """A Voila server rendering viewer.ipynb holding ``cell``; yields its URL."""
     pytest.importorskip("voila", reason="needs voila")
-    _notebook(tmp_path / "viewer.ipynb")
+    _notebook(tmp_path / "viewer.ipynb", cell)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     server = _serve([sys.executable, "-m", "voila", "viewer.ipynb", "--no-browser",
                      f"--port={port}", "--Voila.ip=127.0.0.1"], base, tmp_path)
     try:
+        yield base
+    finally:
+        _stop(server)
+
+
+def test_trace_viewer_steps_in_jupyterlab(headless, tmp_path):
+    with _lab(tmp_path, CELL) as url:
         page = headless.new_page()
-        page.goto(base)
+        page.goto(url)
+        _run_all_cells(page)
+        _step_and_check(page)
+        page.close()
+
+
+def test_trace_viewer_steps_in_voila(headless, tmp_path):
+    with _voila(tmp_path, CELL) as url:
+        page = headless.new_page()
+        page.goto(url)
         _step_and_check(page)
         assert page.locator(".jp-InputArea").count() == 0      # sources stripped
         page.close()
-    finally:
-        _stop(server)
+
+
+def test_hypervisor_panel_plugs_in_jupyterlab(headless, tmp_path):
+    with _lab(tmp_path, PANEL_CELL) as url:
+        page = headless.new_page()
+        page.goto(url)
+        _run_all_cells(page, shows="text=last action: (none yet)")
+        _qom_set_and_check(page)
+        page.close()
+
+
+def test_hypervisor_panel_plugs_in_voila(headless, tmp_path):
+    with _voila(tmp_path, PANEL_CELL) as url:
+        page = headless.new_page()
+        page.goto(url)
+        _qom_set_and_check(page)
+        assert page.locator(".jp-InputArea").count() == 0      # sources stripped
+        page.close()
