@@ -1,20 +1,42 @@
 """Exercises of notebook 02, the buddy allocator, on a 64-page teaching machine.
 
 The machine boots with four free order-4 blocks (16 pages each, pfns 0, 16,
-32, 48).  Every answer is computed by running it.
+32, 48), all in Movable pageblocks.  Allocations ask for movable memory
+(GFP_HIGHUSER_MOVABLE, user pages), so every block comes straight from the
+free lists without borrowing from another migratetype (that is notebook
+03).  Every answer is computed by running the model.
 """
 
 from __future__ import annotations
 
+import re
+from functools import cache
+
 import vmemlab as vm
+from vmemlab import workload
+from vmemlab.constants import GiB
 from vmemlab.page_alloc import find_buddy_pfn
 
 from . import Case, FunctionExercise, ValueExercise
 
+PAGES = 64
+USER = "GFP_HIGHUSER_MOVABLE"
 
-def machine() -> vm.Machine:
+
+def machine(trace: bool = False) -> vm.Machine:
     """The notebook's machine: 64 pages of teaching geometry, nothing allocated."""
-    return vm.Machine(boot_memory=64 * 4096, geometry="teaching", seed=0)
+    return vm.Machine(boot_memory=PAGES * 4096, geometry="teaching", seed=0, trace=trace)
+
+
+def free_blocks(m: vm.Machine, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """(pfn, order) of every free block with its head in [start, end), by pfn."""
+    end = m.node.mm.nr_pfns if end is None else end
+    out = []
+    for zone in m.node.zones:
+        for order, area in enumerate(zone.free_area):
+            for lst in area.free_list:
+                out += [(pfn, order) for pfn in lst if start <= pfn < end]
+    return sorted(out)
 
 
 def _order(x: object) -> int:
@@ -28,26 +50,67 @@ def _order(x: object) -> int:
 def _pfn(x: object) -> int:
     if isinstance(x, bool) or not isinstance(x, int):
         raise TypeError("a pfn is a whole number")
-    if not 0 <= x < 64:
-        raise ValueError("this machine has pfns 0 to 63")
+    if not 0 <= x < PAGES:
+        raise ValueError(f"this machine has pfns 0 to {PAGES - 1}")
     return x
+
+
+def _pfns(x: object) -> tuple[int, ...]:
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__iter__"):
+        raise TypeError("list the pfns, e.g. [3, 5]")
+    pfns = tuple(sorted(_pfn(v) for v in x))
+    if len(set(pfns)) != len(pfns):
+        raise ValueError("a pfn is listed twice")
+    return pfns
+
+
+# -- 02.split_leftovers -------------------------------------------------------
+def _split_leftovers() -> tuple[int, ...]:
+    m = machine()
+    pfn = m.alloc_pages(0, USER)
+    block = 1 << m.geometry.max_page_order
+    return tuple(p for p, _ in free_blocks(m, pfn, pfn + block))
+
+
+def _explain_split(pfns: tuple[int, ...]) -> str:
+    m = machine()
+    m.alloc_pages(0, USER)
+    top = m.geometry.max_page_order
+    halves = ", ".join(f"pfn {p} (order {o}, {1 << o} page{'s' if o else ''})"
+                       for p, o in reversed(free_blocks(m, 0, 1 << top)))
+    return (f"No block of order 0 was free, so the allocator took the order-{top} block at "
+            f"pfn 0 and halved it {top} times (mm/page_alloc.c, expand()): each time the "
+            f"upper half goes on the free list one order lower and the lower half is split "
+            f"again. The halves left behind: {halves}. Pages are never listed one by one: "
+            f"each free block is one list entry, its first page.")
+
+
+split_leftovers = ValueExercise(
+    "02.split_leftovers",
+    "On the fresh machine, alloc_pages(0) returns pfn 0. Which free blocks does the split "
+    "leave inside the first 16 pages? List their first pfns.",
+    _split_leftovers, _explain_split, _pfns,
+    hints={tuple(range(1, 16)): "Free pages are kept as blocks, not one by one: 15 free "
+                                "pages here make only a few list entries.",
+           (8,): "The split goes all the way down to order 0; each halving leaves a block.",
+           (1,): "Only one block? Halving 16 pages down to 1 takes four halvings."})
 
 
 # -- 02.second_alloc ------------------------------------------------------
 def _second_alloc() -> int:
     m = machine()
-    m.alloc_pages(0, "GFP_KERNEL")
-    return m.alloc_pages(1, "GFP_KERNEL")
+    m.alloc_pages(0, USER)
+    return m.alloc_pages(1, USER)
 
 
 def _explain_second_alloc(pfn: int) -> str:
     m = machine()
-    m.alloc_pages(0, "GFP_KERNEL")
+    m.alloc_pages(0, USER)
     free = m.proc.buddyinfo().split()[4:]
-    return (f"After the order-0 allocation split the block at pfn 0, the free counts per "
-            f"order were {' '.join(free)}: halves of 1, 2, 4 and 8 pages at pfns 1, 2, 4 "
-            f"and 8.  An order-1 request takes the smallest free block that is big enough, "
-            f"the order-1 half at pfn {pfn}, without splitting anything.")
+    return (f"After the first split the free counts per order were {' '.join(free)} "
+            f"(/proc/buddyinfo). An order-1 request takes the first block on the order-1 "
+            f"list if there is one (mm/page_alloc.c, __rmqueue_smallest()): the half at "
+            f"pfn {pfn}. Nothing is split this time.")
 
 
 second_alloc = ValueExercise(
@@ -60,30 +123,48 @@ second_alloc = ValueExercise(
                "the split of the first one left an order-1 half."})
 
 
+# -- 02.find_buddy --------------------------------------------------------
+def _buddy_cases() -> list[Case]:
+    return [Case((pfn, order), find_buddy_pfn(pfn, order))
+            for order in range(4) for pfn in range(0, PAGES, 1 << order)]
+
+
+find_buddy = FunctionExercise(
+    "02.find_buddy",
+    "Write find_buddy(pfn, order): the pfn of the buddy of the order-`order` block at pfn.",
+    "find_buddy", _buddy_cases,
+    lambda case: (f"An order-{case.args[1]} block and its buddy differ only in bit "
+                  f"{case.args[1]} of the pfn (mm/internal.h, __find_buddy_pfn())."),
+    "return pfn ^ (1 << order)")
+
+
 # -- 02.merge_order -------------------------------------------------------
-def _merge_steps() -> tuple[int, list[str]]:
-    """Free pfn 2 (order 1), then pfn 0 (order 0); follow the second merge."""
+@cache
+def _merge_steps() -> tuple[int, tuple[str, ...]]:
+    """Allocate pfn 0 (order 0) and pfn 2 (order 1); free pfn 2, then pfn 0."""
     m = machine()
-    m.alloc_pages(0, "GFP_KERNEL")
-    m.alloc_pages(1, "GFP_KERNEL")
+    m.alloc_pages(0, USER)
+    m.alloc_pages(1, USER)
     m.free_pages(2, 1)
     steps, pfn, order = [], 0, 0
     while order < m.geometry.max_page_order:
         buddy = find_buddy_pfn(pfn, order)
-        if not m.node.mm.page_is_buddy_head(buddy, order):
+        if (buddy, order) not in free_blocks(m):
             break
-        steps.append(f"order {order}: buddy pfn {buddy} is free, merge into "
+        steps.append(f"order {order}: buddy pfn {buddy} is free, merge into pfns "
                      f"{min(pfn, buddy)}-{min(pfn, buddy) + (2 << order) - 1}")
         pfn, order = min(pfn, buddy), order + 1
     m.free_pages(0, 0)
-    assert m.node.mm.order[pfn] == order, "the model merged differently"
-    return order, steps
+    if (pfn, order) not in free_blocks(m):
+        raise AssertionError("the model merged differently from the buddy rule")
+    return order, tuple(steps)
 
 
 def _explain_merge(order: int) -> str:
     _, steps = _merge_steps()
-    return ("Freeing pfn 0 merges for as long as the buddy of the merged block is free:\n  "
-            + "\n  ".join(steps) + f"\nThe block that goes on the list has order {order}.")
+    return ("Freeing pfn 0 merges for as long as the buddy of the merged block is free "
+            "(mm/page_alloc.c, __free_one_page()):\n  " + "\n  ".join(steps)
+            + f"\nThe block that goes on the list has order {order}.")
 
 
 merge_order = ValueExercise(
@@ -95,16 +176,87 @@ merge_order = ValueExercise(
            0: "Page 1, the buddy of page 0, is free, so at least one merge happens."})
 
 
-# -- 02.find_buddy --------------------------------------------------------
-def _buddy_cases() -> list[Case]:
-    return [Case((pfn, order), find_buddy_pfn(pfn, order))
-            for order in range(4) for pfn in range(0, 64, 1 << order)]
+# -- 02.buddyinfo_after ---------------------------------------------------
+OPS = "+1:M,+0:M,+2:M,-0,+0:M,-1"
 
 
-find_buddy = FunctionExercise(
-    "02.find_buddy",
-    "Write find_buddy(pfn, order): the pfn of the buddy of the order-`order` block at pfn.",
-    "find_buddy", _buddy_cases,
-    lambda case: (f"An order-{case.args[1]} block and its buddy differ only in bit "
-                  f"{case.args[1]} of the pfn (mm/internal.h, __find_buddy_pfn())."),
-    "return pfn ^ (1 << order)")
+def ops_listing(compute: bool = False) -> str:
+    """The OSTEP-style listing of OPS on a fresh machine (``?`` unless ``compute``)."""
+    return workload.format_ops(workload.run_ops(machine(), OPS), compute=compute)
+
+
+def _buddyinfo_after() -> tuple[int, ...]:
+    m = machine()
+    workload.run_ops(m, OPS)
+    return tuple(m.node.zone(vm.ZoneType.NORMAL).free_area[o].nr_free
+                 for o in range(m.geometry.nr_page_orders))
+
+
+def _counts(x: object) -> tuple[int, ...]:
+    if isinstance(x, str):
+        nums = [int(v) for v in re.findall(r"\d+", x)]
+    elif hasattr(x, "__iter__") and not isinstance(x, bytes):
+        nums = list(x)
+    else:
+        raise TypeError("give the five counts, e.g. [1, 0, 0, 1, 3], or the buddyinfo line")
+    if len(nums) < 5:
+        raise ValueError("buddyinfo has five columns here, one per order 0..4")
+    counts = tuple(nums[-5:])
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+        raise ValueError("each column is a count of free blocks, 0 or more")
+    return counts
+
+
+def _explain_buddyinfo(counts: tuple[int, ...]) -> str:
+    m = machine()
+    workload.run_ops(m, OPS)
+    blocks = ", ".join(f"pfn {p} (order {o})" for p, o in free_blocks(m, 0, 16))
+    return (ops_listing(compute=True)
+            + f"Free blocks left in pfns 0-15: {blocks}; the other three order-4 blocks "
+              f"were never touched. /proc/buddyinfo counts free blocks per order "
+              f"(mm/vmstat.c, frag_show_print()):\n" + m.proc.buddyinfo().rstrip())
+
+
+buddyinfo_after = ValueExercise(
+    "02.buddyinfo_after",
+    f"Run {OPS} on the fresh machine. What does /proc/buddyinfo print for orders 0..4?",
+    _buddyinfo_after, _explain_buddyinfo, _counts)
+
+
+# -- 02.low_watermark -----------------------------------------------------
+def _int_pages(x: object) -> int:
+    if isinstance(x, bool) or not isinstance(x, int):
+        raise TypeError("a watermark is a whole number of pages")
+    if x < 0:
+        raise ValueError("a watermark is never negative")
+    return x
+
+
+@cache
+def _guest() -> vm.Machine:
+    """A 4 GiB x86-64 guest, just booted (the watermark question)."""
+    return vm.Machine(boot_memory=4 * GiB, seed=0)
+
+
+def _low_watermark() -> int:
+    return _guest().zones["Normal"].low
+
+
+def _explain_low(low: int) -> str:
+    z = _guest().zones["Normal"]
+    quarter, scaled = z.min // 4, z.managed * 10 // 10000
+    return (f"low = min + max(min / 4, managed x watermark_scale_factor / 10000) = "
+            f"{z.min} + max({quarter}, {scaled}) = {low} (mm/page_alloc.c, "
+            f"__setup_per_zone_wmarks(); vm.watermark_scale_factor defaults to 10). "
+            f"high adds the same distance again: {z.high}.")
+
+
+low_watermark = ValueExercise(
+    "02.low_watermark",
+    "Given the min watermark and managed pages of the 4 GiB guest's ZONE_NORMAL, what is "
+    "its low watermark, in pages?",
+    _low_watermark, _explain_low,
+    _int_pages,
+    hints={9026: "managed / 1000 is the scaled distance, but the larger of it and min/4 "
+                 "wins."})
+
