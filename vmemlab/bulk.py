@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 _GFP_KSWAPD = int(Gfp.KSWAPD_RECLAIM)
 _ISOLATE = int(MigrateType.ISOLATE)
+_REBUILD_MIN = 64  # isolated pages freed at once, from which rebuilding pageblocks pays
 _FREE = int(PageState.FREE)
 # Few or long runs are marked slice by slice; many short ones by fancy indexing.
 _SLICE_RUNS = 32
@@ -290,7 +291,7 @@ def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
         mm.owner[zone_pfns] = -1
         mm.order[zone_pfns] = -1
         isolated = mm.pb_mt[zone_pfns >> pbo] == _ISOLATE
-        if isolated.any():
+        if np.count_nonzero(isolated) >= _REBUILD_MIN:  # else page by page is cheaper
             _free_into_isolated(zone, zone_pfns[isolated])
             zone_pfns = zone_pfns[~isolated]
             if not len(zone_pfns):

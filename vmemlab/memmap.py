@@ -147,6 +147,14 @@ class MemMap:
         self._reset(start, end, _PAGE_OFFLINE)
         self.owner[start:end] = owner
 
+    def mark_page_offline_pfns(self, pfns: np.ndarray, owner: int) -> None:
+        """Vectorized form of mark_page_offline for scattered pages (balloon)."""
+        self.state[pfns] = _PAGE_OFFLINE
+        self.order[pfns] = -1
+        self.kind[pfns] = _NONE
+        self.flags[pfns] = 0
+        self.owner[pfns] = owner
+
     def mark_free(self, start: Pfn, end: Pfn) -> None:
         """Pages join the buddy allocator (PageBuddy is set on heads separately)."""
         self._reset(start, end, _FREE)

@@ -229,7 +229,7 @@ class ProcFS:
                 ("nr_file_pages", file_pages),
                 ("nr_shmem", int(k[PageKind.SHMEM])),
                 ("nr_page_table_pages", int(k[PageKind.PAGETABLE])),
-                ("nr_balloon_pages", int(k[PageKind.BALLOON])))
+                ("nr_balloon_pages", self.m.balloon.actual if self.m.balloon else 0))
 
     def meminfo(self) -> str:
         """/proc/meminfo, the lines vmemlab models."""

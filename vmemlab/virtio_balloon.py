@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +37,7 @@ from .page_alloc import AllocRequest, alloc_block, prep_new_page, zone_uncharge
 
 if TYPE_CHECKING:
     from .machine import Machine
+    from .zone import Zone
 
 VIRTIO_BALLOON_ARRAY_PFNS_MAX = 256
 TELL_HOST_S_PER_PAGE = 2.3e-6     # 7 GB inflated in about 4.1 s with per-pfn requests
@@ -54,7 +56,7 @@ class VirtioBalloon:
         self.m = machine
         self.compaction = compaction
         self.num_pages = num_pages  # host: pages it wants in the balloon
-        self.pages: list[int] = []  # guest: balloon pages, most recent last
+        self._pages: dict[int, None] = {}  # guest: balloon pages, an ordered set
         self.out_of_puff = 0
         self._queued = False
         self._owner = machine.node.new_owner(PageKind.BALLOON, "virtio_balloon").id
@@ -67,11 +69,20 @@ class VirtioBalloon:
     def set_memory(self, target: int | str) -> None:
         """QEMU ``balloon <size>``: the guest should end with this much RAM.
 
-        QEMU: virtio_balloon_to_target()
+        The RAM it is measured from is get_current_ram_size(): ``-m`` plus
+        the pc-dimms (virtio-mem memory is not counted).  A target of 0 or
+        less is refused, as qmp_balloon() does.
+        QEMU: qmp_balloon(), virtio_balloon_to_target()
         """
-        ram = self.m.boot_memory
-        target = min(parse_size(target), ram)
-        self.set_num_pages((ram - target) >> 12)
+        size = parse_size(target)
+        if size <= 0:
+            raise ValueError(f"target={target!r}: Parameter 'target' expects a size")
+        ram = self.ram_size()
+        self.set_num_pages((ram - min(size, ram)) >> 12)
+
+    def ram_size(self) -> int:
+        """QEMU get_current_ram_size(): boot RAM plus every pc-dimm."""
+        return self.m.boot_memory + sum(d.size for d in self.m.dimms)
 
     def set_num_pages(self, num_pages: int) -> None:
         """Set the config field and notify the guest."""
@@ -83,11 +94,16 @@ class VirtioBalloon:
     @property
     def actual(self) -> int:
         """Pages in the balloon, as the guest reports them."""
-        return len(self.pages)
+        return len(self._pages)
+
+    @property
+    def pages(self) -> list[int]:
+        """The balloon's pages, the most recently inserted last."""
+        return list(self._pages)
 
     def info(self) -> str:
         """HMP ``info balloon``: the guest's memory in MiB."""
-        return f"balloon: actual={(self.m.boot_memory - (self.actual << 12)) >> 20}\n"
+        return f"balloon: actual={(self.ram_size() - (self.actual << 12)) >> 20}\n"
 
     # -- guest -------------------------------------------------------------------
     def queue_work(self) -> None:
@@ -123,37 +139,44 @@ class VirtioBalloon:
         if len(pfns) < num:
             self.out_of_puff += 1
             node.printk("virtio_balloon virtio1: Out of puff! Can't get 1 pages")
-        for pfn in pfns.tolist():
-            self._to_balloon(pfn)
-            self.pages.append(pfn)
+        self._to_balloon(pfns)
+        node.count_event("balloon_inflate", len(pfns))
         return len(pfns)
 
-    def _to_balloon(self, pfn: int) -> None:
-        """balloon_page_insert(): an allocated page becomes PageOffline, outside MemTotal."""
-        node = self.m.node
-        zone = node.page_zone(pfn)
-        zone_uncharge(zone, node.mm.kind[pfn:pfn + 1])
-        node.mm.mark_page_offline(pfn, pfn + 1, self._owner)
-        node.mm.kind[pfn] = PageKind.BALLOON
-        zone.managed_pages -= 1
+    def _to_balloon(self, pfns: np.ndarray) -> None:
+        """balloon_page_insert(): allocated pages become PageOffline, outside MemTotal."""
+        mm = self.m.node.mm
+        for zone, sel in self._by_zone(pfns):
+            zone_uncharge(zone, mm.kind[sel])
+            zone.managed_pages -= len(sel)
+        mm.mark_page_offline_pfns(pfns, self._owner)
+        mm.kind[pfns] = PageKind.BALLOON
+        self._pages.update(dict.fromkeys(pfns.tolist()))
 
     def _from_balloon(self, pfns: np.ndarray) -> None:
         """balloon_page_delete() and put_page(): back to the buddy, back in MemTotal."""
         node = self.m.node
+        node.mm.mark_allocated_pfns(pfns, PageKind.BALLOON, self._owner)
+        for zone, sel in self._by_zone(pfns):
+            zone.nr_kind[PageKind.BALLOON] += len(sel)
+            zone.managed_pages += len(sel)
         for pfn in pfns.tolist():
-            node.mm.mark_allocated(pfn, pfn + 1, PageKind.BALLOON, self._owner)
-            zone = node.page_zone(pfn)
-            zone.nr_kind[PageKind.BALLOON] += 1
-            zone.managed_pages += 1
+            del self._pages[pfn]
         free_pages_bulk(node, pfns)
+
+    def _by_zone(self, pfns: np.ndarray) -> list[tuple[Zone, np.ndarray]]:
+        node = self.m.node
+        zones = node.mm.pb_zone[pfns >> node.geo.pageblock_order]
+        return [(node.zones[z], pfns[zones == z]) for z in np.unique(zones).tolist()]
 
     def leak_balloon(self, num: int) -> int:
         """Take pages back from the host and free them, most recent first.
 
-        Kernel: leak_balloon()
+        Kernel: leak_balloon(), balloon_page_dequeue()
         """
-        out, self.pages = self.pages[len(self.pages) - num:], self.pages[:len(self.pages) - num]
+        out = list(islice(reversed(self._pages), num))
         self._from_balloon(np.array(sorted(out), np.int64))
+        self.m.node.count_event("balloon_deflate", len(out))
         return len(out)
 
     def migrate_page(self, src: int, gfp: int) -> tuple[int, int]:
@@ -168,10 +191,9 @@ class VirtioBalloon:
             return ENOMEM, -1
         zone, dst = got
         prep_new_page(zone, dst, req, self._owner)
-        self._to_balloon(dst)
-        self.pages.remove(src)
-        self.pages.append(dst)
+        self._to_balloon(np.array([dst], np.int64))
         self._from_balloon(np.array([src], np.int64))
+        node.count_event("balloon_migrate")
         return 0, dst
 
 

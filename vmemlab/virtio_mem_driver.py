@@ -44,6 +44,7 @@ from .constants import (
     PageKind,
     ZoneType,
     errname,
+    format_size,
 )
 from .contig import ContigRange
 from .page_offline import fake_online, set_fake_offline
@@ -405,8 +406,8 @@ class VirtioMemDriver:
                  if self.timer_due is not None else "no retry timer armed")
         last = ("not run yet" if self.last_rc is None else
                 f"{errname(self.last_rc)} ({RUN_WQ_ACTIONS.get(self.last_rc, 'device broken')})")
-        return (f"{self.name}: {self.mode.name}, plugged {self.plugged_size >> 20} MiB of "
-                f"requested {self.requested_size >> 20} MiB\n"
+        return (f"{self.name}: {self.mode.name}, plugged {format_size(self.plugged_size)} of "
+                f"requested {format_size(self.requested_size)}\n"
                 f"  last pass: {last}\n  {timer}; next wait {self.retry_timer_ms // 1000} s\n"
                 + ("  BROKEN\n" if self.broken else ""))
 
