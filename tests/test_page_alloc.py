@@ -176,3 +176,17 @@ def test_order_above_pageblock_is_freed_per_pageblock(any_kernel):
     m.node.mm.pb_mt[1] = MT.UNMOVABLE        # pretend the second half was retyped
     m.free_pages(pfn, 4)
     m.validate()
+
+
+def test_trace_can_start_after_setup_and_stop():
+    m = vm.Machine(boot_memory=256 * 4096, geometry="teaching", seed=0)
+    m.alloc_pages(2, "GFP_KERNEL")                      # not recorded
+    tr = m.start_trace()
+    m.step("start")
+    pfn = m.alloc_pages(0, "GFP_KERNEL")
+    m.step("one page")
+    assert [f.label for f in tr] == ["start", "one page"]
+    assert [(e.name, e.pfn) for e in tr.frames[1].events] == [("mm_page_alloc", pfn)]
+    assert m.stop_trace() is tr and not m.trace.enabled
+    m.alloc_pages(0, "GFP_KERNEL")
+    assert len(tr.events()) == 1

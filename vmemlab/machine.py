@@ -631,6 +631,21 @@ class Machine:
         return self.now - start
 
     # -- trace ---------------------------------------------------------------
+    def start_trace(self, trace: Trace | None = None) -> Trace:
+        """Start recording now (after a setup not worth tracing); returns the trace.
+
+        The first frame opens here; ``step(label)`` closes frames as usual.
+        """
+        self.trace = self._make_trace(trace or True)
+        self.node.trace = self.trace
+        return self.trace
+
+    def stop_trace(self) -> Trace | NullTrace:
+        """Stop recording; returns what was recorded (frames stay readable)."""
+        recorded, self.trace = self.trace, NullTrace()
+        self.node.trace = self.trace
+        return recorded
+
     def step(self, label: str = "") -> None:
         """Close a trace frame (a no-op unless the machine records a trace)."""
         self.trace.close_frame(label)
