@@ -119,7 +119,7 @@ def pageblock_chars(node: Node) -> np.ndarray:
     reserved = np.count_nonzero(state == PageState.RESERVED, axis=1)
     upper = np.array([MT_CHARS[MigrateType(t)] for t in range(len(MigrateType))])
     out = upper[mm.pb_mt]
-    out = np.where(used > 0, out, np.char.lower(out))
+    out = np.where(used + pgoff + reserved > 0, out, np.char.lower(out))  # lower: all free
     out = np.where(live + reserved == 0, "-", out)
     out = np.where((live + reserved == 0) & (pgoff > 0), "x", out)
     out = np.where((live + reserved + pgoff == 0) & (offline > 0), "o", out)
