@@ -489,3 +489,10 @@ def test_vmem_answers_equal_a_replay_on_a_fresh_machine(seed, kernel, online):
 def test_vmem_bad_input_exits_2(capsys, argv, message):
     rc, _, err = run(capsys, *argv)
     assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_buddy_header_counts_present_pages_and_says_grouping_is_off(capsys):
+    rc, out, _ = run(capsys, "buddy", "-m", "64k", "-s", "1")
+    assert rc == 0
+    assert "A teaching machine of 16 pages (64 KiB)" in out
+    assert "Grouping by mobility is off (fewer than 40 pages)" in out

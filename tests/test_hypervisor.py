@@ -118,7 +118,7 @@ def test_prealloc_without_host_memory_is_busy():
     d.requested_size = 64 * vm.MiB
     assert req(d, Req.PLUG, 0, 4).type == Resp.ACK
     assert req(d, Req.PLUG, 4, 1).type == Resp.BUSY
-    assert "preallocation failed" in m.dmesg()
+    assert "preallocation failed" in m.qemu_log() and "qemu" not in m.dmesg()
 
 
 def test_info_memory_devices_text(dev):
@@ -147,3 +147,26 @@ def test_device_placement_and_block_size_checks():
     with pytest.raises(ValueError, match="multiple"):
         m.add_virtio_mem(region_size=vm.GiB + vm.MiB)
     assert "memaddr: 0x380000000" in m.info_memory_devices()
+
+
+def test_device_without_a_guest_driver_answers_raw_requests():
+    m = vm.Machine(boot_memory=2 * vm.GiB, seed=0, trace=True)
+    dev = m.add_virtio_mem(region_size=1 * vm.GiB, guest_driver=False)
+    dev.requested_size = 4 * vm.MiB
+    m.settle()
+    assert dev.size == 0 and "no driver bound" in dev.driver.status()
+    assert str(dev.handle_request(Request(Req.PLUG, dev.addr, 1))) == "ACK"
+    assert str(dev.handle_request(Request(Req.STATE, dev.addr, 1))) == \
+        "ACK state=PLUGGED"
+    assert str(dev.handle_request(Request(Req.UNPLUG_ALL, 0, 0))) == "ACK"
+    assert dev.size == 0
+    names = [e.name for e in m.trace.events()]
+    assert names[-7:] == ["virtio_mem_state_request", "virtio_mem_state_response",
+                          "virtio_mem_send_response", "virtio_mem_unplug_all_request",
+                          "virtio_mem_unplugged_all", "virtio_mem_resized_usable_region",
+                          "virtio_mem_send_response"]
+    assert str(m.trace.events("virtio_mem_unplugged_all")[0]) == "virtio_mem_unplugged_all:"
+    assert str(m.trace.events("virtio_mem_resized_usable_region")[-1]) == (
+        "virtio_mem_resized_usable_region: old_size=0x10400000 new_size=0x10400000")
+    assert dev.handle_request(Request(7, dev.addr, 1)) is None and dev.broken
+    assert m.qemu_log() == "qemu-system-x86_64: unknown request type: 7\n"

@@ -190,3 +190,19 @@ def test_trace_can_start_after_setup_and_stop():
     assert m.stop_trace() is tr and not m.trace.enabled
     m.alloc_pages(0, "GFP_KERNEL")
     assert len(tr.events()) == 1
+
+
+def test_grouping_by_mobility_off_makes_every_pageblock_unmovable():
+    m = vm.Machine(boot_memory=vm.GiB, mobility_grouping=False, seed=0)
+    assert set(m.node.mm.pb_mt[m.node.mm.pb_zone != 255].tolist()) == {MT.UNMOVABLE}
+    pfn = m.alloc_pages(0, "GFP_HIGHUSER_MOVABLE")     # a movable request is Unmovable now
+    assert m.node.mm.pb_mt[pfn >> 9] == MT.UNMOVABLE
+    assert m.alloc_contig_range(0x20000, 0x20200) == 0   # undo keeps the block Unmovable
+    assert m.node.mm.pb_mt[0x20000 >> 9] == MT.UNMOVABLE
+    m.validate()
+
+
+def test_tiny_machine_switches_grouping_off_like_build_all_zonelists():
+    # 40 pages = pageblock_nr_pages (8) * MIGRATE_TYPES (5) on the teaching geometry
+    assert teaching(pages=32).node.page_group_by_mobility_disabled
+    assert not teaching(pages=64).node.page_group_by_mobility_disabled

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import Geometry, GiB, KiB, MiB, MigrateType, PageState, ZoneType
+from .constants import MIGRATE_TYPES, Geometry, GiB, KiB, MiB, MigrateType, PageState, ZoneType
 from .page_alloc import free_pages_ok
 
 if TYPE_CHECKING:
@@ -184,7 +184,22 @@ def free_area_init(node: Node, layout: BootLayout) -> None:
         zone.present_early_pages = zone.present_pages
         mm.set_zone(lo >> node.geo.pageblock_order << node.geo.pageblock_order,
                     -(-hi >> node.geo.pageblock_order) << node.geo.pageblock_order, zid)
-    mm.pb_mt[:] = MigrateType.MOVABLE
+    build_all_zonelists(node)
+    mm.pb_mt[:] = mm.pageblock_type(MigrateType.MOVABLE)
+
+
+def build_all_zonelists(node: Node) -> None:
+    """Switch grouping by mobility off on a machine too small for it.
+
+    Below pageblock_nr_pages * MIGRATE_TYPES pages (10 MiB on x86-64, 40
+    pages on the teaching geometry) grouping cannot help.  The kernel counts
+    the pages the zonelists can reach; vmemlab counts present pages.
+    Kernel: mm/page_alloc.c, build_all_zonelists()
+    """
+    total = sum(z.present_pages for z in node.zones)
+    if total < node.geo.pageblock_nr_pages * MIGRATE_TYPES:
+        node.page_group_by_mobility_disabled = True
+    node.mm.mobility_disabled = node.page_group_by_mobility_disabled
 
 
 def memblock_free_all(node: Node, layout: BootLayout) -> None:

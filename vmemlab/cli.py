@@ -30,7 +30,7 @@ from .cli_common import PROG, UsageError, count_arg, homework_ops, homework_pars
 from .cli_run import add_run
 from .cli_sweep import add_sweep
 from .cli_vmem import add_virtio_mem
-from .constants import TEACHING, format_size, parse_size
+from .constants import MIGRATE_TYPES, TEACHING, format_size, parse_size
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -155,11 +155,14 @@ def buddy_homework(seed: int = 0, num_ops: int = 10, percent_alloc: float = 50,
 
 
 def _describe(m: Machine) -> str:
-    geo, nr_pages = m.geometry, m.node.mm.nr_pfns
+    geo, nr_pages = m.geometry, sum(z.present_pages for z in m.node.zones)
+    grouping = ("Grouping by mobility is off (fewer than "
+                f"{geo.pageblock_nr_pages * MIGRATE_TYPES} pages): every pageblock is "
+                "Unmovable.\n" if m.node.page_group_by_mobility_disabled else "")
     return (f"A teaching machine of {nr_pages} pages ({format_size(nr_pages * geo.page_size)}), "
             f"one Normal zone from pfn 0x0:\npageblocks of {geo.pageblock_nr_pages} pages, "
             f"buddy blocks of order 0..{geo.max_page_order} (up to {geo.max_order_nr_pages} "
-            f"pages), Linux {m.profile.name} allocator.\n")
+            f"pages), Linux {m.profile.name} allocator.\n{grouping}")
 
 
 def _state(m: Machine) -> str:

@@ -69,6 +69,17 @@ class VirtioMemUnplugAllRequest(Event):
 
 
 @dataclass(frozen=True)
+class VirtioMemUnpluggedAll(Event):
+    name: ClassVar[str] = "virtio_mem_unplugged_all"
+
+
+@dataclass(frozen=True)
+class VirtioMemStateResponse(Event):
+    name: ClassVar[str] = "virtio_mem_state_response"
+    state: int
+
+
+@dataclass(frozen=True)
 class VirtioMemStateRequest(Event):
     name: ClassVar[str] = "virtio_mem_state_request"
     addr: int
@@ -118,6 +129,7 @@ class VirtioMemDevice:
         self.migrating = False
         self.broken = False
         self.on_config_change: Callable[[], None] | None = None
+        self.guest_driver = True   # False: the guest never binds virtio_mem to it
         self.usable_extent = 2 * machine.geometry.memory_block_size
         self.requests = 0
 
@@ -193,10 +205,11 @@ class VirtioMemDevice:
         elif req.type == VirtioMemReq.STATE:
             emit(VirtioMemStateRequest(req.addr, req.nb_blocks))
             resp = self._state_request(req.addr, req.nb_blocks)
+            if resp.type == VirtioMemResp.ACK:
+                emit(VirtioMemStateResponse(resp.state))
         else:
             self.broken = True    # virtio_error(): "unknown request type"
-            self.machine.node.printk(f"qemu: virtio-mem {self.name}: unknown request "
-                                     f"type: {req.type}")
+            self.machine.host_messages.append(f"unknown request type: {req.type}")
             return None
         emit(VirtioMemSendResponse(resp.type))
         return resp
@@ -232,7 +245,7 @@ class VirtioMemDevice:
         if not self.prealloc or self.host_memory is None:
             return True
         if self.size + size > self.host_memory:
-            self.machine.node.printk(f"qemu: virtio-mem {self.name}: preallocation failed")
+            self.machine.host_messages.append(f"virtio-mem {self.name}: preallocation failed")
             return False
         return True
 
@@ -246,6 +259,7 @@ class VirtioMemDevice:
                 return EBUSY
             self.bitmap[:] = False
             self.size = 0
+        self.machine.node.emit(VirtioMemUnpluggedAll())
         self.resize_usable_region(self._requested_size, can_shrink=True)
         return 0
 

@@ -177,6 +177,7 @@ class Machine:
         self.dimms: list[Dimm] = []
         self.virtio_mem: list[VirtioMemDevice] = []
         self.balloon: VirtioBalloon | None = None
+        self.host_messages: list[str] = []  # QEMU's stderr (error_report), not the guest's
         self._boot()
 
     def _boot(self) -> None:
@@ -296,8 +297,13 @@ class Machine:
                        block_size: int | str | None = None,
                        requested_size: int | str = 0, node: int = 0,
                        prealloc: bool = False,
-                       host_memory: int | str | None = None) -> VirtioMemDevice:
+                       host_memory: int | str | None = None,
+                       guest_driver: bool = True) -> VirtioMemDevice:
         """Plug a virtio-mem-pci device and bind the guest driver to it.
+
+        With ``guest_driver=False`` the guest never loads virtio_mem (on this
+        boot and after reboots): nothing answers config changes, and requests
+        can be sent to the device by hand (``dev.handle_request(Request(...))``).
 
         ``region_size`` is the memory backend's size (``max-size``);
         ``block_size`` defaults to the host's THP size (2 MiB on x86-64; one
@@ -321,6 +327,7 @@ class Machine:
         addr = self.allocate_device_region(region, block, name)
         host = None if host_memory is None else parse_size(host_memory)
         dev = VirtioMemDevice(self, name, region, addr, block, node, prealloc, host)
+        dev.guest_driver = guest_driver  # before the driver probes
         dev.memdev = f"/objects/mem{len(self.virtio_mem)}"
         dev.requested_size = requested_size      # before realize: just set
         dev.resize_usable_region(dev.requested_size, can_shrink=True)
@@ -419,6 +426,10 @@ class Machine:
     def pageblock_map(self) -> str:
         """One character per pageblock, one line per memory block."""
         return charmap.pageblock_map(self.node)
+
+    def qemu_log(self) -> str:
+        """What QEMU printed on its stderr (error_report()), one line per message."""
+        return "".join(f"qemu-system-x86_64: {line}\n" for line in self.host_messages)
 
     def dmesg(self) -> str:
         """The kernel log: the boot lines (e820 map, memory sizes), then runtime messages."""

@@ -34,7 +34,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import NO_ZONE, Geometry, MigrateType, PageKind, PageState, Pfn
+from .constants import (
+    MIGRATE_PCPTYPES,
+    NO_ZONE,
+    Geometry,
+    MigrateType,
+    PageKind,
+    PageState,
+    Pfn,
+)
 
 NO_OWNER = -1
 # Plain ints for array writes (numpy treats IntEnum members slowly).
@@ -43,6 +51,7 @@ _RESERVED = int(PageState.RESERVED)
 _FREE, _ALLOCATED, _PAGE_OFFLINE = (int(PageState.FREE), int(PageState.ALLOCATED),
                                     int(PageState.PAGE_OFFLINE))
 _NONE = int(PageKind.NONE)
+_UNMOVABLE = int(MigrateType.UNMOVABLE)
 
 
 class MemMap:
@@ -59,15 +68,16 @@ class MemMap:
         self.pb_mt = np.zeros(0, np.uint8)
         self.pb_zone = np.zeros(0, np.uint8)
         self.section_online = np.zeros(0, bool)
+        # page_group_by_mobility_disabled, mirrored here for set_pageblock_migratetype()
+        self.mobility_disabled = False
         self.grow(nr_pfns)
 
     # -- size ------------------------------------------------------------
     def grow(self, nr_pfns: int) -> None:
         """Extend the arrays to cover ``nr_pfns`` pfns (rounded up to a memory block).
 
-        New pfns are ABSENT and their pageblocks belong to no zone; boot
-        memmap_init_range() would mark pageblocks MOVABLE, which
-        ``init_pageblocks`` does when memory is added.
+        New pfns are ABSENT and their pageblocks belong to no zone; boot and
+        onlining give pageblocks their type (memmap_init_range()).
         """
         per_mb = self.geo.pages_per_memory_block
         nr_pfns = -(-nr_pfns // per_mb) * per_mb
@@ -102,9 +112,18 @@ class MemMap:
         """Kernel: include/linux/mmzone.h, get_pageblock_migratetype()"""
         return MigrateType(int(self.pb_mt[pfn >> self.geo.pageblock_order]))
 
+    def pageblock_type(self, mt: int) -> int:
+        """The type a pageblock really gets when set to ``mt``.
+
+        With grouping by mobility disabled, every per-cpu type (Unmovable,
+        Movable, Reclaimable) is stored as MIGRATE_UNMOVABLE.
+        Kernel: mm/page_alloc.c, set_pageblock_migratetype()
+        """
+        return _UNMOVABLE if self.mobility_disabled and mt < MIGRATE_PCPTYPES else int(mt)
+
     def set_pageblock_migratetype(self, pfn: Pfn, mt: MigrateType) -> None:
         """Kernel: mm/page_alloc.c, set_pageblock_migratetype()"""
-        self.pb_mt[pfn >> self.geo.pageblock_order] = mt
+        self.pb_mt[pfn >> self.geo.pageblock_order] = self.pageblock_type(mt)
 
     def change_pageblock_range(self, pfn: Pfn, order: int, mt: MigrateType) -> None:
         """Set the type of every pageblock in an order-``order`` block.
@@ -113,7 +132,7 @@ class MemMap:
         """
         first = pfn >> self.geo.pageblock_order
         count = max(1, 1 << (order - self.geo.pageblock_order))
-        self.pb_mt[first:first + count] = mt
+        self.pb_mt[first:first + count] = self.pageblock_type(mt)
 
     def set_section_online(self, start: Pfn, end: Pfn, online: bool) -> None:
         """Mark the sections covering ``[start, end)`` online or offline."""

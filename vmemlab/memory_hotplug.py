@@ -436,7 +436,7 @@ class MemoryHotplug:
         if rc:
             self.memory_notify(MEM_CANCEL_ONLINE, start, nr)
             mm.set_zone(start, start + nr, 255)
-            mm.pb_mt[start >> pbo:(start + nr) >> pbo] = MigrateType.MOVABLE
+            mm.pb_mt[start >> pbo:(start + nr) >> pbo] = mm.pageblock_type(MigrateType.MOVABLE)
             zone.zone_start_pfn, zone.spanned_pages = span
             return rc
         zone.nr_isolate_pageblock += nr >> pbo
@@ -600,7 +600,7 @@ class MemoryHotplug:
         mm.set_section_online(start, end, False)
         pbo = geo.pageblock_order
         zone.nr_isolate_pageblock -= (end - start) >> pbo
-        mm.pb_mt[start >> pbo:end >> pbo] = MigrateType.MOVABLE
+        mm.pb_mt[start >> pbo:end >> pbo] = mm.pageblock_type(MigrateType.MOVABLE)
         mm.set_zone(start, end, 255)
         zone.managed_pages -= managed
         zone.present_pages -= end - start

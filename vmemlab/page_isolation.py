@@ -117,6 +117,7 @@ def move_freepages_block_isolate(zone: Zone, pfn: int, mt: int) -> bool:
     """
     node = zone.node
     mm, geo = node.mm, node.geo
+    mt = mm.pageblock_type(mt)  # lists follow the type the block really gets
     start = pfn >> geo.pageblock_order << geo.pageblock_order
     if not (zone.spans(start) and zone.spans(start + geo.pageblock_nr_pages - 1)):
         return False
@@ -318,7 +319,7 @@ def undo_isolate_page_range(node: Node, start: int, end: int,
     has_free = np.any(mm.state[iso_start:iso_end].reshape(-1, pb) == _FREE, axis=1)
     # Blocks without free pages only change type (nothing to move or merge).
     quiet = blocks[isolated & ~has_free]
-    mm.pb_mt[quiet] = mt
+    mm.pb_mt[quiet] = mm.pageblock_type(mt)
     zones = mm.pb_zone[quiet]
     for zid in np.flatnonzero(np.bincount(zones, minlength=1)).tolist():
         node.zones[zid].nr_isolate_pageblock -= int(np.count_nonzero(zones == zid))

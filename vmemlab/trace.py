@@ -24,7 +24,8 @@ from .constants import MigrateType, errname, format_size
 from .gfp import format_gfp
 
 _HEX_FIELDS = frozenset({"pfn", "start_pfn", "end_pfn", "src_pfn", "dst_pfn", "fin_pfn",
-                         "addr", "outer_start", "outer_end"})
+                         "addr", "outer_start", "outer_end",
+                         "old_size", "new_size"})  # QEMU prints these two in hex
 _MT_FIELDS = frozenset({"migratetype", "alloc_migratetype", "fallback_migratetype"})
 
 
@@ -35,8 +36,8 @@ class Event:
     name: ClassVar[str] = "event"
 
     def __str__(self) -> str:
-        return f"{self.name}: " + " ".join(
-            f"{f.name}={_fmt(f.name, getattr(self, f.name))}" for f in fields(self))
+        args = " ".join(f"{f.name}={_fmt(f.name, getattr(self, f.name))}" for f in fields(self))
+        return f"{self.name}: {args}" if args else f"{self.name}:"
 
     def asdict(self) -> dict[str, Any]:
         """The event as plain data, with its tracepoint name."""

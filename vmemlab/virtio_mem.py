@@ -76,11 +76,11 @@ class Response:
     """struct virtio_mem_resp: a type and, for STATE, the state."""
 
     type: int
-    state: int = 0
+    state: int | None = None   # only a STATE request's ACK carries one
 
     def __str__(self) -> str:
         text = VirtioMemResp(self.type).name
-        if self.type == VirtioMemResp.ACK and self.state:
+        if self.state is not None:
             text += f" state={VirtioMemState(self.state).name}"
         return text
 

@@ -100,7 +100,7 @@ class VirtioMemDriver:
         self.contig_owner.contig = True
         self.mode = None
         self.group = None
-        self.probe_rc = self.probe()
+        self.probe_rc = self.probe() if device.guest_driver else None
 
     # -- probe -----------------------------------------------------------------
     def probe(self) -> int:
@@ -400,6 +400,8 @@ class VirtioMemDriver:
 
     def status(self) -> str:
         """The driver's state in a few lines: mode, sizes, last result, timer."""
+        if self.probe_rc is None:
+            return f"{self.name}: no driver bound (the guest did not load virtio_mem)\n"
         if self.mode is None:
             return f"{self.name}: probe failed ({errname(self.probe_rc)}), driver not bound\n"
         timer = (f"retry timer fires at t={self.timer_due:.1f} s"

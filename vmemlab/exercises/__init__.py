@@ -140,8 +140,8 @@ class FunctionExercise(Exercise):
     """Write a function; it must agree with the kernel's on every case.
 
     ``cases()`` lists the calls and the model's results; ``explain(case)``
-    says what the kernel does in the first case that differs; ``reference``
-    is a one-line model answer shown by ``reveal``.  A function that raises
+    says what the kernel (or ``authority``) does in the first case that
+    differs; ``reference`` is a one-line model answer shown by ``reveal``.  A function that raises
     (nbgrader's ``NotImplementedError`` stub included) gets feedback.
     """
 
@@ -151,6 +151,7 @@ class FunctionExercise(Exercise):
     cases: Callable[[], Iterable[Case]]
     explain: Callable[[Case], str]
     reference: str
+    authority: str = "the kernel"  # whose code the cases come from (QEMU for the device)
 
     def __post_init__(self) -> None:
         register(self)
@@ -168,9 +169,10 @@ class FunctionExercise(Exercise):
             except Exception as err:  # the student's code: report it, never crash
                 return Feedback(False, f"{call} raised {type(err).__name__}: {err}")
             if got != case.want:
-                return Feedback(False, f"{call} returned {got!r}, the kernel gets "
+                return Feedback(False, f"{call} returned {got!r}, {self.authority} gets "
                                        f"{case.want!r}. {self.explain(case)}")
-        return Feedback(True, f"{self.name} agrees with the kernel on all {len(cases)} cases.")
+        return Feedback(True, f"{self.name} agrees with {self.authority} on all "
+                              f"{len(cases)} cases.")
 
     def reveal(self) -> Feedback:
         return Feedback(True, f"One way to write it: {self.reference}")

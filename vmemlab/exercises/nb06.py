@@ -466,4 +466,4 @@ qemu_response = FunctionExercise(
     'if nb == 0 or first < 0 or first + nb > usable: return "ERROR"; '
     'if kind == "PLUG" and plugged.count("#") + nb > requested: return "NACK"; '
     'if any(c != ("." if kind == "PLUG" else "#") for c in plugged[first:first + nb]): '
-    'return "ERROR"; return "BUSY" if busy else "ACK"')
+    'return "ERROR"; return "BUSY" if busy else "ACK"', authority="QEMU")
