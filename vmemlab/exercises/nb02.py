@@ -18,6 +18,7 @@ from vmemlab.constants import GiB
 from vmemlab.page_alloc import find_buddy_pfn
 
 from . import Case, FunctionExercise, ValueExercise
+from .answers import whole_number
 
 PAGES = 64
 USER = "GFP_HIGHUSER_MOVABLE"
@@ -39,21 +40,10 @@ def free_blocks(m: vm.Machine, start: int = 0, end: int | None = None) -> list[t
     return sorted(out)
 
 
-def _order(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("an order is a whole number, 0 to 4 here")
-    if not 0 <= x <= 4:
-        raise ValueError("orders on the teaching geometry run from 0 to 4")
-    return x
+_order = whole_number("an order", 0, 4, "orders on the teaching geometry run from 0 to 4")
 
 
-def _pfn(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a pfn is a whole number")
-    if not 0 <= x < PAGES:
-        raise ValueError(f"this machine has pfns 0 to {PAGES - 1}")
-    return x
-
+_pfn = whole_number("a pfn", 0, PAGES - 1, f"this machine has pfns 0 to {PAGES - 1}")
 
 def _pfns(x: object) -> tuple[int, ...]:
     if isinstance(x, (str, bytes)) or not hasattr(x, "__iter__"):
@@ -224,13 +214,7 @@ buddyinfo_after = ValueExercise(
 
 
 # -- 02.low_watermark -----------------------------------------------------
-def _int_pages(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a watermark is a whole number of pages")
-    if x < 0:
-        raise ValueError("a watermark is never negative")
-    return x
-
+_int_pages = whole_number("a watermark", out_of_range="a watermark is never negative")
 
 @cache
 def _guest() -> vm.Machine:

@@ -18,6 +18,7 @@ from vmemlab.constants import GiB, MigrateType
 from vmemlab.metrics import fragmentation_index, unusable_index
 
 from . import Case, FunctionExercise, ValueExercise
+from .answers import whole_number
 
 TEACH_PAGES = 64
 KERNEL_GFP = "GFP_KERNEL"
@@ -126,21 +127,11 @@ def _milli(x: object) -> Milli:
     return Milli(value)
 
 
-def _count(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a count is a whole number")
-    if x < 0:
-        raise ValueError("a count is never negative")
-    return x
+_count = whole_number("a count")
 
 
-def _pfn(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a pfn is a whole number")
-    if not 0 <= x < TEACH_PAGES:
-        raise ValueError(f"this machine has pfns 0 to {TEACH_PAGES - 1}")
-    return x
-
+_pfn = whole_number("a pfn", 0, TEACH_PAGES - 1,
+                    f"this machine has pfns 0 to {TEACH_PAGES - 1}")
 
 _COMPARE = {"fewer": "fewer", "less": "fewer", "<": "fewer", "same": "same",
             "about the same": "same", "=": "same", "more": "more", ">": "more"}

@@ -9,10 +9,11 @@ explanation, comes from running the model.
 from __future__ import annotations
 
 import vmemlab as vm
-from vmemlab.constants import Errno, errname
+from vmemlab.constants import errname
 from vmemlab.page_isolation import isolation_range as _isolation_range
 
 from . import Case, FunctionExercise, ValueExercise
+from .answers import Rc, errno_rc, whole_number
 
 PHASES = ("isolate", "drain", "migrate", "test", "take", "trim", "undo")
 TEACH_PAGES = 256
@@ -38,50 +39,7 @@ def machine(trace: bool = False) -> vm.Machine:
 
 
 # -- answer forms ----------------------------------------------------------
-class Rc(int):
-    """A kernel return code that prints as the kernel's name for it ("-EBUSY")."""
-
-    def __repr__(self) -> str:
-        return errname(int(self))
-
-    __str__ = __repr__
-
-
-def errno_rc(x: object) -> Rc:
-    """A return code as the kernel gives it: 0 or a negative errno.
-
-    Accepts 0, -16, vm.EBUSY, "EBUSY" or "-EBUSY".
-    """
-    return Rc(_errno_value(x))
-
-
-def _errno_value(x: object) -> int:
-    if isinstance(x, bool):
-        raise TypeError("a return code is 0 or a negative errno such as -EBUSY")
-    if isinstance(x, str):
-        name = x.strip().lstrip("-").upper()
-        if name == "0":
-            return 0
-        if name not in Errno.__members__:
-            raise ValueError(f"{x!r} is not an errno name this lab knows "
-                             f"({', '.join('-' + n for n in Errno.__members__)})")
-        return -int(Errno[name])
-    if not isinstance(x, int):
-        raise TypeError("a return code is 0 or a negative errno such as -EBUSY")
-    if x > 0:
-        raise ValueError("kernel functions return errors as negative numbers: "
-                         f"-{x}, not {x}")
-    if x < 0 and -x not in Errno._value2member_map_:
-        raise ValueError(f"{x} is not an errno this lab knows")
-    return x
-
-
-def _count(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a number of pages is a whole number")
-    if x < 0:
-        raise ValueError("a number of pages cannot be negative")
-    return x
+_count = whole_number("a number of pages")
 
 
 def _phase(x: object) -> str:

@@ -13,7 +13,7 @@ import vmemlab as vm
 from vmemlab.constants import ZoneType
 
 from . import Case, FunctionExercise, ValueExercise
-from .nb04 import Rc, errno_rc
+from .answers import Rc, errno_rc, whole_number
 
 MEM = "/sys/devices/system/memory"
 BLOCK = 128 * vm.MiB
@@ -34,12 +34,7 @@ def kernel_early_pages(m: vm.Machine) -> int:
     return sum(z.present_early_pages for z in m.node.zones if z.idx != ZoneType.MOVABLE)
 
 
-def _count(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("the answer is a whole number")
-    if x < 0:
-        raise ValueError("the answer cannot be negative")
-    return x
+_count = whole_number("the answer", out_of_range="the answer cannot be negative")
 
 
 # -- 05.memmap_kb -------------------------------------------------------------

@@ -19,11 +19,12 @@ from functools import lru_cache
 from typing import Any
 
 import vmemlab as vm
-from vmemlab.constants import Errno, GiB, MiB, errname, format_size
+from vmemlab.constants import GiB, MiB, errname, format_size
 from vmemlab.profiles import PROFILES, KernelProfile
 from vmemlab.realmem.proctext import parse_pagetypeinfo
 
 from . import Case, FunctionExercise, ValueExercise
+from .answers import Rc, errno_rc, whole_number
 
 KERNELS = ("5.8", "6.12")
 
@@ -123,53 +124,12 @@ def _mib(x: object) -> int:
     return x
 
 
-class Rc(int):
-    """A return code that prints as the kernel names it: -EBUSY, or 0."""
-
-    def __repr__(self) -> str:
-        return errname(int(self)) if self else "0"
-
-    __str__ = __repr__
-
-
-def _rc(x: object) -> Rc:
-    """0 or a negative errno: 0, -16, vm.EBUSY, "EBUSY", "-EBUSY"."""
-    return Rc(_rc_value(x))
-
-
-def _rc_value(x: object) -> int:
-    if isinstance(x, str):
-        name = x.strip().lstrip("-").upper()
-        if name == "0":
-            return 0
-        if name not in Errno.__members__:
-            raise ValueError(f"{x!r} is not an errno name (EBUSY, EINVAL, ENOMEM, ...)")
-        return -int(Errno[name])
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a return code is 0 or a negative errno such as -EBUSY")
-    if x > 0:
-        raise ValueError(f"kernel functions return errors as negative numbers: -{x}")
-    if x and -x not in Errno._value2member_map_:
-        raise ValueError(f"{x} is not an errno this lab knows")
-    return x
-
-
 def _count(limit: int) -> Any:
-    def accept(x: object) -> int:
-        if isinstance(x, bool) or not isinstance(x, int):
-            raise TypeError("a count is a whole number")
-        if not 0 <= x <= limit:
-            raise ValueError(f"this machine has {limit} pageblocks")
-        return x
-    return accept
-
+    return whole_number("a count", 0, limit, f"this machine has {limit} pageblocks")
 
 def _pfn(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a pfn is a whole number")
-    if not 0 <= x < TEACH_PAGES:
-        raise ValueError(f"this machine has pfns 0 to {TEACH_PAGES - 1}")
-    return x
+    return whole_number("a pfn", 0, TEACH_PAGES - 1,
+                        f"this machine has pfns 0 to {TEACH_PAGES - 1}")(x)
 
 
 def _show_rc(rc: int) -> str:
@@ -397,7 +357,7 @@ isolation_rc = ValueExercise(
     "10.isolation_rc",
     "A kernel page sits at pfn 0; pfns 1-15 are free.  What does alloc_contig_range(8, 16) "
     "return: (on 5.8, on 6.12)?",
-    _isolation, _explain_isolation, _pair(_rc, "return codes"),
+    _isolation, _explain_isolation, _pair(errno_rc, "return codes"),
     hints=PairHints(_isolation, ({0: "in 5.8 the isolated range is rounded out to the "
                                      "MAX_ORDER-aligned block, which includes pfn 0."},
                                  {vm.EBUSY: "6.12 isolates pageblock granularity: only "

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..constants import PageState
 from ..snapshot import RealSnapshot, load_snapshot
 from . import ValueExercise
+from .answers import whole_number
 
 SNAPSHOT = (Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "snapshot"
             / "fc-6.18-24g.npz")
@@ -28,12 +29,7 @@ def snapshot() -> RealSnapshot:
     return load_snapshot(SNAPSHOT)
 
 
-def _whole(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("the answer is a whole number")
-    if x < 0:
-        raise ValueError("a count is never negative")
-    return x
+_whole = whole_number("the answer", out_of_range="a count is never negative")
 
 
 def _zone(x: object) -> str:
