@@ -45,6 +45,7 @@ _order = whole_number("an order", 0, 4, "orders on the teaching geometry run fro
 
 _pfn = whole_number("a pfn", 0, PAGES - 1, f"this machine has pfns 0 to {PAGES - 1}")
 
+
 def _pfns(x: object) -> tuple[int, ...]:
     if isinstance(x, (str, bytes)) or not hasattr(x, "__iter__"):
         raise TypeError("list the pfns, e.g. [3, 5]")
