@@ -9,7 +9,7 @@ import pytest
 import vmemlab as vm
 from tests.conftest import teaching
 from vmemlab.viz.classes import CellClass
-from vmemlab.viz.widgets import TraceViewer
+from vmemlab.viz.widgets import TraceComparison, TraceViewer
 
 
 def recorded(record_every: int = 1) -> vm.Machine:
@@ -153,3 +153,39 @@ def test_subblock_zoom_needs_frames_with_the_device():
     with pytest.raises(ValueError, match="frame 0 \\(before the device\\) has no virtio-mem"):
         TraceViewer(m.trace, zoom="subblock")
     assert TraceViewer(m.trace.frames[1:], zoom="subblock").index == 0
+
+
+# -- what-if runs side by side ----------------------------------------------------------
+def policy_run(online: str) -> vm.Machine:
+    """The same seed and steps; only auto_online_blocks differs."""
+    m = teaching(trace=True, auto_online_blocks=online)
+    dev = m.add_virtio_mem(region_size=8 * 64 * 4096, requested_size=4 * 64 * 4096)
+    m.settle()
+    m.step("plugged 1 MiB")
+    m.activity("slab", size=300 * 4096)
+    m.step("kmalloc 1200 KiB")
+    dev.requested_size = 0
+    m.settle()
+    m.step("qom-set 0")
+    return m
+
+
+def test_trace_comparison_steps_every_trace_together():
+    cmp = TraceComparison({"ZONE_NORMAL": policy_run("online"),
+                           "ZONE_MOVABLE": policy_run("online_movable")}, zoom="subblock",
+                          content=True)
+    assert cmp.steps == 3
+    assert repr(cmp) == "TraceComparison(ZONE_NORMAL, ZONE_MOVABLE: 3 steps, step 0)"
+    png = {n: cmp.images[n].value for n in cmp.names}
+    cmp.slider.value = 2
+    assert all(cmp.images[n].value != png[n] for n in cmp.names)
+    normal = cmp.renderers["ZONE_NORMAL"].grid
+    movable = cmp.renderers["ZONE_MOVABLE"].grid
+    assert int((normal.cells == CellClass.UNMOVABLE).sum()) > 0     # kmalloc stuck it
+    assert int((movable.cells != CellClass.NOT_PRESENT).sum()) == 0  # all unplugged
+    text = cmp.summary()
+    assert "ZONE_NORMAL, step 2/2: qom-set 0" in text
+    assert "vmem0 size 0 of requested 0" in text
+    assert cmp.captions["ZONE_MOVABLE"].value.startswith("ZONE_MOVABLE, step 2/2")
+    with pytest.raises(ValueError, match="at least two"):
+        TraceComparison({"one": policy_run("online")})

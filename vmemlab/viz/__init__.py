@@ -17,7 +17,8 @@ snapshot or frame), ``grid`` (heatmap grids, overlays as data),
 ``fragdata`` (buddyinfo/pagetypeinfo as arrays, indices over time).
 Drawing: ``palette``, ``figures``, ``heatmap``, ``subblocks``,
 ``migration``, ``fragplots``, ``render``; widgets: ``widgets``
-(TraceViewer), ``panel`` (HypervisorPanel).  Names below are loaded on first use, so importing
+(TraceViewer, TraceComparison for what-if runs side by side), ``panel``
+(HypervisorPanel).  Names below are loaded on first use, so importing
 ``vmemlab.viz.grid`` does not import matplotlib.
 """
 
@@ -46,7 +47,7 @@ _EXPORTS = {
     "draw_free_blocks": "fragplots", "draw_fragmentation": "fragplots",
     "draw_timeseries": "fragplots",
     "HeatmapRenderer": "render",
-    "TraceViewer": "widgets",
+    "TraceViewer": "widgets", "TraceComparison": "widgets",
     "DeviceSpan": "source", "vmem_views": "source", "range_outline": "grid",
     "SubblockGrid": "vmemgrid", "subblock_grid": "vmemgrid", "subblock_overlay": "vmemgrid",
     "subblock_summary": "vmemgrid",

@@ -25,6 +25,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..constants import format_size
 from .grid import heatmap_summary
 from .render import HeatmapRenderer
 from .source import vmem_views
@@ -185,3 +186,90 @@ def _check_devices(frames: list[Any], state_at: list[int]) -> None:
 def _proc_options(state: Any) -> tuple[str, ...]:
     extra = [k for k, v in sorted(getattr(state, "extra", {}).items()) if isinstance(v, str)]
     return PROC_FILES + tuple(k for k in extra if k not in PROC_FILES)
+
+
+class TraceComparison(widgets.VBox):
+    """Replay two or more traces side by side, one step slider for all: what-if runs.
+
+    ``traces`` maps a name (the policy, the kernel...) to a trace, a machine
+    recorded with ``trace=True`` or a list of frames, recorded with the same
+    steps (the same seed and the same workload, one setting changed).  Each
+    gets its own image (``zoom`` and ``heatmap_kw`` as in TraceViewer, the
+    subblock zoom included) and caption; the slider shows step ``i`` of
+    every trace.  Tests set ``cmp.slider.value`` and read ``cmp.images``.
+    """
+
+    def __init__(self, traces: Any, zoom: str = "pageblock", *, interval: int = 900,
+                 figsize: tuple[float, float] = (4.6, 4.6), **heatmap_kw: Any) -> None:
+        items = list(traces.items()) if hasattr(traces, "items") else list(traces)
+        if len(items) < 2:
+            raise ValueError("compare at least two traces: pass {name: trace, ...}")
+        self.names = [str(n) for n, _ in items]
+        self.frames = {n: _frames(t) for n, (_, t) in zip(self.names, items, strict=True)}
+        self.steps = min(len(f) for f in self.frames.values())
+        self._state_at = {n: _state_indices(f) for n, f in self.frames.items()}
+        if zoom == "subblock":
+            for n in self.names:
+                _check_devices(self.frames[n], self._state_at[n])
+        self.renderers = {n: HeatmapRenderer(self.frames[n][self._state_at[n][0]], zoom,
+                                             figsize=figsize, title=n, legend="below",
+                                             **heatmap_kw)
+                          for n in self.names}
+        self.play = widgets.Play(value=0, min=0, max=self.steps - 1, step=1, interval=interval,
+                                 description="play")
+        self.slider = widgets.IntSlider(value=0, min=0, max=self.steps - 1, description="step",
+                                        continuous_update=False)
+        self.link = widgets.jslink((self.play, "value"), (self.slider, "value"))
+        self.slider.observe(lambda c: self.show(int(c["new"])), names="value")
+        width = f"{100 // len(self.names)}%"
+        self.images = {n: widgets.Image(format="png", layout=widgets.Layout(width=width))
+                       for n in self.names}
+        self.captions = {n: widgets.HTML(layout=widgets.Layout(width=width)) for n in self.names}
+        self.table = widgets.HTML()
+        super().__init__(children=[
+            widgets.HBox([self.play, self.slider]),
+            widgets.HBox([self.captions[n] for n in self.names]),
+            widgets.HBox([self.images[n] for n in self.names]),
+            self.table])
+        self.show(0)
+
+    @property
+    def index(self) -> int:
+        return int(self.slider.value)
+
+    def show(self, index: int) -> None:
+        """Show step ``index`` of every trace."""
+        for n in self.names:
+            frame = self.frames[n][self._state_at[n][index]]
+            self.images[n].value = self.renderers[n].update(frame)
+            self.captions[n].value = html.escape(self.caption_text(n, index))
+        self.table.value = _pre(self.table_text(index))
+
+    def caption_text(self, name: str, index: int) -> str:
+        frame = self.frames[name][index]
+        return f"{name}, step {index}/{self.steps - 1}: {frame.label or '(no label)'}"
+
+    def table_text(self, index: int) -> str:
+        """One row per trace: the step's time and each virtio-mem device's sizes."""
+        rows = []
+        width = max(len(n) for n in self.names)
+        for n in self.names:
+            frame = self.frames[n][self._state_at[n][index]]
+            sizes = ", ".join(f"{v.name} size {_mib(v.plugged_size)} of requested "
+                              f"{_mib(v.requested_size)}" for v in vmem_views(frame))
+            rows.append(f"{n:<{width}}  t = {self.frames[n][index].time:9.3f} s  "
+                        + (sizes or "(no virtio-mem device)"))
+        return "\n".join(rows)
+
+    def summary(self) -> str:
+        """The captions and the table of the step shown (text for notebooks)."""
+        return "\n".join(self.caption_text(n, self.index) for n in self.names) + "\n" + \
+            self.table_text(self.index) + "\n"
+
+    def __repr__(self) -> str:
+        return (f"TraceComparison({', '.join(self.names)}: {self.steps} steps, "
+                f"step {self.index})")
+
+
+def _mib(nbytes: int) -> str:
+    return format_size(nbytes) if nbytes else "0"
