@@ -44,7 +44,10 @@ C = CellClass
 CONTENT_CLASSES = (C.NOT_PRESENT, C.PAGE_OFFLINE, C.SB_PLUGGED, C.OFFLINE, C.FREE, C.ISOLATED,
                    C.MOVABLE, C.RECLAIMABLE, C.UNMOVABLE, C.PINNED, C.RESERVED, C.SB_KERNEL,
                    C.SB_MOVABLE)
-STRIP_X = (-1.9, -1.1)      # the block-state strip, left of column 0, in cell units
+def strip_x(width: int) -> tuple[float, float]:
+    """Where the block-state strip goes, left of column 0, in cell units (about 2% wide)."""
+    w = max(0.25, 0.02 * width)
+    return -0.5 - 1.5 * w, -0.5 - 0.5 * w
 _HALO = [patheffects.withStroke(linewidth=3.2, foreground="#FFFFFF")]
 
 
@@ -74,25 +77,28 @@ class SubblockArtists:
 
 def draw_subblocks(ax: Any, src: Any, device: int | str | Any = 0, *, content: bool = False,
                    max_side: int = MAX_SIDE, legend: bool | str = True,
-                   hatch_max_cells: int = HATCH_MAX_CELLS,
-                   title: str | None = None) -> SubblockArtists:
+                   hatch_max_cells: int = HATCH_MAX_CELLS, title: str | None = None,
+                   compact: bool = False) -> SubblockArtists:
     """Draw the subblock map of one virtio-mem device of ``src`` (Machine, Snapshot, Frame).
 
     ``content=True`` colours plugged online subblocks by what their pages
     hold (free, movable, unmovable...) instead of by their block's zone.
     ``legend`` is True (to the right), "below" (under the figure) or False.
+    ``compact`` leaves out the address axis and shortens the axis labels,
+    for maps side by side.
     """
     grid = subblock_grid(src, device, content=content, max_side=max_side)
+    sx = strip_x(grid.width)
     options = {"device": grid.device, "content": content, "max_side": max_side,
-               "hatch_max_cells": hatch_max_cells}
+               "hatch_max_cells": hatch_max_cells, "strip_x": sx}
     cmap, norm = class_cmap()
     ax.set_facecolor("#FFFFFF")
     image = ax.imshow(grid.cells, cmap=cmap, norm=norm, interpolation="nearest",
                       aspect="auto")
     strip = ax.imshow(grid.strip.reshape(-1, 1), cmap=cmap, norm=norm,
                       interpolation="nearest", aspect="auto",
-                      extent=(*STRIP_X, grid.rows - 0.5, -0.5))
-    hatches = _draw_hatches(ax, grid, hatch_max_cells) + _strip_hatches(ax, grid)
+                      extent=(*sx, grid.rows - 0.5, -0.5))
+    hatches = _draw_hatches(ax, grid, hatch_max_cells) + _strip_hatches(ax, grid, sx)
     ov = subblock_overlay(grid)
     block_lines = ax.add_collection(LineCollection(ov.block_paths, colors=BLOCK_LINE,
                                                    linewidths=0.5))
@@ -102,8 +108,8 @@ def draw_subblocks(ax: Any, src: Any, device: int | str | Any = 0, *, content: b
     device_line = ax.add_collection(LineCollection(
         [p for p in (ov.device_path,) if p is not None], colors=DEVICE_LINE, linewidths=2.0,
         path_effects=_HALO))
-    address_axis = _label_axes(ax, grid)
-    ax.set_xlim(STRIP_X[0] - 0.1, grid.width - 0.5)
+    address_axis = _label_axes(ax, grid, compact)
+    ax.set_xlim(sx[0] - 0.05 * (sx[1] - sx[0]) - 0.02, grid.width - 0.5)
     ax.set_ylim(grid.rows - 0.5, -0.5)
     ax.set_title(title or f"{grid.device}: {grid.column_name}s ({grid.view.mode})",
                  fontsize="medium")
@@ -133,7 +139,8 @@ def update_subblocks(art: SubblockArtists, src: Any) -> SubblockGrid:
     art.strip.set_data(grid.strip.reshape(-1, 1))
     for h in art.hatches:
         h.remove()
-    art.hatches = _draw_hatches(art.ax, grid, o["hatch_max_cells"]) + _strip_hatches(art.ax, grid)
+    art.hatches = (_draw_hatches(art.ax, grid, o["hatch_max_cells"])
+                   + _strip_hatches(art.ax, grid, o["strip_x"]))
     ov = subblock_overlay(grid)
     if art.overlay is None or not _same_path(ov.usable_path, art.overlay.usable_path):
         art.usable_line.set_segments([p for p in (ov.usable_path,) if p is not None])
@@ -147,12 +154,12 @@ def _same_path(a: np.ndarray | None, b: np.ndarray | None) -> bool:
                                          and a.shape == b.shape and bool((a == b).all()))
 
 
-def _strip_hatches(ax: Any, grid: SubblockGrid) -> list[Any]:
+def _strip_hatches(ax: Any, grid: SubblockGrid, sx: tuple[float, float]) -> list[Any]:
     """The kernel-zone hatch on strip rows too, so zone never relies on hue alone."""
     rows = np.flatnonzero(grid.strip == C.SB_KERNEL)
     if not rows.size or grid.rows > 64:
         return []
-    x0, x1 = STRIP_X
+    x0, x1 = sx
     rects = [Rectangle((x0, r - 0.5), x1 - x0, 1.0) for r in rows.tolist()]
     return [ax.add_collection(PatchCollection(rects, facecolor="none",
                                               edgecolor=HATCH_EDGE[C.SB_KERNEL],
@@ -160,16 +167,20 @@ def _strip_hatches(ax: Any, grid: SubblockGrid) -> list[Any]:
                                               linewidth=0.0))]
 
 
-def _label_axes(ax: Any, grid: SubblockGrid) -> Any:
-    """Memory block ids on the left, physical addresses on the right, columns below."""
+def _label_axes(ax: Any, grid: SubblockGrid, compact: bool = False) -> Any:
+    """Memory block ids on the left, physical addresses on the right, columns below.
+
+    ``compact``: no address axis (None is returned) and short axis labels.
+    """
     step = 1
     while -(-grid.rows // step) > 12:
         step *= 2
     rows = list(range(0, grid.rows, step))
     left, right_labels = row_labels(grid, rows)
     ax.set_yticks(rows, labels=left, fontsize="x-small")
-    ax.set_ylabel(f"{grid.unit_name} (first memory block of the row)" if grid.view.mode == "BBM"
-                  else "memory block", fontsize="small")
+    if not compact:
+        ax.set_ylabel(f"{grid.unit_name} (first memory block of the row)"
+                      if grid.view.mode == "BBM" else "memory block", fontsize="small")
     cstep = 1
     while -(-grid.width // cstep) > 8:
         cstep *= 2
@@ -177,8 +188,12 @@ def _label_axes(ax: Any, grid: SubblockGrid) -> Any:
     ax.set_xticks(cols, labels=[str(c) for c in cols], fontsize="x-small")
     per = (f"{grid.units_per_row} {grid.unit_name}s per row, " if grid.units_per_row > 1
            else "")
-    ax.set_xlabel(f"{grid.column_name} in the {grid.unit_name} ({per}one cell = "
-                  f"{format_size(grid.pages_per_cell << grid.page_shift)})", fontsize="small")
+    cell = format_size(grid.pages_per_cell << grid.page_shift)
+    ax.set_xlabel(f"{grid.column_name} ({cell})" if compact else
+                  f"{grid.column_name} in the {grid.unit_name} ({per}one cell = {cell})",
+                  fontsize="small")
+    if compact:
+        return None
     right = ax.secondary_yaxis("right")
     right.set_yticks(rows, labels=right_labels, fontsize="x-small")
     right.set_ylabel("physical address", fontsize="small")

@@ -230,7 +230,7 @@ class SubblockOverlay:
     block_paths: tuple[np.ndarray, ...]
 
 
-def subblock_overlay(sg: SubblockGrid, max_edges: int = 256) -> SubblockOverlay:
+def subblock_overlay(sg: SubblockGrid, max_edges: int = 64) -> SubblockOverlay:
     """Outlines of the region and its usable part; a line between blocks (and, in
     BBM, between the memory blocks of a big block) unless there are more than
     ``max_edges``."""
