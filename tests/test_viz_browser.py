@@ -140,20 +140,21 @@ def _image_srcs(page) -> list[str | None]:
     return [images.nth(i).get_attribute("src") for i in range(images.count())]
 
 
-def _qom_set_and_check(page) -> None:
-    """Three device blocks more with the keyboard, click qom-set; the guest plugs 96 KiB."""
-    page.locator("text=last action: (none yet)").first.wait_for(timeout=60_000)
+def _qom_set_and_check(page, label: str = "= 96 KiB", action: str = "96K",
+                       plugged: str = "size (plugged) 96 KiB") -> None:
+    """Three device blocks more with the keyboard, click qom-set; the guest plugs them."""
+    page.locator("text=last action: (none yet)").first.wait_for(timeout=90_000)
     page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)
     srcs0 = _image_srcs(page)
     assert len(srcs0) == 3                                  # heatmap, subblocks, chart
     page.locator(".widget-slider .noUi-handle").first.focus()
     for _ in range(3):
         page.keyboard.press("ArrowRight")
-    page.locator("text== 96 KiB").first.wait_for(timeout=30_000)
+    page.locator(f"text={label}").first.wait_for(timeout=30_000)
     page.locator("button:has-text('qom-set')").first.click()
-    page.locator("text=last action: qom-set vmem0 requested-size 96K").first.wait_for(
+    page.locator(f"text=last action: qom-set vmem0 requested-size {action}").first.wait_for(
         timeout=30_000)
-    assert "size (plugged) 96 KiB" in page.content()
+    assert plugged in page.content()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(
             a == b for a, b in zip(_image_srcs(page)[:2], srcs0[:2], strict=True)):
@@ -181,13 +182,14 @@ def _lab(tmp_path: Path, cell: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _voila(tmp_path: Path, cell: str) -> Iterator[str]:
-    """A Voila server rendering viewer.ipynb holding ``cell``; yields its URL."""
+def _voila(tmp_path: Path, cell: str | None, notebook: str = "viewer.ipynb") -> Iterator[str]:
+    """A Voila server rendering ``notebook`` (viewer.ipynb holding ``cell``); yields its URL."""
     pytest.importorskip("voila", reason="needs voila")
-    _notebook(tmp_path / "viewer.ipynb", cell)
+    if cell is not None:
+        _notebook(tmp_path / notebook, cell)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = _serve([sys.executable, "-m", "voila", "viewer.ipynb", "--no-browser",
+    server = _serve([sys.executable, "-m", "voila", notebook, "--no-browser",
                      f"--port={port}", "--Voila.ip=127.0.0.1"], base, tmp_path)
     try:
         yield base
@@ -228,4 +230,25 @@ def test_hypervisor_panel_plugs_in_voila(headless, tmp_path):
         page.goto(url)
         _qom_set_and_check(page)
         assert page.locator(".jp-InputArea").count() == 0      # sources stripped
+        page.close()
+
+
+NOTEBOOK_07 = Path(__file__).resolve().parent.parent / "notebooks" / "07_virtio_mem_driver.ipynb"
+# Cells tagged voila-hide (the exercises) stay out of the app: Voila runs nbconvert's
+# TagRemovePreprocessor with this configuration (voila.json where Voila starts).
+VOILA_JSON = {"TagRemovePreprocessor": {"remove_cell_tags": ["voila-hide"]}}
+
+
+def test_notebook_07_is_an_app_in_voila(headless, tmp_path):
+    """Notebook 07 as the Voila app: prose, figures and the panel; the exercises left out."""
+    shutil.copy(NOTEBOOK_07, tmp_path / NOTEBOOK_07.name)
+    (tmp_path / "voila.json").write_text(json.dumps(VOILA_JSON))
+    with _voila(tmp_path, None, NOTEBOOK_07.name) as url:
+        page = headless.new_page()
+        page.goto(url, timeout=120_000)
+        _qom_set_and_check(page, "= 1030 MiB", "1030M", "size (plugged) 1030 MiB")
+        text = page.content()
+        assert "The hypervisor panel" in text and "Probe: the driver meets its device" in text
+        assert "Exercise 7.1" not in text and "No prediction yet" not in text
+        assert "import nb07 as ex" not in text                  # code stripped
         page.close()

@@ -65,11 +65,13 @@ def draw_free_blocks(ax: Any, fb: FreeBlocks, zone: str | None = None, *,
 
 def draw_timeseries(ax: Any, t: Sequence[float], series: Mapping[str, Sequence[float]], *,
                     ylabel: str = "", xlabel: str = "simulated time (s)",
-                    step: bool = True, legend: bool = True) -> ChartArtists:
+                    step: bool = True, legend: bool = True,
+                    markers: bool = False) -> ChartArtists:
     """One line per named series against ``t``: colour and dash both tell them apart.
 
     ``step`` draws values as holding until the next sample (state that
-    changes at events, like a plugged size).
+    changes at events, like a plugged size); ``markers`` dots each sample,
+    so samples close together in time stay visible.
     """
     lines = []
     for i, (name, values) in enumerate(series.items()):
@@ -79,6 +81,8 @@ def draw_timeseries(ax: Any, t: Sequence[float], series: Mapping[str, Sequence[f
               "linestyle": LINESTYLES[i % len(LINESTYLES)], "linewidth": 1.8, "label": name}
         if step:
             kw["drawstyle"] = "steps-post"
+        if markers:
+            kw.update(marker="o", markersize=3)
         lines.append(ax.plot(np.asarray(t, float), np.asarray(values, float), **kw)[0])
     ax.set_xlabel(xlabel, fontsize="small")
     ax.set_ylabel(ylabel, fontsize="small")

@@ -214,7 +214,7 @@ class PlugSeriesRenderer:
         self.figure = Figure(figsize=figsize, dpi=dpi, layout="constrained")
         self.canvas = FigureCanvasAgg(self.figure)
         self.ax = self.figure.add_subplot()
-        self.chart = draw_plug_series(self.ax, series)
+        self.chart = draw_plug_series(self.ax, series, markers=True)
         self.lines = self.chart.artists
         self.unit = self.ax.get_ylabel()
         self.min_span = min_span

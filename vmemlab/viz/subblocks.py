@@ -202,11 +202,13 @@ def _label_axes(ax: Any, grid: SubblockGrid, compact: bool = False) -> Any:
 
 # ------------------------------------------------------------------ series
 def draw_plug_series(ax: Any, series: VmemSeries, *, unit: str | None = None,
-                     usable: bool = True, legend: bool = True) -> ChartArtists:
+                     usable: bool = True, legend: bool = True,
+                     markers: bool = False) -> ChartArtists:
     """requested-size, size (plugged) and the usable region of one device over time.
 
     ``unit`` is "MiB" or "GiB" (default: GiB when the region is at least
-    4 GiB).  Steps hold each value until the next sample.
+    4 GiB).  Steps hold each value until the next sample; ``markers`` dots
+    the samples.
     """
     unit = unit or ("GiB" if series.region_size >= 4 * GiB else "MiB")
     scale = {"MiB": MiB, "GiB": GiB}.get(unit)
@@ -215,7 +217,7 @@ def draw_plug_series(ax: Any, series: VmemSeries, *, unit: str | None = None,
     lines = {"requested-size": series.requested / scale, "size (plugged)": series.plugged / scale}
     if usable:
         lines["usable region"] = series.usable / scale
-    out = draw_timeseries(ax, series.time, lines, ylabel=unit, legend=legend)
+    out = draw_timeseries(ax, series.time, lines, ylabel=unit, legend=legend, markers=markers)
     ax.set_ylim(-0.02 * series.region_size / scale, 1.05 * series.region_size / scale)
     ax.set_title(f"{series.device}: plugged vs requested", fontsize="medium")
     return out
