@@ -6,7 +6,9 @@
 Each guest is ``vm.Machine(boot_memory=N GiB)`` filled to 75% with
 ``workload.fill``.  An *update* is what a widget does per step:
 ``HeatmapRenderer.update(state)`` = compute the grid, ``set_data`` on the one
-image, blit it over the saved background, encode PNG bytes.  Updates
+image, paint the cells' colours into the saved background with numpy, blend
+the saved overlay layer (and, on small maps, the hatches) on top, encode PNG
+bytes.  Updates
 alternate between two snapshots (50% and 75% full), so every one changes
 the picture.  The *full redraw* draws a new figure and encodes it, for
 comparison.  A *panel step* is one HypervisorPanel action in a 4 GiB guest
@@ -140,7 +142,7 @@ def ms(t: tuple[float, float]) -> str:
 
 def main() -> None:
     head = ["| guest (75% full) | zoom | cells (one cell =) | grid only | update in place "
-            "(grid + set_data + blit + PNG) | full redraw + PNG |",
+            "(grid + set_data + paint + PNG) | full redraw + PNG |",
             "|---|---|---|---|---|---|"]
     rows = bench_heatmaps()
     widget = ["| widget | step (best / median) |", "|---|---|", bench_widget_step(),
