@@ -34,6 +34,7 @@ from vmemlab.virtio_mem_driver import (
 from vmemlab.viz.vmemseries import PlugRecorder, VmemSeries
 
 from . import Case, FunctionExercise, ValueExercise
+from .answers import whole_number
 
 BOOT_MEMORY = 2 * GiB
 REGION_SIZE = 1 * GiB
@@ -523,12 +524,8 @@ def _enospc() -> int:
     return dev.size // MiB
 
 
-def _accept_mib(x: Any) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a whole number of MiB")
-    if not 0 <= x <= 4096:
-        raise ValueError("between 0 and the 4096 MiB of the region")
-    return x
+_accept_mib = whole_number("a size in MiB", 0, 4096,
+                           "between 0 and the 4096 MiB of the region")
 
 
 def _explain_enospc(mib: int) -> str:

@@ -33,6 +33,7 @@ from vmemlab.constants import GiB, MiB, errname
 from vmemlab.viz.vmemgrid import subblock_grid
 
 from . import Case, FunctionExercise, ValueExercise
+from .answers import whole_number
 
 POLICIES = ("contig-zones", "online_movable", "auto-movable")
 TEACH_MB = 64 * 4096                # a teaching memory block: 256 KiB, 8 subblocks
@@ -77,10 +78,7 @@ def _stuck_size() -> int:
 
 
 def _accept_kib(x: Any) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a whole number of KiB")
-    if not 0 <= x <= 1024:
-        raise ValueError("1 MiB is plugged: between 0 and 1024 KiB")
+    x = whole_number("a size in KiB", 0, 1024, "1 MiB is plugged: between 0 and 1024 KiB")(x)
     if x % 32:
         raise ValueError("the device plugs and unplugs 32 KiB subblocks: a multiple of 32")
     return x
@@ -216,12 +214,8 @@ def _movable_blocks() -> int:
     return zone_pattern(dev).count("M")
 
 
-def _accept_blocks(x: Any) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a whole number of memory blocks")
-    if not 0 <= x <= 128:
-        raise ValueError("16 GiB is 128 memory blocks: between 0 and 128")
-    return x
+_accept_blocks = whole_number("a number of memory blocks", 0, 128,
+                              "16 GiB is 128 memory blocks: between 0 and 128")
 
 
 def _explain_movable(n: int) -> str:
@@ -329,18 +323,13 @@ grow_movable = ValueExercise(
     "With every virtio-mem block in ZONE_MOVABLE and the kernel zones nearly full, the host "
     "sets requested-size to 8G (6 GiB are plugged, plenty of it free). What is size, in MiB, "
     "once the driver's pass ends?",
-    _grow_movable, _explain_grow, lambda x: _accept_mib(x),
+    _grow_movable, _explain_grow,
+    whole_number("a size in MiB", 0, 8192, "between 0 and the region's 8192 MiB"),
     hints={8192: "Adding memory is not free: its struct pages come from kernel memory.",
            6400: "Not even one more block: the memmap of the first new block already fails.",
            0: "Nothing is unplugged; the question is how far the plug gets."})
 
 
-def _accept_mib(x: Any) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError("a whole number of MiB")
-    if not 0 <= x <= 8192:
-        raise ValueError("between 0 and the region's 8192 MiB")
-    return x
 
 
 def movable_share(m: vm.Machine) -> str:
