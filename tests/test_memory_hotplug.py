@@ -231,3 +231,23 @@ def test_teaching_machine_hotplug():
     assert m.page_map(256, 320).count("W") == 0     # memmap is one page, elsewhere
     assert m.page_map(0, 256).count("W") == 1
     m.validate()
+
+
+def test_module_parameters_and_sysfs_writes_last_until_reboot():
+    m = vm.Machine(boot_memory=2 * vm.GiB, auto_online_blocks="online_movable")
+    params = "/sys/module/memory_hotplug/parameters"
+    assert m.sysfs.ls(params) == ["auto_movable_ratio", "online_policy"]
+    assert m.sysfs.read(f"{params}/online_policy") == "contig-zones\n"
+    assert m.sysfs.write(f"{params}/online_policy", "auto-movable\n") == 0
+    assert m.sysfs.write(f"{params}/online_policy", "movable-first") == vm.EINVAL
+    assert m.sysfs.write(f"{params}/auto_movable_ratio", "150") == 0
+    assert m.sysfs.write(f"{params}/auto_movable_ratio", "-1") == vm.EINVAL
+    assert m.sysfs.write(f"{MEM}/auto_online_blocks", "offline") == 0
+    assert (m.online_policy, m.auto_movable_ratio, m.auto_online_blocks) == \
+        ("auto-movable", 150, "offline")
+    m.reboot()
+    assert (m.online_policy, m.auto_movable_ratio, m.auto_online_blocks) == \
+        ("contig-zones", 301, "online_movable")
+    old = vm.Machine(boot_memory=2 * vm.GiB, kernel="5.8")
+    with pytest.raises(ValueError, match="no such sysfs"):
+        old.sysfs.read(f"{params}/online_policy")            # added in 5.15

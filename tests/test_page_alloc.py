@@ -206,3 +206,19 @@ def test_tiny_machine_switches_grouping_off_like_build_all_zonelists():
     # 40 pages = pageblock_nr_pages (8) * MIGRATE_TYPES (5) on the teaching geometry
     assert teaching(pages=32).node.page_group_by_mobility_disabled
     assert not teaching(pages=64).node.page_group_by_mobility_disabled
+
+
+def test_failed_allocation_is_reported_in_the_log_once_per_10_seconds():
+    m = teaching()
+    while m.alloc_pages(4, "GFP_KERNEL") is not None:
+        pass
+    assert m.alloc_pages(4, "GFP_KERNEL") is None
+    lines = [ln for ln in m.dmesg().splitlines() if "page allocation failure" in ln]
+    assert len(lines) == 1
+    assert lines[0].endswith("kworker/0:1: page allocation failure: order:4, "
+                             "mode:0xcc0(GFP_KERNEL), nodemask=(null)")
+    assert m.node.vm_events["allocstall_fail"] == 2
+    m.run(10.0)
+    m.alloc_pages(4, "GFP_KERNEL | __GFP_NOWARN")       # silent
+    m.alloc_pages(4, "GFP_KERNEL")
+    assert m.dmesg().count("page allocation failure") == 2

@@ -160,9 +160,10 @@ class Machine:
         self.layout: BootLayout = layout
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
-        self.online_policy = online_policy
-        self.auto_online_blocks = auto_online_blocks
-        self.auto_movable_ratio = auto_movable_ratio
+        # The kernel command line / config: every boot starts from these.
+        self.boot_settings = {"online_policy": online_policy,
+                              "auto_online_blocks": auto_online_blocks,
+                              "auto_movable_ratio": auto_movable_ratio}
         self.min_free_kbytes = min_free_kbytes
         self.mobility_grouping = mobility_grouping
         self.now = 0.0
@@ -188,6 +189,10 @@ class Machine:
         """
         geo, prof = self.geometry, self.profile
         self.boots += 1
+        # sysfs writes (auto_online_blocks, module parameters) do not survive a reboot
+        self.online_policy: str = self.boot_settings["online_policy"]
+        self.auto_online_blocks: str = self.boot_settings["auto_online_blocks"]
+        self.auto_movable_ratio: int = self.boot_settings["auto_movable_ratio"]
         self.activities: list[Activity] = []
         self.slab_caches: dict = {}
         self.node = Node(geo, prof, self.layout.end_pfn, self.trace, self.min_free_kbytes,

@@ -66,6 +66,8 @@ class Node:
         self.page_group_by_mobility_disabled = not mobility_grouping
         self.vm_events: dict[str, int] = {}
         self.log: list[tuple[float, str]] = []
+        self.comm = "kworker/0:1"   # the task named in log lines (current->comm)
+        self.last_warn_alloc = float("-inf")
         # PageKind -> driver that migrates its own non-LRU pages (struct movable_operations)
         self.movable_ops: dict[int, Any] = {}
         self.clock = lambda: 0.0

@@ -30,7 +30,7 @@ from .freelist import (
     move_blocks_to_free_list,
     move_to_free_list,
 )
-from .gfp import Gfp, gfp_migratetype, gfp_zone, parse_gfp
+from .gfp import Gfp, format_gfp, gfp_migratetype, gfp_zone, parse_gfp
 from .trace import MmPageAlloc, MmPageAllocExtfrag, MmPageFree, WarnAlloc
 
 if TYPE_CHECKING:
@@ -587,9 +587,27 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
             break
         got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
     if got is None and not req.gfp & _GFP_NOWARN:
-        node.emit(WarnAlloc(req.order, req.gfp))
-        node.count_event("allocstall_fail")
+        warn_alloc(node, req)
     return got
+
+
+WARN_ALLOC_INTERVAL_S = 10.0  # nopage_rs: one report per 10 s
+
+
+def warn_alloc(node: Node, req: AllocRequest) -> None:
+    """Report a failed allocation, at most once per 10 s in the log.
+
+    vmemlab has no OOM killer (see docs/glossary.md), so this line is where
+    the story of an allocation that could not be satisfied ends.
+    Kernel: mm/page_alloc.c, warn_alloc() (ratelimited by nopage_rs)
+    """
+    node.emit(WarnAlloc(req.order, req.gfp))
+    node.count_event("allocstall_fail")
+    now = node.clock()
+    if now - node.last_warn_alloc >= WARN_ALLOC_INTERVAL_S:
+        node.last_warn_alloc = now
+        node.printk(f"{node.comm}: page allocation failure: order:{req.order}, "
+                    f"mode:{req.gfp:#x}({format_gfp(req.gfp)}), nodemask=(null)")
 
 
 def prep_new_page(zone: Zone, pfn: int, req: AllocRequest, owner: int) -> None:

@@ -1,13 +1,18 @@
-"""/sys/devices/system/memory: the memory-block files users read and write.
+"""/sys/devices/system/memory and memory_hotplug's parameters: the files users touch.
 
 ``m.sysfs.read(path)`` returns a file's text exactly as the kernel prints
 it; ``m.sysfs.write(path, value)`` performs the write and returns 0 or the
 negative errno the write(2) would fail with (``echo offline > state`` on a
 busy block gives -EBUSY, as a shell would print "Device or resource busy").
 
+The module parameters ``online_policy`` and ``auto_movable_ratio`` (5.15+)
+live under /sys/module/memory_hotplug/parameters.  Runtime writes last until
+the next boot, which restores the machine's boot settings.
+
 Kernel: drivers/base/memory.c (state_show/store, valid_zones_show,
 phys_index_show, removable_show, block_size_bytes_show,
-auto_online_blocks_show/store)
+auto_online_blocks_show/store); mm/memory_hotplug.c (online_policy_set(),
+module_param(auto_movable_ratio))
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 ROOT = "/sys/devices/system/memory"
+PARAMS = "/sys/module/memory_hotplug/parameters"
 _BLOCK_FILE = re.compile(rf"^{ROOT}/memory(\d+)/(\w+)$")
 _BLOCK_FILES = ("online", "phys_device", "phys_index", "removable", "state", "valid_zones")
 
@@ -35,6 +41,8 @@ class Sysfs:
     def ls(self, path: str = ROOT) -> list[str]:
         """Entries of a sysfs directory, sorted like ``ls``."""
         path = path.rstrip("/")
+        if path == PARAMS and self._has_params():
+            return ["auto_movable_ratio", "online_policy"]
         if path == ROOT:
             blocks = [f"memory{b}" for b in sorted(self.m.hotplug.blocks)]
             return sorted(["auto_online_blocks", "block_size_bytes"] + blocks)
@@ -50,6 +58,12 @@ class Sysfs:
             return f"{self.m.geometry.memory_block_size:x}\n"
         if path == f"{ROOT}/auto_online_blocks":
             return f"{self.m.auto_online_blocks}\n"
+        if path.startswith(PARAMS + "/") and self._has_params():
+            param = path[len(PARAMS) + 1:]
+            if param == "online_policy":
+                return f"{self.m.online_policy}\n"
+            if param == "auto_movable_ratio":
+                return f"{self.m.auto_movable_ratio}\n"
         block, name = self._block_file(path)
         if name == "state":
             return f"{block.state}\n"
@@ -71,6 +85,8 @@ class Sysfs:
                 return EINVAL
             self.m.auto_online_blocks = text
             return 0
+        if path.startswith(PARAMS + "/") and self._has_params():
+            return self._write_param(path[len(PARAMS) + 1:], text)
         block, name = self._block_file(path)
         hp = self.m.hotplug
         if name == "state":
@@ -84,6 +100,23 @@ class Sysfs:
                 return hp.online_block(block) if text == "1" else hp.offline_block(block)
             return EINVAL
         return EINVAL  # the other files are read-only (the shell reports EACCES)
+
+    def _has_params(self) -> bool:
+        return "auto-movable" in self.m.profile.online_policies
+
+    def _write_param(self, param: str, text: str) -> int:
+        """online_policy_set() matches a policy name; the ratio is a uint."""
+        if param == "online_policy":
+            if text not in self.m.profile.online_policies:
+                return EINVAL
+            self.m.online_policy = text
+            return 0
+        if param == "auto_movable_ratio":
+            if not text.isdigit() or int(text) >= 2**32:
+                return EINVAL
+            self.m.auto_movable_ratio = int(text)
+            return 0
+        raise ValueError(f"path={PARAMS}/{param!r}: no such sysfs file")
 
     def _block_file(self, path: str):
         m = _BLOCK_FILE.match(path)

@@ -236,8 +236,9 @@ class HypervisorPanel(widgets.VBox):
         if self.online_policy.value != policy:
             self.online_policy.value = policy      # the observer comes back here
             return
-        self._act(f"echo {policy} > /sys/module/memory_hotplug/parameters/online_policy",
-                  lambda: setattr(self.m, "online_policy", policy), settle=False)
+        path = "/sys/module/memory_hotplug/parameters/online_policy"
+        self._act(f"echo {policy} > {path}", lambda: self.m.sysfs.write(path, policy),
+                  settle=False)
 
     def _on_policy(self, change: dict[str, Any]) -> None:
         if not self._syncing:
