@@ -4,7 +4,8 @@
     .venv/bin/python tools/run_notebooks.py notebooks/02_buddy_allocator.ipynb
 
 Outputs are what ``pytest --nbval`` later compares against.  Widget state
-metadata is dropped (it churns on every run), execution counts are kept.
+and execution timestamps are dropped (they churn on every run); execution
+counts are kept.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(path: Path) -> float:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3",
+    NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # timestamps: churn without meaning
     nbformat.write(nb, path)
     return time.perf_counter() - start
 
