@@ -22,3 +22,18 @@ def teach() -> vm.Machine:
 @pytest.fixture(params=["6.12", "5.8"])
 def any_kernel(request) -> str:
     return request.param
+
+
+# -- browser tests (pytest-playwright) -----------------------------------------
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright launches Debian's Chromium, headless, never a downloaded one."""
+    from .browser import CHROMIUM, LAUNCH_ARGS
+
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": LAUNCH_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    """A window the size of a laptop screen, for readable screenshots."""
+    return {**browser_context_args, "viewport": {"width": 1440, "height": 1000}}

@@ -1,9 +1,9 @@
 """TraceViewer and HypervisorPanel in a real browser: JupyterLab 4 and Voila, headless Chromium.
 
 Skipped, saying why, without Playwright (the Python package), Debian's
-Chromium (/usr/bin/chromium) or Voila.  Each test starts its own server on
-a free port (its log goes to server.log in the test's directory) with a
-one-cell notebook.  The TraceViewer tests press the slider's arrow key and
+Chromium (/usr/bin/chromium) or Voila.  Each test starts its own server
+(tests/browser.py) with a one-cell notebook; tests/test_browser_notebooks.py
+drives the real notebooks.  The TraceViewer tests press the slider's arrow key and
 check that the kernel-side caption and the heatmap image changed in the
 page; the HypervisorPanel tests move the requested-size slider with the
 keyboard, click ``qom-set``, and check that the status text says what the
@@ -14,24 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.browser
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip("needs Chromium (apt-get install chromium)", allow_module_level=True)
+from .browser import PageProblems, jupyterlab, lab_url, require_browser, run_all_cells, voila
 
-TOKEN = "vmemlab-test"
+pytestmark = pytest.mark.browser
+require_browser()
+
 CELL = """\
 import vmemlab as vm
 from vmemlab.viz import TraceViewer
@@ -50,8 +43,6 @@ m = vm.Machine(boot_memory=256 * 4096, geometry="teaching")
 m.add_virtio_mem(region_size="2M")
 HypervisorPanel(m)
 """
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def _notebook(path: Path, cell: str = CELL) -> Path:
@@ -62,60 +53,6 @@ def _notebook(path: Path, cell: str = CELL) -> Path:
           "nbformat": 4, "nbformat_minor": 5}
     path.write_text(json.dumps(nb))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(cmd: list[str], url: str, cwd: Path) -> subprocess.Popen:
-    """Start a server; its log goes to a file (a pipe nobody reads would fill and block it)."""
-    log = cwd / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[2]} exited: {log.read_text()[-2000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError(f"{cmd[2]} did not answer at {url}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def headless() -> Iterator[object]:
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
-def _run_all_cells(page, shows: str = "text=step 0/2: boot", attempts: int = 3) -> None:
-    """Run the notebook until ``shows`` appears; retried, as the kernel may still be starting."""
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                           timeout=60_000)
-    for _ in range(attempts):
-        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        try:
-            page.locator(shows).first.wait_for(timeout=20_000)
-            return
-        except sync_api.TimeoutError:
-            continue
-    raise AssertionError(f"the notebook's cell never showed {shows!r}")
 
 
 def _step_and_check(page) -> None:
@@ -164,91 +101,46 @@ def _qom_set_and_check(page, label: str = "= 96 KiB", action: str = "96K",
 
 
 @contextlib.contextmanager
-def _lab(tmp_path: Path, cell: str) -> Iterator[str]:
-    """A JupyterLab server with viewer.ipynb holding ``cell``; yields the notebook's URL."""
+def _lab(page, tmp_path: Path, cell: str) -> Iterator[None]:
     _notebook(tmp_path / "viewer.ipynb", cell)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = _serve([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
-                     f"--port={port}", f"--IdentityProvider.token={TOKEN}",
-                     f"--ServerApp.root_dir={tmp_path}", "--ServerApp.port_retries=0",
-                     "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
-                     "--LabApp.expose_app_in_browser=True",
-                     "--allow-root"], f"{base}/api/status?token={TOKEN}", tmp_path)
-    try:
-        yield f"{base}/lab/tree/viewer.ipynb?token={TOKEN}"
-    finally:
-        _stop(server)
+    with jupyterlab(tmp_path) as base:
+        page.goto(lab_url(base, "viewer.ipynb"))
+        assert not run_all_cells(page, "viewer.ipynb")
+        yield
 
 
 @contextlib.contextmanager
-def _voila(tmp_path: Path, cell: str | None, notebook: str = "viewer.ipynb") -> Iterator[str]:
-    """A Voila server rendering ``notebook`` (viewer.ipynb holding ``cell``); yields its URL."""
-    pytest.importorskip("voila", reason="needs voila")
-    if cell is not None:
-        _notebook(tmp_path / notebook, cell)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = _serve([sys.executable, "-m", "voila", notebook, "--no-browser",
-                     f"--port={port}", "--Voila.ip=127.0.0.1"], base, tmp_path)
-    try:
-        yield base
-    finally:
-        _stop(server)
-
-
-def test_trace_viewer_steps_in_jupyterlab(headless, tmp_path):
-    with _lab(tmp_path, CELL) as url:
-        page = headless.new_page()
+def _voila(page, tmp_path: Path, cell: str) -> Iterator[None]:
+    _notebook(tmp_path / "viewer.ipynb", cell)
+    with voila(tmp_path, "viewer.ipynb") as url:
         page.goto(url)
-        _run_all_cells(page)
+        yield
+        assert page.locator(".jp-CodeCell .jp-InputArea").count() == 0   # code stripped
+
+
+def test_trace_viewer_steps_in_jupyterlab(page, tmp_path):
+    problems = PageProblems(page)
+    with _lab(page, tmp_path, CELL):
         _step_and_check(page)
-        page.close()
+    problems.check()
 
 
-def test_trace_viewer_steps_in_voila(headless, tmp_path):
-    with _voila(tmp_path, CELL) as url:
-        page = headless.new_page()
-        page.goto(url)
+def test_trace_viewer_steps_in_voila(page, tmp_path):
+    problems = PageProblems(page)
+    with _voila(page, tmp_path, CELL):
         _step_and_check(page)
-        assert page.locator(".jp-InputArea").count() == 0      # sources stripped
-        page.close()
+    problems.check()
 
 
-def test_hypervisor_panel_plugs_in_jupyterlab(headless, tmp_path):
-    with _lab(tmp_path, PANEL_CELL) as url:
-        page = headless.new_page()
-        page.goto(url)
-        _run_all_cells(page, shows="text=last action: (none yet)")
+def test_hypervisor_panel_plugs_in_jupyterlab(page, tmp_path):
+    problems = PageProblems(page)
+    with _lab(page, tmp_path, PANEL_CELL):
         _qom_set_and_check(page)
-        page.close()
+    problems.check()
 
 
-def test_hypervisor_panel_plugs_in_voila(headless, tmp_path):
-    with _voila(tmp_path, PANEL_CELL) as url:
-        page = headless.new_page()
-        page.goto(url)
+def test_hypervisor_panel_plugs_in_voila(page, tmp_path):
+    problems = PageProblems(page)
+    with _voila(page, tmp_path, PANEL_CELL):
         _qom_set_and_check(page)
-        assert page.locator(".jp-InputArea").count() == 0      # sources stripped
-        page.close()
-
-
-NOTEBOOK_07 = Path(__file__).resolve().parent.parent / "notebooks" / "07_virtio_mem_driver.ipynb"
-# Cells tagged voila-hide (the exercises) stay out of the app: Voila runs nbconvert's
-# TagRemovePreprocessor with this configuration (voila.json where Voila starts).
-VOILA_JSON = {"TagRemovePreprocessor": {"remove_cell_tags": ["voila-hide"]}}
-
-
-def test_notebook_07_is_an_app_in_voila(headless, tmp_path):
-    """Notebook 07 as the Voila app: prose, figures and the panel; the exercises left out."""
-    shutil.copy(NOTEBOOK_07, tmp_path / NOTEBOOK_07.name)
-    (tmp_path / "voila.json").write_text(json.dumps(VOILA_JSON))
-    with _voila(tmp_path, None, NOTEBOOK_07.name) as url:
-        page = headless.new_page()
-        page.goto(url, timeout=120_000)
-        _qom_set_and_check(page, "= 1030 MiB", "1030M", "size (plugged) 1030 MiB")
-        text = page.content()
-        assert "The hypervisor panel" in text and "Probe: the driver meets its device" in text
-        assert "Exercise 7.1" not in text and "No prediction yet" not in text
-        assert "import nb07 as ex" not in text                  # code stripped
-        page.close()
+    problems.check()

@@ -43,6 +43,7 @@ from ..virtio_mem_driver import RUN_WQ_ACTIONS
 from .render import HeatmapRenderer, PlugSeriesRenderer
 from .vmemgrid import subblock_summary
 from .vmemseries import PlugRecorder
+from .widgets import css_classes
 
 AUTO_ONLINE = "/sys/devices/system/memory/auto_online_blocks"
 WORKLOADS = ("page_cache", "anon", "tmpfs", "ramfs", "slab", "kernel", "page_tables", "pin")
@@ -122,6 +123,9 @@ class HypervisorPanel(widgets.VBox):
             self.series_image,
             widgets.HBox([widgets.VBox([self.status], layout=widgets.Layout(width="50%")),
                           widgets.VBox([self.kernel_log], layout=widgets.Layout(width="50%"))])])
+        css_classes({self: "panel", self.requested: "requested", self.status: "status",
+                  self.heatmap_image: "heatmap", self.subblock_image: "subblocks",
+                  self.series_image: "series", self.kernel_log: "dmesg"})
         self.refresh()
 
     # -- construction ----------------------------------------------------------

@@ -65,6 +65,8 @@ class TraceViewer(widgets.VBox):
                              layout=widgets.Layout(width="55%")),
                 widgets.VBox([self.proc_choice, self.proc],
                              layout=widgets.Layout(width="45%"))])])
+        css_classes({self: "trace-viewer", self.caption: "caption", self.image: "heatmap",
+                  self.events: "events", self.proc: "proc", self.slider: "step"})
         self.show(0)
 
     def _make_controls(self, last: int, interval: int) -> None:
@@ -231,6 +233,9 @@ class TraceComparison(widgets.VBox):
             widgets.HBox([self.captions[n] for n in self.names]),
             widgets.HBox([self.images[n] for n in self.names]),
             self.table])
+        css_classes({self: "trace-comparison", self.slider: "step",
+                  **{img: "heatmap" for img in self.images.values()},
+                  **{cap: "caption" for cap in self.captions.values()}})
         self.show(0)
 
     @property
@@ -273,3 +278,9 @@ class TraceComparison(widgets.VBox):
 
 def _mib(nbytes: int) -> str:
     return format_size(nbytes) if nbytes else "0"
+
+
+def css_classes(parts: dict[Any, str]) -> None:
+    """CSS classes ``vmemlab-<name>``: stable hooks for styling and browser tests."""
+    for widget, name in parts.items():
+        widget.add_class(f"vmemlab-{name}")
