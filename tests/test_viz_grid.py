@@ -240,6 +240,18 @@ def test_zone_spans_from_the_pageblock_array():
         [[-0.5, 0.5], [7.5, 0.5]], [[-0.5, 2.5], [7.5, 2.5]]]
 
 
+def test_interleaved_zones_give_one_span_per_stretch():
+    """Normal, a hole, Normal, Movable, Normal: each stretch is outlined and named."""
+    v = view_of("." * 48)
+    pb_zone = np.array([2, NO_ZONE, 2, 3, 2, 2], np.uint8)
+    v2 = MemView(v.geo, v.state, v.kind, v.flags, v.pb_mt, pb_zone)
+    assert [(z.name, z.start_pfn, z.end_pfn) for z in zone_spans(v2)] == [
+        ("Normal", 0, 24), ("Movable", 24, 32), ("Normal", 32, 48)]
+    g = page_grid(v2, width=8)
+    assert [p.tolist() for p in overlay_paths(g, v2).zone_paths] == [   # pfns 24 and 32
+        [[-0.5, 2.5], [7.5, 2.5]], [[-0.5, 3.5], [7.5, 3.5]]]
+
+
 def test_row_ticks():
     g = page_grid(view_of("." * 256))
     assert row_ticks(g, max_ticks=4) == [(0, 0), (4, 64), (8, 128), (12, 192)]

@@ -105,15 +105,23 @@ class ZoneSpan:
 
 
 def zone_spans(view: MemView) -> list[ZoneSpan]:
-    """Each zone that owns a pageblock: its name and pfn span, in pfn order."""
+    """Each run of pageblocks owned by one zone: its name and pfn span, in pfn order.
+
+    Pageblocks of no zone (holes, memory not added) do not end a run, but a
+    pageblock of another zone does: zones whose spans interleave (a block
+    onlined movable between kernel blocks) give one span per stretch, so
+    every stretch is outlined and named.
+    """
     pbo = view.geo.pageblock_order
-    spans = []
-    for z in np.unique(view.pb_zone).tolist():
-        if z == NO_ZONE:
-            continue
-        idx = np.flatnonzero(view.pb_zone == z)
-        spans.append(ZoneSpan(str(ZoneType(z)), int(idx[0]) << pbo, (int(idx[-1]) + 1) << pbo))
-    return sorted(spans, key=lambda s: s.start_pfn)
+    idx = np.flatnonzero(view.pb_zone != NO_ZONE)
+    if not idx.size:
+        return []
+    zones = view.pb_zone[idx]
+    cuts = np.flatnonzero(zones[1:] != zones[:-1]) + 1
+    starts = np.concatenate(([0], cuts))
+    ends = np.concatenate((cuts, [idx.size]))
+    return [ZoneSpan(str(ZoneType(int(zones[a]))), int(idx[a]) << pbo, (int(idx[b - 1]) + 1) << pbo)
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 def present_memory_blocks(view: MemView) -> np.ndarray:
