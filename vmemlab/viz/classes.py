@@ -98,6 +98,9 @@ RANK = np.zeros(NR_CLASSES, np.uint8)
 RANK[[int(c) for c in PRIORITY]] = np.arange(NR_CLASSES, dtype=np.uint8)
 UNRANK = np.array([int(c) for c in PRIORITY], np.uint8)
 
+# Balloon pages are PageOffline in the kernel too (PG_balloon became PG_offline in
+# 5.0), but they are drawn as movable, which they are (balloon compaction); the
+# PageOffline colour stays with virtio-mem's unplugged memory (docs/glossary.md).
 _KIND_CLASS = {PageKind.ANON: CellClass.MOVABLE, PageKind.FILE: CellClass.MOVABLE,
                PageKind.SHMEM: CellClass.MOVABLE, PageKind.BALLOON: CellClass.MOVABLE,
                PageKind.SLAB_RECLAIMABLE: CellClass.RECLAIMABLE}
