@@ -222,16 +222,26 @@ def screenshot(page, name: str) -> Path:
 
 
 def play_and_check(page, root: str = ".vmemlab-trace-viewer") -> None:
-    """Press Play on the first trace viewer: caption, heatmap and /proc pane must change."""
+    """Press Play on the first trace viewer: caption, heatmap and /proc pane must change.
+
+    Then Stop (back to step 0), and step forward and back with the buttons.
+    """
     viewer = page.locator(root).first
     viewer.scroll_into_view_if_needed()
     caption, image, proc = (viewer.locator(f".vmemlab-{n}").first
                             for n in ("caption", "heatmap", "proc"))
     before = caption.inner_text(), image.get_attribute("src"), proc.inner_text()
-    viewer.locator(".widget-play button").first.click()
+    play_buttons = viewer.locator(".widget-play button")   # play/pause, stop, repeat
+    play_buttons.nth(0).click()
     wait_for_change(caption.inner_text, before[0], "the trace viewer's caption")
     wait_for_change(lambda: image.get_attribute("src"), before[1], "the heatmap image")
     wait_for_change(proc.inner_text, before[2], "the /proc pane", timeout=60)
+    play_buttons.nth(1).click()
+    for button, step in (("stop", 0), ("forward", 1), ("back", 0)):
+        if button != "stop":
+            viewer.locator(f"button:has-text('{button}')").first.click()
+        wait_until(caption.inner_text, lambda t, n=step: t.startswith(f"step {n}/"),
+                   f"'{button}' to show step {step}")
     image.scroll_into_view_if_needed()
 
 
