@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from vmemlab.procfs import (
     ZoneinfoData,
     format_buddyinfo,
@@ -103,6 +105,14 @@ def test_meminfo_lines_match_real_capture():
     kb_lines = [ln for ln in read("meminfo-6.18-24g.txt").splitlines() if ln.endswith(" kB")]
     rows = [(ln.split(":")[0], int(ln.split()[-2])) for ln in kb_lines]
     assert format_meminfo(rows) == "\n".join(kb_lines) + "\n"
+
+
+def test_meminfo_kb_reads_one_line_and_names_a_bad_field():
+    m = teaching()
+    line = next(ln for ln in m.proc.meminfo().splitlines() if ln.startswith("MemFree:"))
+    assert m.proc.meminfo_kb("MemFree") == int(line.split()[1])
+    with pytest.raises(ValueError, match="field='memfree' is not one of .*MemFree"):
+        m.proc.meminfo_kb("memfree")
 
 
 def test_extfrag_and_unusable_index_formats():

@@ -235,6 +235,14 @@ class ProcFS:
         """/proc/meminfo, the lines vmemlab models."""
         return format_meminfo(self.meminfo_rows())
 
+    def meminfo_kb(self, field: str) -> int:
+        """One /proc/meminfo field in kB, as ``grep FIELD /proc/meminfo`` shows it."""
+        rows = dict(self.meminfo_rows())
+        if field not in rows:
+            raise ValueError(f"field={field!r} is not one of the modelled /proc/meminfo "
+                             f"fields: {', '.join(rows)}")
+        return rows[field]
+
     def meminfo_rows(self) -> list[tuple[str, int]]:
         """(label, kB) pairs of /proc/meminfo.  Kernel: fs/proc/meminfo.c"""
         from .zone import calculate_totalreserve_pages

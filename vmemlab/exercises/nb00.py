@@ -50,18 +50,13 @@ def shrink(m: vm.Machine, dev: Any, size: int = SHRUNK, every: float = 0.025) ->
     return m.now - start
 
 
-def memtotal_kb(m: vm.Machine) -> int:
-    """MemTotal from /proc/meminfo, in kB."""
-    return dict(m.proc.meminfo_rows())["MemTotal"]
-
-
 @cache
 def _demo() -> tuple[int, int, int, int]:
     """(MemTotal before, after in kB; the program's resident MiB before, after)."""
     m, dev, app = demo_guest(trace=False)
-    before, resident = memtotal_kb(m), app.resident
+    before, resident = m.proc.meminfo_kb("MemTotal"), app.resident
     shrink(m, dev)
-    return before, memtotal_kb(m), resident // MiB, app.resident // MiB
+    return before, m.proc.meminfo_kb("MemTotal"), resident // MiB, app.resident // MiB
 
 
 # -- 00.memtotal_drop ---------------------------------------------------------------

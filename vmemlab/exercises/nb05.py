@@ -19,11 +19,6 @@ MEM = "/sys/devices/system/memory"
 BLOCK = 128 * vm.MiB
 
 
-def kb(m: vm.Machine, field: str) -> int:
-    """A /proc/meminfo field in kB."""
-    return dict(m.proc.meminfo_rows())[field]
-
-
 def dimm_zones(m: vm.Machine, dimm: object) -> set[str]:
     """The zones of a DIMM's memory blocks, as valid_zones prints them."""
     return {b.valid_zones for b in m.memory_blocks if b.group == dimm.name}
@@ -40,11 +35,11 @@ _count = whole_number("the answer", out_of_range="the answer cannot be negative"
 # -- 05.memmap_kb -------------------------------------------------------------
 def _memmap_run() -> tuple[int, int, int, str]:
     m = vm.Machine(boot_memory=2 * vm.GiB, auto_online_blocks="offline", seed=0)
-    free, total = kb(m, "MemFree"), kb(m, "MemTotal")
+    free, total = m.proc.meminfo_kb("MemFree"), m.proc.meminfo_kb("MemTotal")
     m.add_dimm(1 * vm.GiB)
     memmap = next(line for line in m.proc.vmstat().splitlines()
                   if line.startswith("nr_memmap_pages "))
-    return free - kb(m, "MemFree"), total, kb(m, "MemTotal"), memmap
+    return free - m.proc.meminfo_kb("MemFree"), total, m.proc.meminfo_kb("MemTotal"), memmap
 
 
 def _explain_memmap(drop: int) -> str:

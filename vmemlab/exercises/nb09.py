@@ -36,11 +36,6 @@ def meminfo(m: vm.Machine, *fields: str) -> str:
     return "".join(line for f in fields for line in lines if line.split(":")[0] == f)
 
 
-def kb(m: vm.Machine, field: str) -> int:
-    """A /proc/meminfo field in kB."""
-    return dict(m.proc.meminfo_rows())[field]
-
-
 def balloon_zones(m: vm.Machine) -> dict[str, int]:
     """Pages in the balloon per zone (zones with memory only)."""
     pfns = np.array(m.balloon.pages if m.balloon else [], np.int64)
@@ -129,11 +124,12 @@ SMALL_BOOT = 1 * vm.GiB
 @cache
 def _memtotal_run() -> tuple[int, int, int, int, str]:
     m = vm.Machine(boot_memory=SMALL_BOOT, seed=0)
-    total, free = kb(m, "MemTotal"), kb(m, "MemFree")
+    total, free = m.proc.meminfo_kb("MemTotal"), m.proc.meminfo_kb("MemFree")
     b = m.add_virtio_balloon()
     b.set_memory("768M")
     m.settle()
-    return total, kb(m, "MemTotal"), free - kb(m, "MemFree"), b.num_pages, b.info().strip()
+    return (total, m.proc.meminfo_kb("MemTotal"), free - m.proc.meminfo_kb("MemFree"),
+            b.num_pages, b.info().strip())
 
 
 def _explain_memtotal(drop: int) -> str:
