@@ -71,6 +71,8 @@ def main(argv: list[str]) -> int:
         cmd = [str(python), str(ROOT / "tools" / "student_version.py"), *argv[1:]]
     else:
         cmd = [str(python), "-m", "jupyter", "lab", START, *argv]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-root")        # containers and CI often run as root
     return subprocess.call(cmd, cwd=ROOT)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +33,23 @@ def test_readme_has_exactly_two_setup_commands():
     commands = [ln for ln in block[1].splitlines() if ln.strip() and not ln.startswith("#")]
     assert [c.split("#")[0].strip() for c in commands] == ["python3 lab.py",
                                                            "python3 lab.py test"]
+
+
+def test_the_open_command_serves_the_start_notebook(tmp_path):
+    """`python3 lab.py` (here with --no-browser) starts JupyterLab on 00_start_here."""
+    from .browser import free_port, server
+
+    port, token = free_port(), "vmemlab-front-door"
+    cmd = [sys.executable, str(ROOT / "lab.py"), "--no-browser", f"--port={port}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
+    # Given a file, JupyterLab serves its folder (notebooks/) and opens the file.
+    url = f"http://127.0.0.1:{port}/api/contents/00_start_here.ipynb"
+    query = f"{url}?content=0&token={token}"
+    with (server(cmd, query, tmp_path, timeout=120),       # entered in order: server first
+          urllib.request.urlopen(query, timeout=10) as reply):
+        assert json.load(reply)["type"] == "notebook"
+    log = (tmp_path / "server.log").read_text()
+    assert "Running as root is not recommended" not in log, log[-1000:]
 
 
 def test_ci_runs_the_readme_test_command():
