@@ -447,8 +447,17 @@ def test_live_read_is_read_only_and_consistent(monkeypatch):
         assert not set(mode) & set("wax+"), f"{file} opened with mode {mode!r}"
         return real_open(file, mode, *args, **kwargs)
 
+    real_path_open = Path.open
+
+    def checked_path_open(self, mode="r", *args, **kwargs):
+        opened.append((str(self), mode))
+        assert not set(mode) & set("wax+"), f"{self} opened with mode {mode!r}"
+        return real_path_open(self, mode, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", checked_open)
     monkeypatch.setattr(io, "open", checked_open)
+    # Python 3.10's Path.read_text reaches io.open through an accessor bound at import
+    monkeypatch.setattr(Path, "open", checked_path_open)
     snap = read_snapshot("/", max_pfns=1 << 15)
     monkeypatch.undo()
     assert any(path.endswith("buddyinfo") for path, _ in opened)
