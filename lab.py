@@ -73,6 +73,9 @@ def main(argv: list[str]) -> int:
         cmd = [str(python), "-m", "jupyter", "lab", START, *argv]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")        # containers and CI often run as root
+    if os.name == "posix":        # become the tool: signals (Ctrl-C, kill) reach it directly
+        os.chdir(ROOT)
+        os.execv(cmd[0], cmd)
     return subprocess.call(cmd, cwd=ROOT)
 
 

@@ -9,6 +9,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,6 +50,8 @@ def test_the_open_command_serves_the_start_notebook(tmp_path):
     with (server(cmd, query, tmp_path, timeout=120),       # entered in order: server first
           urllib.request.urlopen(query, timeout=10) as reply):
         assert json.load(reply)["type"] == "notebook"
+    with pytest.raises(OSError):                             # and it was stopped
+        urllib.request.urlopen(query, timeout=5)
     log = (tmp_path / "server.log").read_text()
     assert "Running as root is not recommended" not in log, log[-1000:]
 
