@@ -175,10 +175,10 @@ class NullTrace:
     enabled = False
 
     def emit(self, event: Event) -> None:
-        pass
+        """Drop the event: nothing is recording."""
 
     def close_frame(self, label: str) -> None:
-        pass
+        """No frames without a recording trace."""
 
 
 @dataclass(frozen=True)

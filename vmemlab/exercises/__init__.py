@@ -26,7 +26,7 @@ import html
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -84,6 +84,37 @@ class Exercise(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key}: {self.question}>"
+
+
+class PartHints(Mapping):
+    """Hints for an answer with parts (a tuple, a pair, a set), looked up part by part.
+
+    A ``ValueExercise``'s ``hints`` usually map whole wrong answers to a
+    hint; for answers with parts that would need every combination.  A
+    subclass instead says, in ``lines(guess, truth)``, one hint line per
+    part the guess got wrong that it has a hint for; ``get(guess)`` joins
+    them, or gives None when there is none.  ``truth`` is a callable (the
+    exercise's ``solve``), called only when a hint is looked up.
+    """
+
+    def __init__(self, truth: Callable[[], Any]) -> None:
+        self._truth = truth
+
+    @abstractmethod
+    def lines(self, guess: Any, truth: Any) -> list[str]:
+        """One hint line per wrong part of ``guess`` that has a hint."""
+
+    def __getitem__(self, guess: Any) -> str:
+        found = self.lines(guess, self._truth())
+        if not found:
+            raise KeyError(guess)
+        return "\n".join(found)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 @dataclass(eq=False, repr=False)

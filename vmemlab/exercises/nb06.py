@@ -17,7 +17,6 @@ QEMU: hw/virtio/virtio-mem.c; virtio spec "Memory Device"
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -25,7 +24,7 @@ import vmemlab as vm
 from vmemlab.constants import GiB, MiB, format_size
 from vmemlab.virtio_mem import Request, Response, VirtioMemReq, VirtioMemResp, VirtioMemState
 
-from . import Case, FunctionExercise, ValueExercise
+from . import Case, FunctionExercise, PartHints, ValueExercise
 
 BOOT_MEMORY = 2 * GiB
 REGION_SIZE = 1 * GiB
@@ -176,7 +175,7 @@ def _tokens(n: int) -> Any:
     return accept
 
 
-class ItemHints(Mapping):
+class ItemHints(PartHints):
     """Hints for a tuple answer, looked up item by item.
 
     ``per_item[i]`` maps a wrong answer to request ``i`` to what it usually
@@ -184,23 +183,13 @@ class ItemHints(Mapping):
     """
 
     def __init__(self, truth: Any, per_item: dict[int, dict[str, str]]) -> None:
-        self._truth = truth
+        super().__init__(truth)
         self._per_item = per_item
 
-    def __getitem__(self, guess: Any) -> str:
-        truth = self._truth()
-        found = [f"request {i + 1}: {self._per_item[i][g]}"
-                 for i, g in enumerate(guess)
-                 if i < len(truth) and g != truth[i] and g in self._per_item.get(i, {})]
-        if not found:
-            raise KeyError(guess)
-        return "\n".join(found)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
+    def lines(self, guess: Any, truth: Any) -> list[str]:
+        return [f"request {i + 1}: {self._per_item[i][g]}"
+                for i, g in enumerate(guess)
+                if i < len(truth) and g != truth[i] and g in self._per_item.get(i, {})]
 
 
 # -- why QEMU answers what it answers -----------------------------------------

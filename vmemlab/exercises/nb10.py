@@ -14,7 +14,6 @@ code plus the 2020 patches); "6.12" is 6.12.y as Debian ships it, with the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -23,7 +22,7 @@ from vmemlab.constants import GiB, MiB, errname, format_size
 from vmemlab.profiles import PROFILES, KernelProfile
 from vmemlab.realmem.proctext import parse_pagetypeinfo
 
-from . import Case, FunctionExercise, ValueExercise
+from . import Case, FunctionExercise, PartHints, ValueExercise
 from .answers import Rc, errno_rc, whole_number
 
 KERNELS = ("5.8", "6.12")
@@ -136,26 +135,16 @@ def _show_rc(rc: int) -> str:
     return errname(rc) if rc else "0"
 
 
-class PairHints(Mapping):
+class PairHints(PartHints):
     """Hints for a (5.8, 6.12) answer: one table per kernel, looked up separately."""
 
     def __init__(self, truth: Any, per_kernel: tuple[dict, dict]) -> None:
-        self._truth = truth
+        super().__init__(truth)
         self._per = per_kernel
 
-    def __getitem__(self, guess: Any) -> str:
-        truth = self._truth()
-        found = [f"on {k}: {table[g]}" for k, g, t, table in
-                 zip(KERNELS, guess, truth, self._per, strict=True) if g != t and g in table]
-        if not found:
-            raise KeyError(guess)
-        return "\n".join(found)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
+    def lines(self, guess: Any, truth: Any) -> list[str]:
+        return [f"on {k}: {table[g]}" for k, g, t, table in
+                zip(KERNELS, guess, truth, self._per, strict=True) if g != t and g in table]
 
 
 # -- 10.granularity: 4 MiB vs 2 MiB subblocks ------------------------------------------
@@ -546,26 +535,17 @@ def _rows(x: object) -> RowSet:
     return RowSet(x)
 
 
-class SetHints(Mapping):
+class SetHints(PartHints):
     """Hints for a set answer: one per row wrongly included, one per row missed."""
 
     def __init__(self, truth: Any, extra: dict[str, str], missed: dict[str, str]) -> None:
-        self._truth, self._extra, self._missed = truth, extra, missed
+        super().__init__(truth)
+        self._extra, self._missed = extra, missed
 
-    def __getitem__(self, guess: Any) -> str:
-        truth = self._truth()
-        found = [f"{r}: {self._extra[r]}" for r in sorted(guess - truth) if r in self._extra]
-        found += [f"{r}: {self._missed[r]}" for r in sorted(truth - guess)
-                  if r in self._missed]
-        if not found:
-            raise KeyError(guess)
-        return "\n".join(found)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
+    def lines(self, guess: Any, truth: Any) -> list[str]:
+        return ([f"{r}: {self._extra[r]}" for r in sorted(guess - truth) if r in self._extra]
+                + [f"{r}: {self._missed[r]}" for r in sorted(truth - guess)
+                   if r in self._missed])
 
 
 def _explain_differ(truth: frozenset[str]) -> str:
