@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .browser import PageProblems, jupyterlab, lab_url, require_browser, run_all_cells, voila
+from .browser import (
+    PageProblems,
+    jupyterlab,
+    lab_url,
+    require_browser,
+    run_all_cells,
+    voila,
+    wait_for_change,
+    wait_until,
+)
 
 pytestmark = pytest.mark.browser
 require_browser()
@@ -65,10 +73,7 @@ def _step_and_check(page) -> None:
     page.locator(".widget-slider .noUi-handle").first.focus()
     page.keyboard.press("ArrowRight")
     page.locator("text=step 1/2: 8 kernel pages").wait_for(timeout=30_000)
-    deadline = time.monotonic() + 10
-    while image.get_attribute("src") == src0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert image.get_attribute("src") != src0
+    wait_for_change(lambda: image.get_attribute("src"), src0, "the heatmap image", timeout=10)
     assert "mm_page_alloc: pfn=0x0 order=3" in page.content()
 
 
@@ -92,12 +97,9 @@ def _qom_set_and_check(page, label: str = "= 96 KiB", action: str = "96K",
     page.locator(f"text=last action: qom-set vmem0 requested-size {action}").first.wait_for(
         timeout=30_000)
     assert plugged in page.content()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(
-            a == b for a, b in zip(_image_srcs(page)[:2], srcs0[:2], strict=True)):
-        time.sleep(0.1)
-    srcs = _image_srcs(page)
-    assert srcs[0] != srcs0[0] and srcs[1] != srcs0[1]   # heatmap and subblock map redrawn
+    wait_until(lambda: _image_srcs(page)[:2],                # heatmap and subblock map redrawn
+               lambda srcs: srcs[0] != srcs0[0] and srcs[1] != srcs0[1],
+               "the heatmap and the subblock map to change", timeout=10)
 
 
 @contextlib.contextmanager
@@ -118,29 +120,12 @@ def _voila(page, tmp_path: Path, cell: str) -> Iterator[None]:
         assert page.locator(".jp-CodeCell .jp-InputArea").count() == 0   # code stripped
 
 
-def test_trace_viewer_steps_in_jupyterlab(page, tmp_path):
+@pytest.mark.parametrize("app", [_lab, _voila], ids=["jupyterlab", "voila"])
+@pytest.mark.parametrize(("cell", "check"), [(CELL, _step_and_check),
+                                             (PANEL_CELL, _qom_set_and_check)],
+                         ids=["trace_viewer_steps", "hypervisor_panel_plugs"])
+def test_widget_in_a_real_browser(page, tmp_path, app, cell, check):
     problems = PageProblems(page)
-    with _lab(page, tmp_path, CELL):
-        _step_and_check(page)
-    problems.check()
-
-
-def test_trace_viewer_steps_in_voila(page, tmp_path):
-    problems = PageProblems(page)
-    with _voila(page, tmp_path, CELL):
-        _step_and_check(page)
-    problems.check()
-
-
-def test_hypervisor_panel_plugs_in_jupyterlab(page, tmp_path):
-    problems = PageProblems(page)
-    with _lab(page, tmp_path, PANEL_CELL):
-        _qom_set_and_check(page)
-    problems.check()
-
-
-def test_hypervisor_panel_plugs_in_voila(page, tmp_path):
-    problems = PageProblems(page)
-    with _voila(page, tmp_path, PANEL_CELL):
-        _qom_set_and_check(page)
+    with app(page, tmp_path, cell):
+        check(page)
     problems.check()
