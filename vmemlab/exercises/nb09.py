@@ -20,6 +20,7 @@ import vmemlab as vm
 from vmemlab.constants import format_size
 
 from . import Case, FunctionExercise, ValueExercise
+from .answers import whole_number
 
 PAGE = 4096
 GUEST_BOOT = 2 * vm.GiB
@@ -91,12 +92,7 @@ def balloon_guest(compaction: bool) -> tuple[vm.Machine, object, object]:
 
 
 # -- answer forms ----------------------------------------------------------------
-def _count(x: object) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
-        raise TypeError("the answer is a whole number")
-    if x < 0:
-        raise ValueError("the answer cannot be negative")
-    return int(x)
+_count = whole_number("the answer", out_of_range="the answer cannot be negative")
 
 
 ZONE_NAMES = ("DMA", "DMA32", "Normal", "Movable")

@@ -131,10 +131,6 @@ def _pfn(x: object) -> int:
                         f"this machine has pfns 0 to {TEACH_PAGES - 1}")(x)
 
 
-def _show_rc(rc: int) -> str:
-    return errname(rc) if rc else "0"
-
-
 class PairHints(PartHints):
     """Hints for a (5.8, 6.12) answer: one table per kernel, looked up separately."""
 
@@ -282,7 +278,7 @@ def _explain_movable(truth: tuple[int, int]) -> str:
     for k in KERNELS:
         grown, shrunk, size, rc = _movable_run(k)
         out.append(f"{k}: after growing {', '.join(grown)}; after the shrink "
-                   f"{', '.join(shrunk)}: {size} MiB plugged, last rc {_show_rc(rc)}")
+                   f"{', '.join(shrunk)}: {size} MiB plugged, last rc {errname(rc)}")
     order = {k: ", ".join(PROFILES[k].sbm_unplug_order) for k in KERNELS}
     return ("\n".join(out) + f"\nThe 5.8 driver refused to online the partly plugged third "
             "block to ZONE_MOVABLE (\"memory block has holes, MOVABLE not supported\"), so it "
@@ -334,8 +330,8 @@ def _explain_isolation(truth: tuple[int, int]) -> str:
         _, c = isolation(k)
         c.run()
         first = c.results[0]
-        out.append(f"{k}: {first.phase}: {_show_rc(first.rc)}, {first.text}; "
-                   f"result {_show_rc(c.rc)}")
+        out.append(f"{k}: {first.phase}: {errname(first.rc)}, {first.text}; "
+                   f"result {errname(c.rc)}")
     return ("\n".join(out) + "\n5.8 isolates the whole MAX_ORDER-aligned 16-page block "
             "around [8, 16) (4 MiB on x86-64), so the kernel page at pfn 0, outside the "
             "range, makes has_unmovable_pages() fail.  Since 5.19 only the pageblocks of "
@@ -498,7 +494,7 @@ def scenario_rows(kernel: str) -> dict[str, str]:
             "unplug_requests": str(count["unplug"]),
             "blocks_left": str(len(left)),
             "states": states,
-            "last_rc": _show_rc(dev.driver.last_rc)}
+            "last_rc": errname(dev.driver.last_rc)}
 
 
 def side_by_side(mark: bool = True) -> str:
