@@ -12,26 +12,22 @@ minutes on one machine.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from results import update_section
+from run_notebooks import execute
 
 ROOT = Path(__file__).resolve().parent.parent
+
 GOAL_S = 120
 
 
 def run(path: Path) -> tuple[float, int]:
     """Seconds to execute ``path`` with a fresh kernel, and its number of code cells."""
-    nb = nbformat.read(path, as_version=4)
-    start = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    return time.perf_counter() - start, sum(c.cell_type == "code" for c in nb.cells)
+    nb, seconds = execute(path)
+    return seconds, sum(c.cell_type == "code" for c in nb.cells)
 
 
 def table() -> str:

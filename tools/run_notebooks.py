@@ -20,16 +20,23 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(path: Path) -> float:
+def execute(path: Path) -> tuple[nbformat.NotebookNode, float]:
+    """Run ``path`` top to bottom in a fresh kernel; the executed notebook and the seconds."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb, time.perf_counter() - start
+
+
+def run(path: Path) -> float:
+    """Execute ``path`` and write it back with its outputs; the seconds it took."""
+    nb, seconds = execute(path)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)  # timestamps: churn without meaning
     nbformat.write(nb, path)
-    return time.perf_counter() - start
+    return seconds
 
 
 def main(args: list[str]) -> int:
