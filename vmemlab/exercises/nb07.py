@@ -360,11 +360,10 @@ def one_block() -> tuple[vm.Machine, Any]:
 
 def _memtotal_drop() -> tuple[int, int]:
     m, dev = one_block()
-    rows, blocks = dict(m.proc.meminfo_rows()), len(m.memory_blocks)
+    total, blocks = m.proc.meminfo_kb("MemTotal"), len(m.memory_blocks)
     dev.requested_size = 128 * MiB - 10 * dev.block_size
     m.settle()
-    return rows["MemTotal"] - dict(m.proc.meminfo_rows())["MemTotal"], \
-        blocks - len(m.memory_blocks)
+    return total - m.proc.meminfo_kb("MemTotal"), blocks - len(m.memory_blocks)
 
 
 def _accept_drop(x: Any) -> tuple[int, int]:
@@ -609,7 +608,7 @@ def race(kind: str = "page_cache") -> RaceResult:
     def sample() -> None:
         rec.record(m)
         held.append(writer.resident // MiB)
-        free.append(dict(m.proc.meminfo_rows())["MemFree"] // 1024)
+        free.append(m.proc.meminfo_kb("MemFree") // 1024)
 
     for _ in range(int(RACE_START)):
         sample()
