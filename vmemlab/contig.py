@@ -50,7 +50,7 @@ from .trace import Event
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .node import Node
+    from .node import Isolation, Node
 
 _FREE, _ALLOCATED = int(PageState.FREE), int(PageState.ALLOCATED)
 _RECLAIM_MASK = int(Gfp.IO | Gfp.FS | Gfp.DIRECT_RECLAIM | Gfp.KSWAPD_RECLAIM)
@@ -113,7 +113,11 @@ class ContigRange:
 
     After running: ``rc``; ``outer_start``/``outer_end``; ``stats`` (pages
     migrated, ``stats.moves`` as (src, dst, order)); ``busy_pfn``, the page
-    that made it fail; ``results``, one PhaseResult per phase.
+    that made it fail; ``results``, one PhaseResult per phase.  From a
+    successful isolate phase until the end, ``isolation`` is the node's
+    record of it (``node.isolations``, with the phase that runs next), so
+    ``validate()`` knows which isolated pageblocks and unmerged free blocks
+    are this call's legal transient state.
     """
 
     def __init__(self, node: Node, start: int, end: int, gfp: str | int = "GFP_KERNEL",
@@ -138,6 +142,7 @@ class ContigRange:
         self.results: list[PhaseResult] = []
         self.owner = -1
         self.cost_ns = 0
+        self.isolation: Isolation | None = None    # node.isolations entry while isolated
 
     @property
     def done(self) -> bool:
@@ -168,6 +173,8 @@ class ContigRange:
             self.next = self.phases.index("undo")
             if name == "isolate" and not self._undo_after_failed_isolation():
                 self.next = len(self.phases)  # "return ret": no undo phase at all
+        if self.isolation is not None:
+            self.isolation.phase = self.phase
         if self.done:
             self._finish()
         if self.clock is not None:
@@ -190,6 +197,7 @@ class ContigRange:
             self.busy_pfn = first_unmovable(node, self.start, self.end)
             what = self._describe(self.busy_pfn)
             return rc, f"[{lo:#x}, {hi:#x}): unmovable page at {what}"
+        self.isolation = node.begin_isolation(self.name, lo, hi)
         return 0, f"pageblocks [{lo:#x}, {hi:#x}) are MIGRATE_ISOLATE"
 
     def _drain(self) -> tuple[int, str]:
@@ -296,6 +304,9 @@ class ContigRange:
 
     # -- helpers --------------------------------------------------------
     def _finish(self) -> None:
+        if self.isolation is not None:
+            self.node.end_isolation(self.isolation)
+            self.isolation = None
         if self.rc is None:
             self.rc = 0
         self.node.emit(AllocContigRange(self.start, self.end, self.rc))

@@ -48,6 +48,7 @@ from .constants import (
 )
 from .contig import MIGRATE_BYTES_PER_S
 from .gfp import Gfp, parse_gfp
+from .migrate import move_folio
 from .page_alloc import alloc_pages, free_block
 from .page_isolation import (
     MEMORY_OFFLINE,
@@ -432,13 +433,16 @@ class MemoryHotplug:
         zone.grow_span(start, start + nr)
         mm.set_zone(start, start + nr, zone.zid)
         mm.pb_mt[start >> pbo:(start + nr) >> pbo] = MigrateType.ISOLATE
+        iso = node.begin_isolation("online_pages", start, start + nr, "notify")
         rc = self.memory_notify(MEM_GOING_ONLINE, start, nr)
         if rc:
             self.memory_notify(MEM_CANCEL_ONLINE, start, nr)
             mm.set_zone(start, start + nr, 255)
             mm.pb_mt[start >> pbo:(start + nr) >> pbo] = mm.pageblock_type(MigrateType.MOVABLE)
             zone.zone_start_pfn, zone.spanned_pages = span
+            node.end_isolation(iso)
             return rc
+        iso.phase = "free"
         zone.nr_isolate_pageblock += nr >> pbo
         mm.set_section_online(start, start + nr, True)
         mm.mark_page_offline(start, start + nr)   # not handed out until freed below
@@ -454,6 +458,7 @@ class MemoryHotplug:
             else:
                 group.present_kernel_pages += nr
         undo_isolate_page_range(node, start, start + nr, int(MigrateType.MOVABLE))
+        node.end_isolation(iso)
         init_per_zone_wmark_min(node)
         self.memory_notify(MEM_ONLINE, start, nr)
         return 0
@@ -481,7 +486,8 @@ class MemoryHotplug:
         Isolate (unmovable page: -EBUSY), tell the notifiers, then repeat
         "migrate everything movable, test" until the range is free.  The
         kernel repeats forever; here each pass costs simulated time and a
-        signal arrives after ``timeout`` seconds (-EINTR).
+        signal arrives after ``timeout`` seconds (-EINTR).  Every way out
+        but success undoes the isolation, even an exception.
 
         Kernel: mm/memory_hotplug.c, offline_pages(), scan_movable_pages(),
         do_migrate_range()
@@ -496,11 +502,19 @@ class MemoryHotplug:
         rc = start_isolate_page_range(node, start, end, MEMORY_OFFLINE | REPORT_FAILURE)
         if rc:
             return self._offline_failed(start, end, "failure to isolate range", rc)
-        rc = self.memory_notify(MEM_GOING_OFFLINE, start, nr)
-        if rc:
+        iso = node.begin_isolation("offline_pages", start, end, "notify")
+        try:
+            rc = self.memory_notify(MEM_GOING_OFFLINE, start, nr)
+            if rc:
+                self._cancel_offline(start, end)
+                return self._offline_failed(start, end, "notifier failure", rc)
+            iso.phase = "migrate"
+            rc = self._migrate_until_free(start, end, zone, timeout)
+        except BaseException:
             self._cancel_offline(start, end)
-            return self._offline_failed(start, end, "notifier failure", rc)
-        rc = self._migrate_until_free(start, end, zone, timeout)
+            raise
+        finally:
+            node.end_isolation(iso)
         if rc:
             self._cancel_offline(start, end)
             reason = "signal backoff" if rc == EINTR else "unmovable page"
@@ -513,15 +527,14 @@ class MemoryHotplug:
                             timeout: float | None) -> int:
         """The offline_pages() retry loop, with a deadline standing in for a signal.
 
-        Each pass migrates what it can and costs simulated time.  A pass
-        that moves nothing leaves the range as it was, so every later pass
-        would do the same: the clock then jumps to the deadline (the passes
-        are counted, not repeated).
+        Each pass migrates what it can and costs simulated time.  Nothing
+        else runs while the write waits, so a pass that changes nothing
+        (no page moved, no page freed anywhere) leaves the machine as the
+        next pass would find it: the clock then jumps to the deadline and
+        the passes it skips are counted, not repeated.  Wall time thus
+        follows the work done, not the simulated time waited.
         """
-        from .migrate import move_folio
-
-        node, mm = self.node, self.node.mm
-        m = self.machine
+        node, m = self.node, self.machine
         t0 = m.now
         deadline = t0 + (DEFAULT_OFFLINE_TIMEOUT_S if timeout is None else timeout)
         gfp = _OFFLINE_TARGET_GFP | (_GFP_HIGHMEM if zone.idx == ZoneType.MOVABLE else 0)
@@ -529,24 +542,53 @@ class MemoryHotplug:
         while True:
             if self._scan_unmovable_offline(start, end) is not None:
                 return EBUSY
-            movable = self._scan_movable(start, end)
-            stuck = (mm.flags[movable] & PageFlag.PINNED) != 0
-            stuck |= mm.kind[movable] == PageKind.RAMFS
-            for pfn in movable[~stuck].tolist():
-                move_folio(node, pfn, gfp)
+            before = self._fingerprint(start, end)
+            moved, stuck = self._do_migrate_range(start, end, gfp)
             passes += 1
-            m.advance(OFFLINE_PASS_S + (int((~stuck).sum()) << node.geo.page_shift)
-                      / MIGRATE_BYTES_PER_S)
+            m.advance(OFFLINE_PASS_S + (moved << node.geo.page_shift) / MIGRATE_BYTES_PER_S)
             if test_pages_isolated(node, start, end, MEMORY_OFFLINE) == 0:
                 return 0
-            if passes == 1 and stuck.any():
-                node.printk(f"migrating pfn {int(movable[stuck][0]):x} failed ret:1")
-            if not (~stuck).any() or m.now >= deadline:
+            if passes == 1 and stuck is not None:
+                node.printk(f"migrating pfn {stuck:x} failed ret:1")
+            if m.now >= deadline or self._fingerprint(start, end) == before:
                 skipped = max(0, int((deadline - m.now) / OFFLINE_PASS_S))
                 m.advance(max(0.0, deadline - m.now))
                 node.printk(f"offline_pages: gave up after {passes + skipped} passes in "
                             f"{m.now - t0:.1f} s: signal pending")
                 return EINTR
+
+    def _do_migrate_range(self, start: int, end: int, gfp: int) -> tuple[int, int | None]:
+        """One pass: move every movable folio out; (pages moved, first stuck pfn or None).
+
+        A destination's allocation may reclaim page cache, also inside the
+        range, so each folio is looked at again just before it is moved
+        rather than trusted from the scan.  Pinned and ramfs folios stay
+        (migration fails with -EAGAIN/-EBUSY and goes on with the next); a
+        destination that cannot be allocated ends the pass, as -ENOMEM ends
+        migrate_pages().  Kernel: do_migrate_range(); mm/migrate.c,
+        migrate_pages_batch()
+        """
+        node, mm = self.node, self.node.mm
+        movable = self._scan_movable(start, end)
+        stuck = ((mm.flags[movable] & PageFlag.PINNED) != 0) | (mm.kind[movable] == PageKind.RAMFS)
+        moved = 0
+        for pfn in movable[~stuck].tolist():
+            if not self._movable_head(pfn):
+                continue                     # freed (reclaimed) since the scan
+            nr = 1 << max(0, mm.order.item(pfn))
+            if move_folio(node, pfn, gfp) != 0:
+                break
+            moved += nr
+        return moved, int(movable[stuck][0]) if stuck.any() else None
+
+    def _movable_head(self, pfn: int) -> bool:
+        """Whether ``pfn`` is still the head of a folio scan_movable_pages() would find."""
+        return bool(len(self._scan_movable(pfn, pfn + 1)))
+
+    def _fingerprint(self, start: int, end: int) -> tuple[bytes, tuple[int, ...]]:
+        """What a pass can change: the range's page states and every zone's free count."""
+        return (self.node.mm.state[start:end].tobytes(),
+                tuple(z.nr_free_pages for z in self.node.zones))
 
     def _scan_movable(self, start: int, end: int) -> np.ndarray:
         """Heads of LRU and movable_ops pages in the range.  Kernel: scan_movable_pages()"""

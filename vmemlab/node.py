@@ -44,6 +44,23 @@ class Owner:
     order: int = 0
 
 
+@dataclass(eq=False)
+class Isolation:
+    """Pageblocks [start, end) set MIGRATE_ISOLATE by an operation still in progress.
+
+    ``what`` names the operation (alloc_contig_range, offline_pages,
+    online_pages) and ``phase`` where it stands; a ContigRange stepped by
+    hand stays here between ``step()`` calls.  An isolated pageblock that
+    no entry covers is a leak (``validate()`` reports it): the kernel
+    always undoes isolation before the operation returns.
+    """
+
+    what: str
+    start: int
+    end: int
+    phase: str = ""
+
+
 class Node:
     """Node 0: the memmap, the zones and the owner registry."""
 
@@ -71,6 +88,18 @@ class Node:
         # PageKind -> driver that migrates its own non-LRU pages (struct movable_operations)
         self.movable_ops: dict[int, Any] = {}
         self.clock = lambda: 0.0
+        self.isolations: list[Isolation] = []
+
+    # -- isolations in progress -------------------------------------------
+    def begin_isolation(self, what: str, start: int, end: int, phase: str = "") -> Isolation:
+        """Record that ``what`` holds pageblocks [start, end) isolated from now on."""
+        iso = Isolation(what, start, end, phase)
+        self.isolations.append(iso)
+        return iso
+
+    def end_isolation(self, iso: Isolation) -> None:
+        """The operation has undone (or handed over) its isolation."""
+        self.isolations = [i for i in self.isolations if i is not iso]
 
     def printk(self, message: str) -> None:
         """Append a line to the kernel log (``Machine.dmesg()`` shows it)."""

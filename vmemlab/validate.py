@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import PageKind, PageState, ZoneType
+from .constants import MigrateType, PageKind, PageState, ZoneType
 
 if TYPE_CHECKING:
     from .node import Node
@@ -71,7 +71,8 @@ def _check_head(node: Node, zone: Zone, pfn: int, order: int, mt: int) -> None:
         types = mm.pb_mt[pfn >> pbo: max(pfn >> pbo, (end - 1) >> pbo) + 1]
         if np.any(types != mt):
             _fail(f"free block {pfn:#x} order {order} is on list {mt} but its "
-                  f"pageblock type is {int(types[0])} (freelist hygiene, 6.10+)")
+                  f"pageblock type is {int(types[np.argmax(types != mt)])} "
+                  "(freelist hygiene, 6.10+)")
 
 
 def validate_coverage(node: Node) -> None:
@@ -105,8 +106,11 @@ def validate_merged(node: Node) -> None:
     pbo = geo.pageblock_order
     mergeable = ((mm.state[buddies] == PageState.FREE) & (mm.order[buddies] == orders)
                  & (mm.pb_zone[buddies >> pbo] == mm.pb_zone[heads >> pbo]))
+    in_flight = isolated_in_flight(node)
     for pfn, buddy, order in zip(heads[mergeable].tolist(), buddies[mergeable].tolist(),
                                  orders[mergeable].tolist(), strict=True):
+        if in_flight[pfn >> pbo] and in_flight[buddy >> pbo]:
+            continue    # isolation splits free blocks per pageblock; undo merges them
         zone = node.page_zone(pfn)
         if order >= pbo and _merge_blocked(zone, int(mm.pb_mt[pfn >> pbo]),
                                            int(mm.pb_mt[buddy >> pbo])):
@@ -114,10 +118,33 @@ def validate_merged(node: Node) -> None:
         _fail(f"free buddies {pfn:#x} and {buddy:#x} of order {order} were not merged")
 
 
+def isolated_in_flight(node: Node) -> np.ndarray:
+    """Per pageblock: isolated by an operation still in progress (``node.isolations``)."""
+    pbo = node.geo.pageblock_order
+    owned = np.zeros(len(node.mm.pb_mt), bool)
+    for iso in node.isolations:
+        owned[iso.start >> pbo:-(-iso.end >> pbo)] = True
+    return owned & (node.mm.pb_mt == MigrateType.ISOLATE)
+
+
+def validate_isolation(node: Node) -> None:
+    """Every MIGRATE_ISOLATE pageblock belongs to an isolation still in progress.
+
+    The kernel undoes isolation on every path out of alloc_contig_range()
+    and offline_pages(); a pageblock left isolated is lost to the allocator
+    (its free pages are not counted and never handed out).
+    """
+    leaked = np.flatnonzero((node.mm.pb_mt == MigrateType.ISOLATE) & ~isolated_in_flight(node))
+    if len(leaked):
+        pb = int(leaked[0])
+        _fail(f"pageblock {pb} (pfn {pb << node.geo.pageblock_order:#x}) is isolated "
+              f"(MIGRATE_ISOLATE) but no isolation in progress owns it "
+              f"({len(leaked)} such pageblocks; in progress: "
+              f"{[(i.what, i.phase) for i in node.isolations] or 'none'})")
+
+
 def validate_zone_counters(node: Node) -> None:
     """NR_FREE_PAGES, per-kind counts and page accounting agree with the arrays."""
-    from .constants import MigrateType
-
     mm = node.mm
     for zone in node.zones:
         free = sum((len(lst) << order) for order, area in enumerate(zone.free_area)
@@ -191,6 +218,7 @@ def validate_node(node: Node) -> None:
     validate_coverage(node)
     validate_merged(node)
     validate_zone_counters(node)
+    validate_isolation(node)
 
 
 def validate_hotplug(hotplug) -> None:
@@ -225,22 +253,34 @@ def validate_hotplug(hotplug) -> None:
 
 def validate_virtio_mem(machine, dev) -> None:
     """Device bitmap, device size and driver plugged size agree; so do the
-    driver's subblock bits and its memory-block states."""
+    driver's subblock bits and its memory-block states.
+
+    While a request is in flight (``driver.in_flight``) the device has acted
+    on it and the driver does not know yet: the check applies the answer
+    to the driver's view first.
+    """
     drv = dev.driver
     plugged = int(dev.bitmap.sum()) * dev.block_size
     if plugged != dev.size:
         _fail(f"{dev.name}: bitmap holds {plugged} bytes but size is {dev.size}")
     if drv.broken or drv.mode is None:
         return
-    if drv.plugged_size != dev.size:
-        _fail(f"{dev.name}: driver plugged_size {drv.plugged_size} != device size {dev.size}")
-    if drv.unplug_all_required:
+    pending = _acked_change(dev, drv.in_flight)
+    expected = 0 if pending == "all" else drv.plugged_size + (
+        0 if pending is None else pending[2] * (pending[1] - pending[0]) * dev.block_size)
+    if expected != dev.size:
+        what = "" if pending is None else f" (with the {drv.in_flight[0]} in flight)"
+        _fail(f"{dev.name}: driver plugged_size {drv.plugged_size}{what} != device size "
+              f"{dev.size}")
+    if drv.unplug_all_required or pending == "all":
         return      # the driver knows only plugged_size until its UNPLUG_ALL succeeds
     view = drv.view()
     if view.mode == "SBM":
         sb_per_block = view.sb_pages // view.block_pages
         first = (view.first_unit_pfn - view.start_pfn) // view.block_pages
         bits = np.repeat(view.sb_plugged.ravel(), sb_per_block)
+        if pending is not None:
+            bits[pending[0] - first:pending[1] - first] = pending[2] > 0
         if not np.array_equal(bits, dev.bitmap[first:first + len(bits)]):
             _fail(f"{dev.name}: driver subblock bits disagree with the device bitmap")
         mm = machine.node.mm
@@ -261,3 +301,22 @@ def validate_virtio_mem(machine, dev) -> None:
                     if np.any(states != PageState.PAGE_OFFLINE):
                         _fail(f"{dev.name}: unplugged subblock at pfn {s + j * sb:#x} of an "
                               "online block is not PageOffline")
+
+
+def _acked_change(dev, in_flight) -> tuple[int, int, int] | str | None:
+    """What an acknowledged request in flight changed on the device.
+
+    (first block, end block, +1 plug / -1 unplug), "all" for UNPLUG_ALL, or
+    None when no request is in flight or the device did not ACK it.
+    """
+    from .virtio_mem import VirtioMemReq, VirtioMemResp
+
+    if in_flight is None:
+        return None
+    req, resp = in_flight
+    if resp is None or resp.type != VirtioMemResp.ACK or req.type == VirtioMemReq.STATE:
+        return None
+    if req.type == VirtioMemReq.UNPLUG_ALL:
+        return "all"
+    first = (req.addr - dev.addr) // dev.block_size
+    return first, first + req.nb_blocks, 1 if req.type == VirtioMemReq.PLUG else -1

@@ -95,6 +95,7 @@ class VirtioMemDriver:
         self.last_rc: int | None = None
         self.passes = 0
         self.offline_size = 0
+        self.in_flight: tuple[Request, Response | None] | None = None
         self.owner = self.node.new_owner(PageKind.KERNEL, f"{self.name} (unplugged)").id
         self.contig_owner = self.node.new_owner(PageKind.KERNEL, f"{self.name} (fake offline)")
         self.contig_owner.contig = True
@@ -259,10 +260,20 @@ class VirtioMemDriver:
 
     # -- requests --------------------------------------------------------------------
     def send_request(self, req: Request) -> Generator[float, None, Response | None]:
-        """Send one request and wait for the device's answer (simulated time passes)."""
+        """Send one request and wait for the device's answer (simulated time passes).
+
+        The device acts on the request at once; the driver learns the answer
+        only when the wait ends.  Meanwhile ``in_flight`` holds the request
+        and its response, the one legal moment at which the driver's
+        plugged size and subblock bits lag behind the device.
+        """
         resp = self.dev.handle_request(req)
-        yield REQUEST_S + (self.dev.plug_time(req.nb_blocks)
-                           if req.type == VirtioMemReq.PLUG else 0.0)
+        self.in_flight = (req, resp)
+        try:
+            yield REQUEST_S + (self.dev.plug_time(req.nb_blocks)
+                               if req.type == VirtioMemReq.PLUG else 0.0)
+        finally:
+            self.in_flight = None
         return resp
 
     def _nb_blocks(self, size: int) -> int:

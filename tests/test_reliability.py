@@ -1,0 +1,200 @@
+"""Regressions of issue 14: no corrupted state, no hangs, legal transient states."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import vmemlab as vm
+from vmemlab.constants import MigrateType
+
+from .conftest import teaching
+
+MEM = "/sys/devices/system/memory"
+
+
+def isolated_pageblocks(m: vm.Machine) -> list[int]:
+    return np.flatnonzero(m.node.mm.pb_mt == MigrateType.ISOLATE).tolist()
+
+
+# -- item 1: reclaim during offlining frees pages the pass still meant to move --------
+def page_cache_in_offlined_block() -> vm.Machine:
+    """The issue's reproducer: anon fills a quarter of memory short of 40 pages, then
+    40 pages of page cache; the offline pass's allocations reclaim that cache."""
+    m = teaching()
+    m.activity("anon", size=(m.proc.meminfo_kb("MemFree") // 4 - 40) * 4096)
+    m.activity("page_cache", size=40 * 4096)
+    return m
+
+
+@pytest.mark.parametrize("how", ["api", "sysfs"])
+def test_offline_survives_reclaim_of_pages_it_meant_to_move(how):
+    m = page_cache_in_offlined_block()
+    if how == "api":
+        rc = m.offline_memory_block(3, timeout=1)
+    else:
+        rc = m.sysfs.write(f"{MEM}/memory3/state", "offline")
+    assert rc in (0, vm.EBUSY, vm.EINTR)
+    m.validate()
+    assert isolated_pageblocks(m) == []
+    assert m.zone("Normal").nr_isolate_pageblock == 0
+    if rc:
+        assert m.proc.meminfo_kb("MemFree") > 0
+        assert m.alloc_pages(0) is not None
+
+
+def test_offline_result_of_the_reproducer():
+    """216 anonymous pages cannot fit in the 191 pages outside memory3: after
+    reclaim drops the page cache and 15 pages move, nothing else can; -EINTR."""
+    m = page_cache_in_offlined_block()
+    anon = m.activities[0]
+    held = anon.resident
+    assert m.offline_memory_block(3, timeout=1) == vm.EINTR
+    assert m.memory_blocks[3].state == "online"
+    assert anon.resident == held and len(anon.pages()) == 216
+    assert m.activities[1].resident == 0                  # the cache was reclaimed
+    assert "page allocation failure: order:0" in m.dmesg()
+    m.validate()
+
+
+def test_offline_undoes_isolation_when_a_pass_raises(monkeypatch):
+    """Even a bug inside the retry loop leaves no pageblock isolated."""
+    from vmemlab import memory_hotplug
+
+    m = teaching()
+    m.activity("anon", size=200 * 4096)
+
+    def boom(*args, **kw):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(memory_hotplug, "move_folio", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        m.offline_memory_block(3, timeout=1)
+    assert isolated_pageblocks(m) == []
+    m.validate()
+
+
+def full_pageblock(m: vm.Machine) -> int:
+    """A pageblock whose pages are all allocated (nothing on a free list to move)."""
+    return m.alloc_pages(3, "GFP_HIGHUSER_MOVABLE") >> 3
+
+
+def test_validate_finds_a_leaked_isolation():
+    m = teaching()
+    pb = full_pageblock(m)
+    m.node.mm.pb_mt[pb] = MigrateType.ISOLATE
+    m.zone("Normal").nr_isolate_pageblock += 1     # counters agree: only ownership is wrong
+    with pytest.raises(vm.ValidationError,
+                       match=f"pageblock {pb} .* isolated .* no isolation in progress"):
+        m.validate()
+
+
+def test_validate_finds_isolation_counts_that_disagree():
+    m = teaching()
+    m.node.mm.pb_mt[full_pageblock(m)] = MigrateType.ISOLATE
+    with pytest.raises(vm.ValidationError, match="nr_isolate_pageblock=0 but 1"):
+        m.validate()
+
+
+# -- item 2: a retry loop costs wall time for work done, not for simulated time --------
+def cpu_seconds(fn):
+    t0 = time.process_time()
+    out = fn()
+    return out, time.process_time() - t0
+
+
+def test_offline_that_cannot_progress_waits_60_simulated_seconds_quickly():
+    """Nothing can move (four pinned pages, no room for the rest): the old loop made
+    one pass per simulated millisecond, 60,000 passes and a minute of wall time."""
+    m = teaching()
+    m.activity("pin", size=4 * 4096)
+    m.activity("anon", size=100 * 4096)
+    assert m.offline_memory_block(1, timeout=1) == 0
+    assert m.offline_memory_block(2, timeout=1) == 0
+    rc, cpu = cpu_seconds(lambda: m.sysfs.write(f"{MEM}/memory3/state", "offline"))
+    assert rc == vm.EINTR and cpu < 0.5
+    assert 60.0 <= m.now < 60.01
+    assert "gave up after 59999 passes in 60.0 s" in m.dmesg()
+    m.validate()
+
+
+def test_offline_of_an_8g_guest_with_a_2s_budget_is_quick():
+    """The issue's 8 GiB case: 44 s of wall time for a 2 s budget before the fix."""
+    m = vm.Machine(boot_memory=8 * vm.GiB, seed=0)
+    m.activity("anon", size=m.proc.meminfo_kb("MemFree") * 1024)
+    m.activity("pin", size=16 * 4096)
+    blocks = [b.id for b in m.memory_blocks if b.valid_zones == "Normal"][-3:]
+    rcs = []
+    for bid in blocks:
+        rc, cpu = cpu_seconds(lambda bid=bid: m.offline_memory_block(bid, timeout=2))
+        rcs.append(rc)
+        assert cpu < 0.5
+    assert rcs == [vm.EINTR, vm.EINTR, vm.EBUSY]
+    assert m.now == pytest.approx(4.0)
+    m.validate()
+
+
+# -- item 5: validate() knows the legal transient states -----------------------------
+@pytest.mark.parametrize("kernel", ["6.12", "5.8"])
+@pytest.mark.parametrize("lo, hi", [(0xe4, 0xff), (0x11, 0x1b), (0x30, 0x71)])
+def test_validate_between_contig_range_phases(kernel, lo, hi):
+    """Isolating splits free buddies per pageblock; they stay unmerged until undo."""
+    m = teaching(kernel)
+    m.activity("anon", size=20 * 4096)
+    m.activity("slab", size=4 * 4096)
+    c = m.contig_range(lo, hi)
+    phases = []
+    while not c.done:
+        c.step()
+        phases.append([(i.what, i.phase) for i in m.node.isolations])
+        m.validate()
+    assert phases[0] == [("alloc_contig_range", c.phases[1])]
+    assert phases[-1] == [] and isolated_pageblocks(m) == []
+
+
+def test_an_abandoned_contig_range_stays_owned():
+    m = teaching()
+    c = m.contig_range(0x40, 0x80)
+    c.step()                                   # isolated, then never stepped again
+    m.validate()
+    assert len(isolated_pageblocks(m)) == 8
+    c.run()
+    m.validate()
+    assert isolated_pageblocks(m) == []
+
+
+def request_in_flight(m: vm.Machine) -> bool:
+    return any(dev.driver.in_flight is not None for dev in m.virtio_mem)
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "5.8"])
+@pytest.mark.parametrize("sizes", [("768k", "256k", "0"), ("1M", "0")])
+def test_validate_while_a_virtio_mem_request_is_in_flight(kernel, sizes):
+    m = vm.Machine(boot_memory="512k", geometry="teaching", kernel=kernel)
+    dev = m.add_virtio_mem(region_size="1M")
+    seen = 0
+    for size in sizes:
+        dev.requested_size = size
+        while m._pending_work:
+            m._fire_next()
+            seen += request_in_flight(m)
+            m.validate()
+        assert dev.size == dev.driver.plugged_size
+    assert seen > 2
+
+
+def test_validate_while_unplug_all_is_in_flight():
+    m = vm.Machine(boot_memory="512k", geometry="teaching")
+    dev = m.add_virtio_mem(region_size="1M", requested_size="512k")
+    m.settle()
+    dev.migrating = True
+    m.reboot()                        # busy at reset: keeps its blocks, UNPLUG_ALL at probe
+    dev.migrating = False
+    seen = 0
+    while m._pending_work:
+        m._fire_next()
+        seen += request_in_flight(m)
+        m.validate()
+    assert seen and dev.size == dev.driver.plugged_size == 512 * 1024
