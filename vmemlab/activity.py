@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .bulk import alloc_bulk_runs, alloc_pages_bulk, free_pages_bulk
+from .checks import check_fraction
 from .constants import PageFlag, PageKind, PageState, format_size
 from .slab import DENTRY, EXT4_INODE, SlabCache
 
@@ -153,8 +154,7 @@ class Activity:
 
 
 def _check_fraction(fraction: float) -> None:
-    if not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction={fraction!r} must be a number in [0, 1]")
+    check_fraction("fraction", fraction)
 
 
 class AnonActivity(Activity):

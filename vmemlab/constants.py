@@ -16,6 +16,7 @@ import errno as _errno
 import re
 from dataclasses import dataclass
 from enum import IntEnum
+from fractions import Fraction
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -315,8 +316,14 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECAS
 _SUFFIX = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": TiB}
 
 
+MAX_SIZE = 2**64 - 1       # sizes are u64 in the kernel (memparse()) and in QEMU
+
+
 def parse_size(value: int | str) -> int:
     """Parse a size in bytes: 4096, "4k", "128M", "2GiB", "1.5g" (binary units).
+
+    Sizes are whole numbers of bytes from 0 to 2**64 - 1; anything else is
+    a ValueError naming the value.
 
     >>> parse_size("128M")
     134217728
@@ -326,15 +333,24 @@ def parse_size(value: int | str) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"size={value} must not be negative")
-        return value
-    m = _SIZE_RE.match(str(value))
-    if not m:
-        raise ValueError(f"size={value!r} is not a size like 4096, 64k, 128M or 2G")
-    number, suffix = m.group(1), m.group(2).lower()
-    nbytes = float(number) * _SUFFIX[suffix]
-    if nbytes != int(nbytes):
-        raise ValueError(f"size={value!r} is not a whole number of bytes")
+        nbytes = Fraction(value)
+    else:
+        m = _SIZE_RE.match(str(value))
+        if not m:
+            raise ValueError(f"size={_short(value)} is not a size like 4096, 64k, 128M or 2G")
+        nbytes = Fraction(m.group(1)) * _SUFFIX[m.group(2).lower()]
+        if nbytes.denominator != 1:
+            raise ValueError(f"size={_short(value)} is not a whole number of bytes")
+    if nbytes > MAX_SIZE:
+        raise ValueError(f"size={_short(value)} is more than 2**64 - 1 bytes, the largest "
+                         "size there is")
     return int(nbytes)
+
+
+def _short(value: object) -> str:
+    """repr(value), cut to a readable length for error messages."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:18]}...{text[-18:]} ({len(text)} characters)"
 
 
 def format_size(nbytes: int) -> str:

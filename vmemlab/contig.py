@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from .checks import check_int
 from .constants import EBUSY, EINTR, EINVAL, ENOMEM, MigrateType, PageKind, PageState, errname
 from .freelist import del_page_from_free_list
 from .gfp import Gfp, format_gfp, gfp_zone, parse_gfp
@@ -350,8 +351,7 @@ def free_contig_range(node: Node, pfn: int, nr_pages: int) -> int:
     """
     from .bulk import free_pages_bulk
 
-    if not isinstance(nr_pages, (int, np.integer)) or nr_pages <= 0:
-        raise ValueError(f"nr_pages={nr_pages!r} must be a positive integer")
+    check_int("nr_pages", nr_pages, 1)
     check_range(node, pfn, pfn + nr_pages)
     mm = node.mm
     pfns = np.arange(pfn, pfn + nr_pages)
@@ -393,8 +393,7 @@ def alloc_contig_pages(node: Node, nr_pages: int, gfp: str | int = "GFP_KERNEL")
 
     Kernel: mm/page_alloc.c, alloc_contig_pages_noprof()
     """
-    if not isinstance(nr_pages, (int, np.integer)) or nr_pages <= 0:
-        raise ValueError(f"nr_pages={nr_pages!r} must be a positive integer")
+    check_int("nr_pages", nr_pages, 1)
     mask = int(parse_gfp(gfp))
     for zone in node.zonelist(gfp_zone(mask)):
         pfn = -(-zone.zone_start_pfn // nr_pages) * nr_pages

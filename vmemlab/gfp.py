@@ -87,6 +87,7 @@ _NAMES: dict[str, Gfp] = {name: mask for name, mask in _COMPOSITES}
 _NAMES.update({f"__GFP_{flag.name}": flag for flag in Gfp})
 _NAMES["__GFP_RECLAIM"] = __GFP_RECLAIM
 _NAMES["0"] = Gfp(0)
+_ALL_BITS = int(sum(Gfp))
 
 
 @lru_cache(maxsize=256)
@@ -111,6 +112,9 @@ def parse_gfp(spec: str | int | Gfp) -> Gfp:
     if isinstance(spec, Gfp):
         return spec
     if isinstance(spec, int) and not isinstance(spec, bool):
+        if spec < 0 or spec & ~_ALL_BITS:
+            raise ValueError(f"gfp={spec!r} is not a gfp mask: gfp_t is unsigned and only "
+                             f"bits {_ALL_BITS:#x} are __GFP flags")
         return Gfp(spec)
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"gfp={spec!r} is not a gfp mask such as 'GFP_KERNEL'")

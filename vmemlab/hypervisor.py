@@ -102,6 +102,21 @@ class VirtioMemResizedUsableRegion(Event):
     new_size: int
 
 
+def check_requested_size(value: int | str, block_size: int, region_size: int) -> int:
+    """A requested size QEMU accepts, in bytes; ValueError with QEMU's words otherwise.
+
+    QEMU: virtio_mem_set_requested_size()
+    """
+    value = parse_size(value)
+    if value % block_size:
+        raise ValueError(f"'requested-size' has to be multiples of 'block-size' "
+                         f"({block_size:#x}): {value}")
+    if value > region_size:
+        raise ValueError(f"'requested-size' cannot exceed the memory backend size "
+                         f"({region_size:#x}): {value}")
+    return value
+
+
 class VirtioMemDevice:
     """One virtio-mem-pci device as QEMU implements it.
 
@@ -141,13 +156,7 @@ class VirtioMemDevice:
     @requested_size.setter
     def requested_size(self, value: int | str) -> None:
         """qom-set vmem0 requested-size VALUE.  QEMU: virtio_mem_set_requested_size()"""
-        value = parse_size(value)
-        if value % self.block_size:
-            raise ValueError(f"'requested-size' has to be multiples of 'block-size' "
-                             f"({self.block_size:#x}): {value}")
-        if value > self.region_size:
-            raise ValueError(f"'requested-size' cannot exceed the memory backend size "
-                             f"({self.region_size:#x}): {value}")
+        value = check_requested_size(value, self.block_size, self.region_size)
         if value != self._requested_size:
             self.resize_usable_region(value, can_shrink=False)
             self._requested_size = value

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -26,15 +27,25 @@ from . import charmap
 from .activity import ACTIVITY_CLASSES, SPECS, Activity, FilesActivity
 from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all
 from .bulk import alloc_pages_bulk
+from .checks import (
+    INT_MAX,
+    MAX_TICKS,
+    check_bool,
+    check_capacity,
+    check_int,
+    check_number,
+    check_seconds,
+)
 from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
-from .hypervisor import VIRTIO_MEM_MIN_BLOCK_SIZE, VirtioMemDevice
+from .hypervisor import VIRTIO_MEM_MIN_BLOCK_SIZE, VirtioMemDevice, check_requested_size
 from .memory_hotplug import ONLINE_TYPES, MemoryHotplug
 from .node import Node
-from .page_alloc import alloc_pages, free_pages
+from .page_alloc import AllocRequest, alloc_pages, free_pages
 from .page_offline import generic_online_page
 from .procfs import ProcFS
 from .profiles import DEFAULT_KERNEL, KernelProfile, profile
+from .slab import DENTRY
 from .sysfs import Sysfs
 from .trace import NullTrace, Trace
 from .validate import validate_hotplug, validate_node, validate_virtio_mem
@@ -143,15 +154,18 @@ class Machine:
                  mobility_grouping: bool = True, auto_movable_ratio: int = 301) -> None:
         geo = _geometry(geometry)
         prof = profile(kernel)
-        boot_memory = parse_size(boot_memory)
+        asked, boot_memory = boot_memory, parse_size(boot_memory)
         _check_choice("online_policy", online_policy, prof.online_policies)
         _check_choice("auto_online_blocks", auto_online_blocks, ONLINE_TYPES)
-        if not isinstance(auto_movable_ratio, int) or auto_movable_ratio < 0:
-            raise ValueError(f"auto_movable_ratio={auto_movable_ratio!r} must be a "
-                             "non-negative integer (percent)")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise ValueError(f"seed={seed!r} must be an integer")
+        check_int("auto_movable_ratio", auto_movable_ratio, 0, 2**32 - 1)
+        check_int("seed", seed)
+        if min_free_kbytes is not None:
+            check_int("min_free_kbytes", min_free_kbytes, 0, INT_MAX)
+        check_bool("mobility_grouping", mobility_grouping)
+        if not isinstance(trace, Trace):
+            check_bool("trace", trace)
         layout = boot_layout(geo, boot_memory)
+        check_capacity(geo, layout.end_pfn, f"boot_memory={asked!r}")
         geo = dataclasses.replace(geo, memory_block_size=probe_memory_block_size(
             geo, layout.end_pfn << geo.page_shift))
         self.geometry = geo
@@ -170,6 +184,7 @@ class Machine:
         self._timers: list[tuple[float, int, Callable[[], None], bool, int]] = []
         self._seq = itertools.count()
         self._pending_work = 0
+        self._ticking: list[tuple[Activity, float, int, int | None]] = []  # start_activity()
         self.epoch = 0        # guest boots; events of an earlier boot are dropped
         self.boots = 0
         self.trace: Trace | NullTrace = self._make_trace(trace)
@@ -252,10 +267,23 @@ class Machine:
         end = self.layout.end_pfn << geo.page_shift
         return -(-end // geo.memory_block_size) * geo.memory_block_size
 
-    def allocate_device_region(self, size: int, align: int, name: str) -> int:
+    def allocate_device_region(self, size: int, align: int, name: str,
+                               what: str = "") -> int:
         """Place a memory device in the device-memory region, first fit, aligned.
 
         QEMU: hw/mem/memory-device.c, memory_device_get_free_addr()
+        """
+        addr = self.device_region_addr(size, align, what or f"{name}: size={size}")
+        self.device_regions.append((addr, size, name))
+        self.ensure_pfns((addr + size) >> self.geometry.page_shift)
+        return addr
+
+    def device_region_addr(self, size: int, align: int, what: str) -> int:
+        """Where ``allocate_device_region`` would put a device; ValueError naming ``what``
+        if the machine cannot hold it.
+
+        QEMU: memory_device_get_free_addr(); the guest's address space ends at
+        2**phys-bits.
         """
         addr = self.device_memory_base
         for start, length, _ in sorted(self.device_regions):
@@ -263,8 +291,8 @@ class Machine:
                 break
             addr = max(addr, -(-(start + length) // align) * align)
         addr = -(-addr // align) * align
-        self.device_regions.append((addr, size, name))
-        self.ensure_pfns((addr + size) >> self.geometry.page_shift)
+        check_capacity(self.geometry, max(self.node.mm.nr_pfns, (addr + size)
+                                          >> self.geometry.page_shift), f"{what} at {addr:#x}")
         return addr
 
     def ensure_pfns(self, nr_pfns: int) -> None:
@@ -282,12 +310,13 @@ class Machine:
         False.  Kernel: drivers/acpi/acpi_memhotplug.c; QEMU hw/mem/pc-dimm.c
         """
         size = parse_size(size)
+        check_bool("online", online)
         bsize = self.geometry.memory_block_size
         if size <= 0 or size % bsize:
             raise ValueError(f"size={size} must be a positive multiple of the memory block "
                              f"size ({format_size(bsize)})")
         name = f"dimm{len(self.dimms)}"
-        addr = self.allocate_device_region(size, bsize, name)
+        addr = self.allocate_device_region(size, bsize, name, f"{name}: size={size}")
         dimm = Dimm(name, addr, size, 0)
         dimm = dataclasses.replace(dimm, rc=self._add_dimm_memory(dimm, online))
         self.dimms.append(dimm)
@@ -328,13 +357,18 @@ class Machine:
         if region <= 0 or region % block:
             raise ValueError(f"region_size={region} must be a positive multiple of "
                              f"block_size ({format_size(block)})")
-        name = f"vmem{len(self.virtio_mem)}"
-        addr = self.allocate_device_region(region, block, name)
+        check_int("node", node, 0, self.node.node_id)
+        check_bool("prealloc", prealloc)
+        check_bool("guest_driver", guest_driver)
         host = None if host_memory is None else parse_size(host_memory)
+        requested = check_requested_size(requested_size, block, region)
+        name = f"vmem{len(self.virtio_mem)}"
+        addr = self.allocate_device_region(region, block, name,    # the first change
+                                           f"{name}: region_size={region_size!r}")
         dev = VirtioMemDevice(self, name, region, addr, block, node, prealloc, host)
         dev.guest_driver = guest_driver  # before the driver probes
         dev.memdev = f"/objects/mem{len(self.virtio_mem)}"
-        dev.requested_size = requested_size      # before realize: just set
+        dev.requested_size = requested      # before realize: just set
         dev.resize_usable_region(dev.requested_size, can_shrink=True)
         self.virtio_mem.append(dev)
         dev.driver = VirtioMemDriver(self, dev)
@@ -342,6 +376,7 @@ class Machine:
 
     def add_virtio_balloon(self, compaction: bool = True) -> VirtioBalloon:
         """Plug a virtio-balloon device (at most one); see vmemlab.virtio_balloon."""
+        check_bool("compaction", compaction)
         if self.balloon is not None:
             raise ValueError("this machine already has a virtio-balloon device")
         self.balloon = VirtioBalloon(self, compaction)
@@ -393,16 +428,26 @@ class Machine:
                 for _, b in sorted(hp.blocks.items())]
 
     def online_memory_block(self, block_id: int, online_type: str = "online") -> int:
-        """``echo <online_type> > /sys/devices/system/memory/memory<id>/state``."""
-        return self.sysfs.write(f"/sys/devices/system/memory/memory{block_id}/state",
+        """``echo <online_type> > /sys/devices/system/memory/memory<id>/state``; 0 or -errno."""
+        block = self._memory_block(block_id)
+        _check_choice("online_type", online_type, ONLINE_TYPES[1:])
+        return self.sysfs.write(f"/sys/devices/system/memory/memory{block.id}/state",
                                 online_type)
 
     def offline_memory_block(self, block_id: int, timeout: float | None = None) -> int:
         """``timeout <s> echo offline > .../memory<id>/state``; 0 or -errno."""
-        block = self.hotplug.blocks.get(block_id)
-        if block is None:
-            raise ValueError(f"block_id={block_id} does not exist")
+        block = self._memory_block(block_id)
+        if timeout is not None:
+            check_seconds("timeout", timeout)
         return self.hotplug.offline_block(block, timeout)
+
+    def _memory_block(self, block_id: int) -> Any:
+        check_int("block_id", block_id)
+        block = self.hotplug.blocks.get(int(block_id))
+        if block is None:
+            raise ValueError(f"block_id={block_id} does not exist; memory blocks are "
+                             f"{sorted(self.hotplug.blocks)}")
+        return block
 
     # -- views ---------------------------------------------------------------
     @property
@@ -415,17 +460,20 @@ class Machine:
                 for z in self.node.zones}
 
     def zone(self, name: str | ZoneType) -> Any:
-        """The live Zone object by name ("Normal") or ZoneType."""
+        """The live Zone object by name ("Normal") or ZoneType (or its index)."""
         if isinstance(name, str):
             for z in self.node.zones:
                 if z.name.lower() == name.lower():
                     return z
-            raise ValueError(f"zone={name!r} is not one of "
-                             f"{[z.name for z in self.node.zones]}")
-        return self.node.zone(name)
+        elif isinstance(name, (int, np.integer)) and not isinstance(name, bool) \
+                and 0 <= name < len(self.node.zones):
+            return self.node.zone(name)
+        raise ValueError(f"zone={name!r} is not one of {[z.name for z in self.node.zones]} "
+                         f"or an index 0..{len(self.node.zones) - 1}")
 
     def page_map(self, start: int = 0, end: int | None = None, width: int = 64) -> str:
         """One character per page (see vmemlab.charmap for the legend)."""
+        check_int("width", width, 1)
         return charmap.page_map(self.node, start, end, width)
 
     def pageblock_map(self) -> str:
@@ -478,6 +526,8 @@ class Machine:
                          kind: PageKind | str | None = None) -> np.ndarray:
         """Allocate order-0 pages in bulk for a new owner; return their pfns."""
         req_kind = _page_kind(kind)
+        check_int("nr_pages", nr_pages, 0, INT_MAX)
+        AllocRequest(self.node, 0, gfp, req_kind)         # checks gfp before any change
         owner = self.node.new_owner(req_kind or PageKind.KERNEL, "alloc_pages_bulk")
         return alloc_pages_bulk(self.node, gfp, nr_pages, req_kind, owner.id)
 
@@ -497,6 +547,7 @@ class Machine:
 
         Each phase advances the simulated clock by its cost (see vmemlab.contig).
         """
+        check_bool("fatal_signal", fatal_signal)
         return ContigRange(self.node, start_pfn, end_pfn, gfp, signal_pending=fatal_signal,
                            clock=self.advance)
 
@@ -516,21 +567,28 @@ class Machine:
         ``size`` (bytes, or "256M") for page-based kinds; ``count`` for files
         (number of files) and pipes (number of full 64 KiB pipes).
         """
-        if kind not in SPECS:
-            raise ValueError(f"kind={kind!r} is not one of {sorted(SPECS)}")
-        cls = ACTIVITY_CLASSES.get(kind, Activity)
-        act = cls(self, kind, name or f"{kind}#{len(self.activities)}")
+        _check_kind(kind, SPECS)
+        _check_name(name)
         if kind == "files":
             if count is None or size is not None:
-                raise ValueError("files take count= (the number of files), not size=")
-            _check_count(count)
-            assert isinstance(act, FilesActivity)
-            act.create(count)
+                raise ValueError(f"files take count= (the number of files), not "
+                                 f"size={size!r}")
+            _check_count(count, self._max_files())
         else:
             nr_pages = self._activity_pages(kind, size, count)
+        act = ACTIVITY_CLASSES.get(kind, Activity)(self, kind,
+                                                    name or f"{kind}#{len(self.activities)}")
+        if isinstance(act, FilesActivity):
+            act.create(count)
+        else:
             act.allocate(nr_pages)
         self.activities.append(act)
         return act
+
+    def _max_files(self) -> int:
+        """More files than this would not fit even if all memory held only their dentries."""
+        present = sum(z.present_pages for z in self.node.zones) << self.geometry.page_shift
+        return max(1, present // DENTRY.object_size)
 
     def start_activity(self, kind: str, rate: int | str, interval: float = 1.0,
                        limit: int | str | None = None, release_fraction: float = 0.0,
@@ -542,16 +600,18 @@ class Machine:
         ``release_fraction``, frees that share of what it holds (churn).
         It stops at ``limit`` bytes requested, or when ``act.stop()`` is called.
         """
-        if kind not in SPECS or kind in ("files", "pin"):
+        if not isinstance(kind, str) or kind not in SPECS or kind in ("files", "pin"):
             raise ValueError(f"kind={kind!r} cannot run in the background; use one of "
                              f"{sorted(set(SPECS) - {'files', 'pin'})}")
-        if not isinstance(interval, (int, float)) or interval <= 0:
-            raise ValueError(f"interval={interval!r} must be a positive number of seconds")
+        check_seconds("interval", interval, positive=True)
+        check_number("release_fraction", release_fraction, 0.0, 1.0)
+        _check_name(name)
         per_tick = self._activity_pages(kind, int(parse_size(rate) * interval), None)
         cap = None if limit is None else parse_size(limit)
         act = ACTIVITY_CLASSES.get(kind, Activity)(self, kind,
                                                    name or f"{kind}#{len(self.activities)}")
         self.activities.append(act)
+        self._ticking.append((act, float(interval), per_tick << self.geometry.page_shift, cap))
 
         def tick() -> None:
             if act.stopped or (cap is not None and act.requested >= cap):
@@ -626,9 +686,14 @@ class Machine:
             fn()
 
     def run(self, seconds: float) -> None:
-        """Advance simulated time by ``seconds``, firing timers and work on the way."""
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
-            raise ValueError(f"seconds={seconds!r} must be a non-negative number")
+        """Advance simulated time by ``seconds``, firing timers and work on the way.
+
+        At most ``vmemlab.checks.MAX_SECONDS`` per call, and at most
+        ``MAX_TICKS`` ticks of background activities: beyond that a call
+        would not return in reasonable time, so it is refused up front.
+        """
+        check_seconds("seconds", seconds)
+        self._check_ticks("seconds", seconds)
         end = self.now + seconds
         while self._timers and self._timers[0][0] <= end:
             self._fire_next()
@@ -639,12 +704,28 @@ class Machine:
 
         Timers that are not work (a driver's 50 s retry timer, background
         activity) do not keep it going; ``run(seconds)`` waits for those.
-        ``limit`` bounds the simulated time spent.
+        ``limit`` (positive, finite) bounds the simulated time spent.
         """
+        check_seconds("limit", limit, positive=True)
+        self._check_ticks("limit", limit)
         start = self.now
         while self._pending_work and self._timers and self._timers[0][0] - start <= limit:
             self._fire_next()
         return self.now - start
+
+    def _check_ticks(self, what: str, seconds: float) -> None:
+        """Refuse a span in which background activities would tick more than MAX_TICKS times."""
+        self._ticking = [t for t in self._ticking
+                         if t[0] in self.activities and not t[0].stopped]
+        ticks = 0.0
+        for act, interval, per_tick, cap in self._ticking:
+            left = math.inf if cap is None or not per_tick else \
+                math.ceil(max(0, cap - act.requested) / per_tick)
+            ticks += min(seconds / interval + 1, left)
+        if ticks > MAX_TICKS:
+            raise ValueError(f"{what}={seconds!r}: background activities would tick about "
+                             f"{ticks:.3g} times; one call fires at most {MAX_TICKS} "
+                             "(stop them, or run a shorter time)")
 
     # -- trace ---------------------------------------------------------------
     def start_trace(self, trace: Trace | None = None) -> Trace:
@@ -652,6 +733,8 @@ class Machine:
 
         The first frame opens here; ``step(label)`` closes frames as usual.
         """
+        if trace is not None and not isinstance(trace, Trace):
+            raise ValueError(f"trace={trace!r} must be a vmemlab.trace.Trace or None")
         self.trace = self._make_trace(trace or True)
         self.node.trace = self.trace
         return self.trace
@@ -694,19 +777,30 @@ def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{what}={value!r} is not one of {list(choices)}")
 
 
-def _check_count(count: int) -> None:
-    if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 0:
-        raise ValueError(f"count={count!r} must be a non-negative integer")
+def _check_count(count: int, limit: int = INT_MAX) -> None:
+    check_int("count", count, 0, limit)
+
+
+def _check_kind(kind: str, kinds: dict) -> None:
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ValueError(f"kind={kind!r} is not one of {sorted(kinds)}")
+
+
+def _check_name(name: str | None) -> None:
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name={name!r} must be a non-empty string")
 
 
 def _page_kind(kind: PageKind | str | None) -> PageKind | None:
-    if kind is None or isinstance(kind, PageKind):
-        return kind
-    try:
-        return PageKind[str(kind).upper()]
-    except KeyError:
+    """None (from the gfp), or a PageKind by member or name; never NONE."""
+    if kind is None:
+        return None
+    found = kind if isinstance(kind, PageKind) else (
+        PageKind.__members__.get(kind.upper()) if isinstance(kind, str) else None)
+    if not found:
         raise ValueError(f"kind={kind!r} is not one of "
-                         f"{[k.name.lower() for k in PageKind if k]}") from None
+                         f"{[k.name.lower() for k in PageKind if k]}")
+    return found
 
 
 __all__ = ["Machine", "ZoneSummary", "Snapshot", "MiB", "GiB"]

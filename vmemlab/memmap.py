@@ -232,3 +232,13 @@ def _extend(arr: np.ndarray, extra: int, fill: int | bool) -> np.ndarray:
     out[:len(arr)] = arr
     out[len(arr):] = fill
     return out
+
+
+def memmap_bytes(geo: Geometry, nr_pfns: int) -> int:
+    """Bytes the arrays of a memmap covering ``nr_pfns`` pfns take, from their dtypes."""
+    empty = MemMap(geo, 0)
+    per_page = sum(a.itemsize for a in (empty.state, empty.order, empty.kind, empty.flags,
+                                        empty.owner))
+    per_pageblock = empty.pb_mt.itemsize + empty.pb_zone.itemsize
+    return (nr_pfns * per_page + (nr_pfns >> geo.pageblock_order) * per_pageblock
+            + (nr_pfns // geo.pages_per_section) * empty.section_online.itemsize)

@@ -10,6 +10,8 @@ checks.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -320,3 +322,63 @@ def _acked_change(dev, in_flight) -> tuple[int, int, int] | str | None:
         return "all"
     first = (req.addr - dev.addr) // dev.block_size
     return first, first + req.nb_blocks, 1 if req.type == VirtioMemReq.PLUG else -1
+
+
+def state_digest(machine) -> str:
+    """A SHA-256 over everything a call can change, to prove a call changed nothing.
+
+    Covers the memmap arrays, every zone's counters and free lists (in list
+    order), owners, the kernel log and event counters, isolations in
+    progress, the clock, timers and random generator, settings, memory
+    blocks and groups, devices (DIMMs, virtio-mem device and driver, the
+    balloon) and activities.  Two machines in the same state give the same
+    digest; ``tests/test_bad_input.py`` compares it before and after every
+    rejected call.
+    """
+    h = hashlib.sha256()
+
+    def put(*parts) -> None:
+        for part in parts:
+            h.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+            h.update(b"\0")
+
+    m, node = machine, machine.node
+    mm = node.mm
+    put(mm.state, mm.order, mm.kind, mm.flags, mm.owner, mm.pb_mt, mm.pb_zone,
+        mm.section_online, mm.nr_pfns)
+    for z in node.zones:
+        put(z.zone_start_pfn, z.spanned_pages, z.present_pages, z.present_early_pages,
+            z.managed_pages, z.nr_free_pages, z.nr_free_highatomic, z.nr_isolate_pageblock,
+            z.watermark, z.watermark_boost, z.lowmem_reserve, z.nr_kind,
+            [[list(lst) for lst in area.free_list] for area in z.free_area])
+    put([(o.id, o.kind, o.name, o.raw, o.contig, o.pfn, o.first_pfn, o.order)
+         for o in node.owners],
+        node.vm_events, node.log, node.min_free_kbytes, node.min_free_kbytes_user,
+        node.page_group_by_mobility_disabled, sorted(node.movable_ops),
+        [(i.what, i.start, i.end, i.phase) for i in node.isolations])
+    put(m.now, m.epoch, m.boots, m.seed, m.rng.bit_generator.state, m.boot_settings,
+        m.online_policy, m.auto_online_blocks, m.auto_movable_ratio, m.min_free_kbytes,
+        m.device_regions, m.dimms, m.host_messages, m._pending_work,
+        [(t[0], t[1], t[3], t[4]) for t in m._timers])
+    hp = m.hotplug
+    put([(b.id, b.start_pfn, b.nr_pages, b.state, b.online_type, b.zone,
+          None if b.group is None else b.group.id, b.memmap_owner, b.memmap, b.resource)
+         for b in hp.blocks.values()],
+        [dataclasses.astuple(g) for g in hp.groups], len(hp.notifiers))
+    for dev in m.virtio_mem:
+        drv = dev.driver
+        put(dev.name, dev.addr, dev.region_size, dev.block_size, dev.size,
+            dev.requested_size, dev.usable_region_size, dev.migrating, dev.broken,
+            dev.requests, dev.bitmap)
+        put(drv.broken, drv.last_rc, drv.passes, drv.timer_due, drv.retry_timer_ms,
+            drv.unplug_all_required, drv.wq_active, drv.offline_size,
+            getattr(drv, "plugged_size", None), getattr(drv, "requested_size", None))
+        if drv.mode is not None:
+            view = drv.view()
+            put(view.mb_states, view.sb_plugged)
+    if m.balloon is not None:
+        put(m.balloon.num_pages, m.balloon.compaction, m.balloon.out_of_puff,
+            list(m.balloon._pages))
+    put([(a.name, a.kind, a.requested, a.shortfall, a.stopped, a.owner_ids)
+         for a in m.activities])
+    return h.hexdigest()

@@ -17,12 +17,14 @@ Three ways to put memory to use, all deterministic for a given machine seed:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .activity import Activity, AnonActivity
+from .checks import check_fraction, check_int, check_number
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -44,12 +46,11 @@ def fill(m: Machine, fraction: float = 0.75, mix: dict[str, float] | None = None
     """
     from .constants import parse_size
 
-    mix = dict(DEFAULT_MIX if mix is None else mix)
-    bad = set(mix) - set(_MIX_KINDS)
-    if bad or not mix or any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
-        raise ValueError(f"mix={mix!r} must map {sorted(_MIX_KINDS)} to non-negative shares")
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction={fraction!r} must be in [0, 1]")
+    mix = _check_mix(mix)
+    check_fraction("fraction", fraction)
+    chunk_bytes = parse_size(chunk)
+    if not chunk_bytes:
+        raise ValueError(f"chunk={chunk!r} must be at least one byte")
     node = m.node
     managed = sum(z.managed_pages for z in node.zones)
     used = managed - sum(z.nr_free_pages for z in node.zones)
@@ -58,7 +59,7 @@ def fill(m: Machine, fraction: float = 0.75, mix: dict[str, float] | None = None
     shares = np.array([mix[c] for c in classes], float)
     targets = np.floor(want * shares / shares.sum()).astype(np.int64)
     acts = {c: _fill_activity(m, c) for c in classes}
-    mean = max(1, parse_size(chunk) >> m.geometry.page_shift)
+    mean = max(1, chunk_bytes >> m.geometry.page_shift)
     left = targets.tolist()
     while sum(left) > 0:
         # Draw a batch of (class, size) pairs at once; skip classes already done.
@@ -73,6 +74,18 @@ def fill(m: Machine, fraction: float = 0.75, mix: dict[str, float] | None = None
             if acts[classes[c]].allocate(n) < n:
                 return acts
     return acts
+
+
+def _check_mix(mix: dict[str, float] | None) -> dict[str, float]:
+    """Shares of movable/unmovable/reclaimable: finite, non-negative, not all zero."""
+    mix = dict(DEFAULT_MIX if mix is None else mix)
+    ok = bool(mix) and not set(mix) - set(_MIX_KINDS) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        and v >= 0 for v in mix.values()) and sum(mix.values()) > 0
+    if not ok:
+        raise ValueError(f"mix={mix!r} must map {sorted(_MIX_KINDS)} to non-negative shares "
+                         "that are not all zero")
+    return mix
 
 
 def _fill_activity(m: Machine, cls: str) -> Activity:
@@ -104,12 +117,11 @@ def churn(m: Machine, steps: int = 1000, mix: dict[str, float] | None = None,
     mean ``lifetime`` steps; blocks whose lifetime ended are freed first.
     Blocks still alive at the end stay allocated (see the returned stats).
     """
-    mix = dict(DEFAULT_MIX if mix is None else mix)
+    mix = _check_mix(mix)
     codes = {"movable": "M", "unmovable": "U", "reclaimable": "R"}
-    if set(mix) - set(codes):
-        raise ValueError(f"mix={mix!r} keys must be among {sorted(codes)}")
-    if max_order > m.geometry.max_page_order or max_order < 0:
-        raise ValueError(f"max_order={max_order} must be in 0..{m.geometry.max_page_order}")
+    check_int("steps", steps)
+    check_int("max_order", max_order, 0, m.geometry.max_page_order)
+    check_number("lifetime", lifetime, 0.0, open_lo=True, unit=" steps")
     classes = list(mix)
     p = np.array([mix[c] for c in classes], float)
     p /= p.sum()
