@@ -198,3 +198,56 @@ def test_validate_while_unplug_all_is_in_flight():
         seen += request_in_flight(m)
         m.validate()
     assert seen and dev.size == dev.driver.plugged_size == 512 * 1024
+
+
+# -- item 3: infinite, NaN and endless time --------------------------------------------
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), 1e308, -1.0])
+def test_run_refuses_time_it_cannot_simulate(seconds):
+    m = teaching()
+    m.start_activity("page_cache", rate="4k", interval=1.0)
+    with pytest.raises(ValueError, match="seconds="):
+        m.run(seconds)
+    assert m.now == 0.0
+
+
+def test_run_with_a_repeating_timer_is_bounded():
+    """A background activity ticks once a second: 1e5 s would be 100,000 ticks."""
+    m = teaching()
+    act = m.start_activity("page_cache", rate="4k", interval=1.0, release_fraction=0.5)
+    with pytest.raises(ValueError, match=r"tick about 1e\+05 times; one call fires at most"):
+        m.run(1e5)
+    m.run(500)
+    assert m.now == 500
+    act.stop()
+    m.run(1e6)                                  # a stopped activity does not tick
+    assert m.now == 1_000_500
+    m.validate()
+
+
+def test_settle_stops_where_background_ticks_would_exceed_the_bound():
+    m = vm.Machine(boot_memory="512k", geometry="teaching")
+    dev = m.add_virtio_mem(region_size="1M", requested_size="1M")
+    m.start_activity("anon", rate="4k", interval=1e-9, release_fraction=1.0)
+    assert 0 < m.settle() <= 1e-5 + 1e-12          # 10,000 ticks of 1 ns
+    assert dev.driver.wq_active and m._pending_work
+    m.validate()
+
+
+def test_a_capped_activity_ticks_only_until_its_cap():
+    m = teaching()
+    m.start_activity("page_cache", rate="4k", interval=1e-3, limit="40k")
+    m.run(1e5)                                  # ten ticks, not a hundred million
+    assert m.activities[0].requested == 40 * 1024
+    m.validate()
+
+
+# -- item 4: a rejected call leaves the model unchanged -----------------------------------
+def test_a_rejected_add_virtio_mem_reserves_nothing():
+    m = vm.Machine(boot_memory="512k", geometry="teaching")
+    nr_pfns = m.node.mm.nr_pfns
+    with pytest.raises(ValueError, match="requested-size"):
+        m.add_virtio_mem(region_size="1M", requested_size="2M")
+    assert m.device_regions == [] and m.virtio_mem == [] and m.node.mm.nr_pfns == nr_pfns
+    dev = m.add_virtio_mem(region_size="1M")
+    assert dev.name == "vmem0" and dev.addr == 512 * 1024
+    assert m.device_regions == [(512 * 1024, 1024 * 1024, "vmem0")]

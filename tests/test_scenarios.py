@@ -148,7 +148,7 @@ requested_size = "1G"
     (GOOD + "\n[[steps]]\ndo = \"explode\"\n",
      "f.toml:12: steps[1].do: expected one of 'resize', 'settle'"),
     (GOOD + "\n[[steps]]\ndo = \"wait\"\nseconds = -5\n",
-     "f.toml:13: steps[1].seconds: expected a number >= 0 seconds, got -5"),
+     "f.toml:13: steps[1].seconds: expected a finite number in [0, 1e+06] seconds, got -5"),
     (GOOD + "\n[[steps]]\ndo = \"wait\"\n",
      "f.toml:11: steps[1]: missing key 'seconds' (simulated seconds to run)"),
     (GOOD + "\n[[steps]]\ndo = \"resize\"\nrequested_size = \"5G\"\n",

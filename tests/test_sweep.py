@@ -116,7 +116,8 @@ def test_sweep_on_a_dask_cluster(capsys, tmp_path):
     (["sweep", str(HAPPY), "--param", "machine.seed"], "--param: 'machine.seed' is not KEY=VALUE"),
     (["sweep", str(HAPPY), "--param", "machine.kernel=6.12,9"],
      "machine.kernel: expected one of '5.8', '6.12', got 9 (set by --param)"),
-    (["sweep", str(HAPPY), "--jobs", "0"], "--jobs 0: at least one worker is needed"),
+    (["sweep", str(HAPPY), "--jobs", "0"], "argument --jobs/-j: '0': jobs=0 must be a whole "
+                                           "number from 1 to"),
     (["sweep", "/no/such.toml"], "/no/such.toml: cannot read the file"),
     (["sweep", str(HAPPY), "--csv", "/no/such/dir/x.csv", "--no-png", "-j", "1"],
      "--csv '/no/such/dir/x.csv': No such file or directory"),

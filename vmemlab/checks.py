@@ -24,7 +24,7 @@ from .constants import Geometry, format_size
 from .memmap import memmap_bytes
 
 MAX_SECONDS = 1e6          # simulated seconds one run()/settle()/timeout may cover
-MAX_TICKS = 100_000        # background-activity ticks one run()/settle() may fire
+MAX_TICKS = 10_000         # background-activity ticks one run()/settle() may fire
 INT_MAX = 2**31 - 1        # the kernel's int (nr_pages of alloc_pages_bulk, sysctls)
 PHYS_ADDR_BITS = 40        # QEMU's default phys-bits for x86 CPUs: 1 TiB of guest addresses
 MAX_MEMORY_BLOCKS = 16384  # memory blocks are Python objects; 4 GiB of the teaching geometry

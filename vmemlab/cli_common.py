@@ -8,26 +8,38 @@ the others.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 PROG = "vmemlab"
+MAX_HOMEWORK_OPS = 10_000    # a homework problem is read by a person
+MAX_SEED = 2**64 - 1
 
 
 class UsageError(ValueError):
     """Something the user gave that cannot be used; main() prints it and exits 2."""
 
 
-def count_arg(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
+def count_arg(text: str, limit: int | None = None) -> int:
+    """argparse type: a whole number >= 0 (and at most ``limit``), in ASCII digits."""
+    value = int(text) if text.isascii() and text.strip().isdigit() and len(text) < 40 else -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    if limit is not None and value > limit:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {limit}")
     return value
+
+
+def seed_arg(text: str) -> int:
+    """argparse type: a seed, 0 to 2**64 - 1."""
+    return count_arg(text, MAX_SEED)
+
+
+def ops_arg(text: str) -> int:
+    """argparse type: a number of homework operations, 0 to MAX_HOMEWORK_OPS."""
+    return count_arg(text, MAX_HOMEWORK_OPS)
 
 
 def homework_parser(sub: argparse._SubParsersAction, name: str, help: str, description: str,
@@ -35,9 +47,11 @@ def homework_parser(sub: argparse._SubParsersAction, name: str, help: str, descr
     """A homework subcommand with the OSTEP options every homework has: -s, -n, -k."""
     p = sub.add_parser(name, help=help, description=description, epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-s", "--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("-n", "--num-ops", type=count_arg, default=num_ops, metavar="N",
-                   help=f"number of random operations (default {num_ops})")
+    p.add_argument("-s", "--seed", type=seed_arg, default=0,
+                   help="random seed, 0 to 2**64-1 (default 0)")
+    p.add_argument("-n", "--num-ops", type=ops_arg, default=num_ops, metavar="N",
+                   help=f"number of random operations, at most {MAX_HOMEWORK_OPS} "
+                        f"(default {num_ops})")
     p.add_argument("-k", "--kernel", default="6.12", choices=("6.12", "5.8"),
                    help="kernel profile (default 6.12)")
     return p
@@ -74,3 +88,23 @@ def write_png(option: str, path: str, draw: Callable[[Any], Any]) -> None:
         Path(path).write_bytes(viz.figure_png(fig))
     except OSError as e:
         raise UsageError(f"{option} {path!r}: {e.strerror or e}") from None
+
+
+def check_output_path(option: str, path: str | None) -> None:
+    """UsageError unless ``path`` can be written: its directory exists and is writable.
+
+    Checked before any work, so a long run never ends in a failed write.
+    """
+    if path is None:
+        return
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        problem = "is a directory"
+    elif not parent.is_dir():
+        problem = "No such file or directory"
+    elif not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        problem = "Permission denied"
+    else:
+        return
+    raise UsageError(f"{option} {path!r}: {problem}")

@@ -14,7 +14,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from .cli_common import UsageError, write_png
+from .cli_common import UsageError, check_output_path, write_png
 from .scenario import (
     ACTION_HELP,
     ACTIONS,
@@ -108,6 +108,7 @@ def load(path: str, params: list[str]) -> Scenario:
 def run_run(args: argparse.Namespace) -> int:
     from .scenario_run import format_header, format_step, format_verdict, run_scenario
 
+    check_output_path("--png", args.png)
     sc = load(args.scenario, args.param)
 
     def show(result: RunResult, res: StepResult) -> None:

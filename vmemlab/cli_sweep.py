@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .cli_common import UsageError, count_arg, write_png
+from .cli_common import UsageError, check_output_path, count_arg, write_png
 from .scenario import ScenarioError
+from .sweep import JOBS_PER_CPU
 
 SWEEP_DESCRIPTION = """\
 Run a scenario file many times: over seeds (--seeds 0-99) and over values of
@@ -54,10 +55,10 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
                    help="values for one key of the file (repeatable: every combination)")
     p.add_argument("--seeds", metavar="SEEDS",
                    help="machine seeds: 0-99, 1,5,9 or 0-9,20 (default: the file's)")
-    p.add_argument("--jobs", "-j", type=count_arg, default=os.cpu_count() or 1, metavar="N",
+    p.add_argument("--jobs", "-j", type=_jobs, default=os.cpu_count() or 1, metavar="N",
                    help="local worker processes (default: one per CPU; 1 runs in this "
-                        "process)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
+                        f"process; at most {JOBS_PER_CPU} per CPU)")
+    p.add_argument("--scheduler", type=_scheduler, metavar="ADDRESS",
                    help="run on the Dask cluster whose scheduler is at ADDRESS "
                         "(e.g. tcp://10.0.0.5:8786) instead of local processes")
     p.add_argument("--csv", metavar="FILE", help="the table (default: SCENARIO-sweep.csv)")
@@ -90,21 +91,21 @@ class TextProgress:
 def run_sweep_cmd(args: argparse.Namespace) -> int:
     from . import sweep
 
+    stem = Path(args.scenario).stem
+    csv_path = args.csv or f"{stem}-sweep.csv"
+    png = None if args.no_png else args.png or f"{stem}-sweep.png"
+    check_output_path("--csv", csv_path)
+    check_output_path("--png", png)
     tasks = plan(args)
-    if args.jobs == 0:
-        raise UsageError("--jobs 0: at least one worker is needed")
     try:
         rows = sweep.run_sweep(tasks, args.jobs, args.scheduler, TextProgress(sys.stderr))
     except RuntimeError as e:
         raise UsageError(str(e)) from None
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise UsageError(f"--scheduler {args.scheduler!r}: cannot reach it: {e}") from None
-    stem = Path(args.scenario).stem
-    csv_path = args.csv or f"{stem}-sweep.csv"
     _write(csv_path, "--csv", sweep.to_csv(rows))
     print(f"wrote {len(rows)} rows to {csv_path}", file=sys.stderr)
-    if not args.no_png:
-        png = args.png or f"{stem}-sweep.png"
+    if png is not None:
         write_png("--png", png, lambda viz: _figure(viz, rows, stem))
         print(f"wrote the plot to {png}", file=sys.stderr)
     print(sweep.summary(rows), end="")
@@ -125,6 +126,26 @@ def plan(args: argparse.Namespace) -> list[Any]:
         raise UsageError(str(e)) from None
     except ValueError as e:
         raise UsageError(f"--param: {e}") from None
+
+
+def _jobs(text: str) -> int:
+    """argparse type: 1..max_jobs() local workers."""
+    from .sweep import check_jobs
+
+    try:
+        return check_jobs(count_arg(text))
+    except (ValueError, argparse.ArgumentTypeError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+
+
+def _scheduler(text: str) -> str:
+    """argparse type: a Dask scheduler address."""
+    from .sweep import check_scheduler
+
+    try:
+        return check_scheduler(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _figure(viz: Any, rows: list[dict], title: str) -> Any:

@@ -693,7 +693,11 @@ class Machine:
         would not return in reasonable time, so it is refused up front.
         """
         check_seconds("seconds", seconds)
-        self._check_ticks("seconds", seconds)
+        ticks = self._ticks(seconds)
+        if ticks > MAX_TICKS:
+            raise ValueError(f"seconds={seconds!r}: background activities would tick about "
+                             f"{ticks:.3g} times; one call fires at most {MAX_TICKS} "
+                             "(stop them, or run a shorter time)")
         end = self.now + seconds
         while self._timers and self._timers[0][0] <= end:
             self._fire_next()
@@ -704,28 +708,31 @@ class Machine:
 
         Timers that are not work (a driver's 50 s retry timer, background
         activity) do not keep it going; ``run(seconds)`` waits for those.
-        ``limit`` (positive, finite) bounds the simulated time spent.
+        ``limit`` (positive, finite) bounds the simulated time spent, and so
+        does the time in which background activities tick MAX_TICKS times.
         """
         check_seconds("limit", limit, positive=True)
-        self._check_ticks("limit", limit)
+        rate = sum(1 / interval for _, interval, _, _ in self._live_ticking())
+        limit = min(limit, MAX_TICKS / rate) if rate else limit
         start = self.now
         while self._pending_work and self._timers and self._timers[0][0] - start <= limit:
             self._fire_next()
         return self.now - start
 
-    def _check_ticks(self, what: str, seconds: float) -> None:
-        """Refuse a span in which background activities would tick more than MAX_TICKS times."""
+    def _live_ticking(self) -> list[tuple[Activity, float, int, int | None]]:
+        """Background activities that still tick: (activity, interval, bytes per tick, cap)."""
         self._ticking = [t for t in self._ticking
                          if t[0] in self.activities and not t[0].stopped]
+        return self._ticking
+
+    def _ticks(self, seconds: float) -> float:
+        """How often background activities tick in ``seconds`` (at most, caps counted)."""
         ticks = 0.0
-        for act, interval, per_tick, cap in self._ticking:
+        for act, interval, per_tick, cap in self._live_ticking():
             left = math.inf if cap is None or not per_tick else \
                 math.ceil(max(0, cap - act.requested) / per_tick)
             ticks += min(seconds / interval + 1, left)
-        if ticks > MAX_TICKS:
-            raise ValueError(f"{what}={seconds!r}: background activities would tick about "
-                             f"{ticks:.3g} times; one call fires at most {MAX_TICKS} "
-                             "(stop them, or run a shorter time)")
+        return ticks
 
     # -- trace ---------------------------------------------------------------
     def start_trace(self, trace: Trace | None = None) -> Trace:

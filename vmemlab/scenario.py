@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from .activity import SPECS
+from .checks import INT_MAX, MAX_SECONDS, check_number
 from .constants import GEOMETRIES, errname, geometry, parse_size
 from .memory_hotplug import ONLINE_TYPES
 from .profiles import PROFILES
@@ -126,16 +127,21 @@ def integer(lo: int = 0, hi: int | None = None) -> Callable[[Any], int]:
 
 def number(lo: float = 0.0, hi: float | None = None, open_lo: bool = False,
            unit: str = "") -> Callable[[Any], float]:
+    """A finite number in [lo, hi] ((lo, hi] with ``open_lo``): never inf or nan."""
     def check(value: Any) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and (value < lo or (open_lo and value == lo) or (hi is not None and value > hi)):
-            ok = False
-        if not ok:
-            span = (f"in [{lo:g}, {hi:g}]" if hi is not None else
+        try:
+            return check_number("value", value, lo, hi, open_lo)
+        except ValueError:
+            left = "(" if open_lo else "["
+            span = (f"in {left}{lo:g}, {hi:g}]" if hi is not None else
                     f"> {lo:g}" if open_lo else f">= {lo:g}")
-            raise _Bad(f"expected a number {span}{unit}, got {value!r}")
-        return float(value)
+            raise _Bad(f"expected a finite number {span}{unit}, got {value!r}") from None
     return check
+
+
+def seconds(positive: bool = False) -> Callable[[Any], float]:
+    """Simulated seconds, finite, at most what one call may simulate (MAX_SECONDS)."""
+    return number(0.0, MAX_SECONDS, open_lo=positive, unit=" seconds")
 
 
 def choice(*options: str) -> Callable[[Any], str]:
@@ -183,6 +189,7 @@ def device_ref(value: Any) -> str | int:
 
 # ------------------------------------------------------------------ tables
 ONLINE_POLICIES = ("contig-zones", "auto-movable")
+MAX_CHURN_OPS = 1_000_000      # one churn step; a bigger one would not end in reasonable time
 KINDS = tuple(SPECS)
 BACKGROUND_KINDS = tuple(k for k in SPECS if k not in ("files", "pin"))
 
@@ -193,10 +200,10 @@ MACHINE_KEYS = {
                          "memory_hotplug.online_policy"),
     "auto_online_blocks": Key(choice(*ONLINE_TYPES), "online",
                               "/sys/devices/system/memory/auto_online_blocks"),
-    "auto_movable_ratio": Key(integer(0), 301, "memory_hotplug.auto_movable_ratio"),
+    "auto_movable_ratio": Key(integer(0, 2**32 - 1), 301, "memory_hotplug.auto_movable_ratio"),
     "seed": Key(integer(0), 0, "seeds the machine's random generator"),
     "geometry": Key(choice(*GEOMETRIES), "x86_64", "x86_64 (a q35 guest) or teaching"),
-    "min_free_kbytes": Key(integer(0), None, "vm.min_free_kbytes (default: computed)"),
+    "min_free_kbytes": Key(integer(0, INT_MAX), None, "vm.min_free_kbytes (default: computed)"),
 }
 DEVICE_KEYS = {
     "region_size": Key(size, help="memory backend size (max-size)"),
@@ -223,32 +230,31 @@ _NAME = Key(text, None, "activity name (default: the kind)")
 ACTIONS: dict[str, dict[str, Key]] = {
     "resize": {"device": _DEVICE,
                "requested_size": Key(size, help="qom-set vmemN requested-size")},
-    "settle": {"limit": Key(number(0, open_lo=True, unit=" seconds"), 3600.0,
-                            "simulated seconds at most")},
-    "wait": {"seconds": Key(number(0, unit=" seconds"), help="simulated seconds to run")},
+    "settle": {"limit": Key(seconds(positive=True), 3600.0, "simulated seconds at most")},
+    "wait": {"seconds": Key(seconds(), help="simulated seconds to run")},
     "reboot": {},
     "fill": {"fraction": Key(number(0, 1), help="fill until this share is in use"),
              "mix": Key(mix, None, "shares of movable/unmovable/reclaimable"),
              "chunk": Key(size, "2M", "mean chunk size")},
     "activity": {"kind": Key(choice(*KINDS), help="what holds the memory"),
                  "size": Key(size, None, "bytes (page-based kinds)"),
-                 "count": Key(integer(0), None, "files, or full pipes"),
+                 "count": Key(integer(0, INT_MAX), None, "files, or full pipes"),
                  "name": _NAME},
     "start": {"kind": Key(choice(*BACKGROUND_KINDS), help="what keeps allocating"),
               "rate": Key(size, help="bytes per second"),
-              "interval": Key(number(0, open_lo=True, unit=" seconds"), 1.0, "tick"),
+              "interval": Key(seconds(positive=True), 1.0, "tick"),
               "limit": Key(size, None, "stop after this many bytes"),
               "release_fraction": Key(number(0, 1), 0.0, "share freed each tick (churn)"),
               "name": _NAME},
     "stop": {"name": Key(text, help="a background activity")},
     "release": {"name": Key(text, help="an activity"),
                 "fraction": Key(number(0, 1), 1.0, "share to free")},
-    "churn": {"ops": Key(integer(1), help="random allocations"),
+    "churn": {"ops": Key(integer(1, MAX_CHURN_OPS), help="random allocations"),
               "max_order": Key(integer(0, 10), 3, "largest order"),
               "lifetime": Key(number(0, open_lo=True), 50.0, "mean lifetime in ops"),
               "mix": Key(mix, None, "shares of movable/unmovable/reclaimable")},
     "online": {"device": _DEVICE,
-               "count": Key(integer(1), None, "how many offline blocks (default all)"),
+               "count": Key(integer(1, INT_MAX), None, "how many offline blocks (default all)"),
                "online_type": Key(choice(*ONLINE_TYPES[1:]), "online", "what to echo")},
     "migration": {"busy": Key(boolean, help="live migration running: the device is BUSY")},
     "shrink_usable_region": {"device": _DEVICE},
@@ -352,7 +358,7 @@ def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) 
     """Read and check a scenario file; ``overrides`` maps "devices.0.requested_size" to values."""
     source = str(path)
     try:
-        data = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_text(encoding="utf-8-sig")     # a BOM is allowed
     except OSError as e:
         raise ScenarioError(source, "", f"cannot read the file: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
@@ -363,8 +369,14 @@ def load_scenario(path: str | Path, overrides: Mapping[str, Any] | None = None) 
 def parse_scenario(data: str, source: str = "<scenario>",
                    overrides: Mapping[str, Any] | None = None) -> Scenario:
     """Check the text of a scenario file (see the module docstring for the format)."""
+    if not isinstance(data, str):
+        raise ScenarioError(source, "", f"expected the text of a TOML file, got {type(data)}")
+    data = data.removeprefix("\ufeff")          # a byte order mark is not TOML, but harmless
     try:
         doc = tomllib.loads(data)
+    except RecursionError:
+        raise ScenarioError(source, "", "not usable TOML: tables or arrays nested too deeply "
+                                        "for the parser") from None
     except tomllib.TOMLDecodeError as e:
         line = re.search(r"line (\d+)", str(e))
         raise ScenarioError(source, "", f"not valid TOML: {e}",

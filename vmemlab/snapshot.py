@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib import format as npformat
 
+from .checks import WORKING_SET, available_ram
 from .constants import Geometry, MiB, PageKind, PageState
 from .metrics import fragmentation_index_of, unusable_index
 from .procfs import format_index_table
@@ -62,6 +64,9 @@ from .realmem.proctext import (
 from .realmem.sysfs import MEMORY_DIR, MemorySysfs, parse_memory_sysfs, render_lsmem
 
 SNAPSHOT_FORMAT = "vmemlab-snapshot"
+PAGE_SIZES = tuple(1 << s for s in range(12, 19))   # 4 KiB .. 256 KiB, as Linux builds them
+MAX_METADATA_BYTES = 64 << 20       # the saved texts of /proc and /sys, with ample room
+MAX_KPAGEFLAGS_PFNS = 1 << 28       # 1 TiB of 4 KiB pages
 SNAPSHOT_VERSION = 1
 MT_UNKNOWN = 255   # pb_mt of a real machine: kpageflags does not show pageblock types
 PARTS = {"buddyinfo": "/proc/buddyinfo", "pagetypeinfo": "/proc/pagetypeinfo",
@@ -89,7 +94,7 @@ def read_snapshot(root: str | Path = "/", max_pfns: int | None = None,
     """
     live = Path(root).resolve() == Path("/")
     page_size = default_page_size(root) if page_size is None else page_size
-    cap = _capture.capture(root, max_pfns, kpageflags)
+    cap = _capture.capture(root, max_pfns, kpageflags, page_size)
     meta = {"root": str(root), "live": live, "page_size": page_size, "max_pfns": max_pfns,
             "captured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds")}
@@ -114,8 +119,14 @@ class RealSnapshot:
                  meta: dict[str, Any] | None = None) -> None:
         self.files = dict(files)
         self.kpageflags = None if kpageflags is None else np.asarray(kpageflags, np.uint64)
+        if self.kpageflags is not None and self.kpageflags.ndim != 1:
+            raise ValueError(f"kpageflags has shape {self.kpageflags.shape}; expected one "
+                             "word per pfn (1-D)")
         self.missing = dict(missing or {})
         self.meta = dict(meta or {})
+        problem = check_meta(self.meta)
+        if problem:
+            raise ValueError(f"meta.{problem}")
         self.page_size = int(self.meta.get("page_size", 4096))
         self.problems: dict[str, str] = dict(self.missing)
         self.parsed: dict[str, Any] = {}
@@ -362,20 +373,66 @@ class SnapshotProc:
 
 
 def _read_npz(path: str | Path) -> tuple[Any, np.ndarray | None]:
-    """The JSON document and the kpageflags words of a saved snapshot."""
+    """The JSON document and the kpageflags words of a saved snapshot.
+
+    Nothing is inflated before it is checked: the archive may hold only
+    ``metadata.npy`` and ``kpageflags.npy``, each member's declared size
+    must be within its limit, and each array header (dtype, shape) must say
+    a 1-D array of the expected type that fills the member exactly.
+    """
     try:
         with open(path, "rb") as f:
             if f.read(4) != b"PK\x03\x04":
                 raise ValueError("not a zip archive")
-        with np.load(path, allow_pickle=False) as z:
-            if "metadata" not in z.files:
+        with zipfile.ZipFile(path) as z:
+            members = {i.filename: i for i in z.infolist()}
+            if "metadata.npy" not in members:
                 raise KeyError("metadata")
-            doc = json.loads(bytes(z["metadata"]).decode())
-            words = z["kpageflags"].astype(np.uint64) if "kpageflags" in z.files else None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            extra = sorted(set(members) - {"metadata.npy", "kpageflags.npy"})
+            if extra:
+                raise ValueError(f"unexpected entries {extra}")
+            meta = _read_member(z, members["metadata.npy"], np.dtype(np.uint8),
+                                MAX_METADATA_BYTES)
+            doc = json.loads(meta.tobytes().decode())
+            words = None
+            if "kpageflags.npy" in members:
+                words = _read_member(z, members["kpageflags.npy"], np.dtype("<u8"),
+                                     _max_kpageflags_bytes()).astype(np.uint64)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise SnapshotFileError(f"snapshot file {str(path)!r} cannot be read as a "
                                 f"vmemlab snapshot (.npz): {_why(e)}") from None
     return doc, words
+
+
+def _max_kpageflags_bytes() -> int:
+    """The largest kpageflags member loaded: MAX_KPAGEFLAGS_PFNS words, and room in RAM."""
+    free = available_ram()
+    most = MAX_KPAGEFLAGS_PFNS * 8
+    return most if free is None else min(most, free // WORKING_SET)
+
+
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: np.dtype,
+                 limit: int) -> np.ndarray:
+    """A 1-D array of ``dtype`` from one .npy member, checked before it is read."""
+    name = info.filename
+    if info.file_size > limit:
+        raise ValueError(f"{name} would inflate to {info.file_size} bytes; at most {limit} "
+                         "are read")
+    with z.open(info) as f:
+        version = npformat.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"{name}: .npy format version {version} is not supported")
+        read_header = npformat.read_array_header_1_0 if version == (1, 0) else \
+            npformat.read_array_header_2_0
+        shape, _, got = read_header(f)
+        if got != dtype or len(shape) != 1:
+            raise ValueError(f"{name} holds a {'x'.join(map(str, shape)) or 'scalar'} array of "
+                             f"{got}; expected a 1-D array of {dtype}")
+        nbytes = shape[0] * dtype.itemsize
+        if f.tell() + nbytes != info.file_size:
+            raise ValueError(f"{name}: its header says {nbytes} bytes of data but the member "
+                             f"holds {info.file_size - f.tell()}")
+        return np.frombuffer(f.read(nbytes), dtype).copy()
 
 
 def _check_doc(doc: Any, path: str) -> None:
@@ -385,9 +442,28 @@ def _check_doc(doc: Any, path: str) -> None:
         raise SnapshotFileError(f"snapshot file {path!r} has version {doc.get('version')!r}; "
                                 f"this vmemlab reads version {SNAPSHOT_VERSION}")
     lacking = [k for k in ("files", "missing", "meta") if not isinstance(doc.get(k), dict)]
-    if lacking or not all(isinstance(t, str) for t in doc["files"].values()):
+    lacking += [k for k in ("files", "missing") if k not in lacking
+                and not all(isinstance(t, str) for t in doc[k].values())]
+    if lacking:
         raise SnapshotFileError(f"snapshot file {path!r} is damaged: "
-                                f"{', '.join(lacking) or 'files'} malformed")
+                                f"{', '.join(lacking)} malformed")
+    problem = check_meta(doc["meta"])
+    if problem:
+        raise SnapshotFileError(f"snapshot file {path!r} is damaged: meta.{problem}")
+
+
+def check_meta(meta: dict[str, Any]) -> str:
+    """What is wrong with a snapshot's meta ("" if nothing): types and ranges of its keys."""
+    size = meta.get("page_size", 4096)
+    if isinstance(size, bool) or not isinstance(size, int) or size not in PAGE_SIZES:
+        return f"page_size={size!r} is not a page size ({', '.join(map(str, PAGE_SIZES))})"
+    pfns = meta.get("max_pfns")
+    if pfns is not None and (isinstance(pfns, bool) or not isinstance(pfns, int) or pfns < 0):
+        return f"max_pfns={pfns!r} is not a number of pfns"
+    for key, kind in (("root", str), ("captured_at", str), ("live", bool)):
+        if key in meta and not isinstance(meta[key], kind):
+            return f"{key}={meta[key]!r} is not a {kind.__name__}"
+    return ""
 
 
 def _why(e: Exception) -> str:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +34,33 @@ from .scenario import load_scenario, parse_override, parse_scenario
 
 Row = dict[str, Any]
 DASK_CONNECT_TIMEOUT = "10s"
+MAX_RUNS = 10_000           # runs in one sweep (seeds times values)
+JOBS_PER_CPU = 4            # local worker processes, at most, per CPU of this computer
+_ADDRESS = re.compile(r"(?:(tcp|tls|ws|wss|ucx)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)"
+                      r":([0-9]{1,5})|inproc://\S+")
+
+
+def max_jobs() -> int:
+    """The most local worker processes a sweep may start here."""
+    return JOBS_PER_CPU * (os.cpu_count() or 1)
+
+
+def check_jobs(jobs: int) -> int:
+    """A number of local workers from 1 to ``max_jobs()``; ValueError naming the limit."""
+    limit = max_jobs()
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= limit:
+        raise ValueError(f"jobs={jobs!r} must be a whole number from 1 to {limit} "
+                         f"({JOBS_PER_CPU} per CPU of this computer)")
+    return jobs
+
+
+def check_scheduler(address: str) -> str:
+    """A Dask scheduler address: [tcp|tls|ws|wss|ucx://]HOST:PORT, or inproc://... ."""
+    m = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
+    if m is None or (m[3] is not None and not 0 < int(m[3]) < 65536):
+        raise ValueError(f"scheduler={address!r} is not a scheduler address like "
+                         "tcp://10.0.0.5:8786 or HOST:PORT")
+    return address
 
 
 @dataclass(frozen=True)
@@ -45,15 +74,26 @@ class Task:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """"0-99", "1,5,9" or "0-9,20" as a list of seeds; ValueError names the bad part."""
-    seeds: list[int] = []
+    """"0-99", "1,5,9" or "0-9,20" as a list of seeds; ValueError names the bad part.
+
+    At most MAX_RUNS seeds, counted before any list is built.
+    """
+    ranges: list[range] = []
     for part in (p.strip() for p in text.split(",")):
         lo, sep, hi = part.partition("-")
-        if not (lo.isdigit() and (not sep or hi.isdigit())) or (sep and int(hi) < int(lo)):
+        if not (_digits(lo) and (not sep or _digits(hi))) or (sep and int(hi) < int(lo)):
             raise ValueError(f"{part!r} in {text!r} is not a seed or a range LO-HI of seeds "
                              "(whole numbers >= 0)")
-        seeds += range(int(lo), int(hi if sep else lo) + 1)
-    return seeds
+        ranges.append(range(int(lo), int(hi if sep else lo) + 1))
+        if sum(map(len, ranges)) > MAX_RUNS:
+            raise ValueError(f"{text!r} holds {sum(map(len, ranges))} or more seeds; a sweep "
+                             f"runs at most {MAX_RUNS}")
+    return [seed for r in ranges for seed in r]
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only, at most 20 of them (seeds are 64-bit at most)."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
 
 
 def plan_sweep(path: str | Path, params: Sequence[str] = (),
@@ -64,7 +104,7 @@ def plan_sweep(path: str | Path, params: Sequence[str] = (),
     """
     source = str(path)
     load_scenario(path)                    # the file itself is fine
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_text(encoding="utf-8-sig")
     axes = []
     for p in params:
         key, values = parse_override(p)
@@ -73,6 +113,10 @@ def plan_sweep(path: str | Path, params: Sequence[str] = (),
         axes.append([(key, v) for v in values])
     if seeds is not None:
         axes.append([("machine.seed", s) for s in seeds])
+    runs = math.prod(len(a) for a in axes)
+    if runs > MAX_RUNS:
+        raise ValueError(f"{' x '.join(str(len(a)) for a in axes)} = {runs} runs; a sweep "
+                         f"runs at most {MAX_RUNS}")
     tasks = []
     for i, combo in enumerate(itertools.product(*axes)):
         parse_scenario(text, source, dict(combo))    # fails here, before anything runs
@@ -111,9 +155,14 @@ Progress = Callable[[int, int], None]
 
 def run_sweep(tasks: Sequence[Task], jobs: int | None = None, scheduler: str | None = None,
               progress: Progress | None = None) -> list[Row]:
-    """Run every task; rows in task order.  ``progress(done, total)`` after each."""
+    """Run every task; rows in task order.  ``progress(done, total)`` after each.
+
+    ``jobs`` is at most ``max_jobs()``; ValueError for more or for a
+    scheduler that is not an address.
+    """
     if scheduler is not None:
-        return _run_dask(tasks, scheduler, progress)
+        return _run_dask(tasks, check_scheduler(scheduler), progress)
+    jobs = check_jobs(jobs if jobs is not None else os.cpu_count() or 1)
     if jobs == 1 or len(tasks) == 1:
         rows = []
         for t in tasks:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import WORKING_SET, available_ram
 from .sysfs import BLOCK_ATTRS, MEMORY_DIR
 
 PROC_FILES = ("/proc/buddyinfo", "/proc/pagetypeinfo", "/proc/zoneinfo", "/proc/meminfo",
@@ -41,11 +42,15 @@ class Capture:
 
 
 def capture(root: str | Path = "/", max_pfns: int | None = None,
-            kpageflags: bool = True) -> Capture:
+            kpageflags: bool = True, page_size: int = 4096) -> Capture:
     """Read the /proc files, the memory-block sysfs tree and (optionally) kpageflags.
 
     ``max_pfns`` stops /proc/kpageflags after that many pfns (from pfn 0),
-    so a large machine stays quick to read.
+    so a large machine stays quick to read.  Without it the read stops where
+    memory ends (the zones of /proc/zoneinfo, else the memory blocks), as
+    the kernel's kpageflags_read() stops at max_pfn; if neither says, or
+    the words would not fit in this computer's free memory, kpageflags is
+    not read and ``missing`` says to pass a limit.
     """
     root = Path(root)
     cap = Capture()
@@ -55,11 +60,47 @@ def capture(root: str | Path = "/", max_pfns: int | None = None,
     if not kpageflags:
         cap.missing[KPAGEFLAGS] = "not read (skipped on request)"
         return cap
+    if max_pfns is None:
+        max_pfns = known_end_pfn(cap, page_size)
+        why = _too_many(max_pfns)
+        if why:
+            cap.missing[KPAGEFLAGS] = f"not read: {why}; give a limit (--limit SIZE)"
+            return cap
     try:
         cap.kpageflags = read_kpageflags(_under(root, KPAGEFLAGS), max_pfns)
     except OSError as e:
         cap.missing[KPAGEFLAGS] = reason(KPAGEFLAGS, e)
     return cap
+
+
+def known_end_pfn(cap: Capture, page_size: int) -> int | None:
+    """Where physical memory ends, in pfns: from the zone spans, else the memory blocks."""
+    from .proctext import parse_zoneinfo
+    from .sysfs import parse_memory_sysfs
+
+    try:
+        zones = parse_zoneinfo(cap.files["/proc/zoneinfo"]).zones
+        ends = [z.start_pfn + z.spanned for z in zones if z.populated and z.spanned]
+        if ends:
+            return max(ends)
+    except (KeyError, ValueError):
+        pass
+    try:
+        blocks = parse_memory_sysfs(cap.files, page_size).blocks
+        return max(b.end_pfn for b in blocks) if blocks else None
+    except (KeyError, ValueError):
+        return None
+
+
+def _too_many(nr_pfns: int | None) -> str:
+    """Why reading ``nr_pfns`` kpageflags words is not possible here ("" if it is)."""
+    if nr_pfns is None:
+        return "the end of physical memory is unknown (no /proc/zoneinfo, no memory blocks)"
+    free = available_ram()
+    if free is not None and nr_pfns * KPF_BYTES * WORKING_SET > free:
+        return (f"{nr_pfns} pfns need {nr_pfns * KPF_BYTES >> 20} MiB of words and more to "
+                f"work with; {free >> 20} MiB of memory is free")
+    return ""
 
 
 def read_kpageflags(path: str | Path, max_pfns: int | None = None,
