@@ -9,13 +9,18 @@ The package core needs only numpy; pictures and widgets live in
 """
 
 from .constants import (
+    EACCES,
     EAGAIN,
     EBUSY,
     EINTR,
     EINVAL,
+    EISDIR,
+    ENOENT,
     ENOMEM,
     ENOSPC,
+    ENOTDIR,
     EPERM,
+    ERANGE,
     ETXTBSY,
     GiB,
     KiB,
@@ -37,7 +42,8 @@ from .validate import ValidationError
 __version__ = "0.1.0"
 
 __all__ = [
-    "EAGAIN", "EBUSY", "EINTR", "EINVAL", "ENOMEM", "ENOSPC", "EPERM", "ETXTBSY",
+    "EACCES", "EAGAIN", "EBUSY", "EINTR", "EINVAL", "EISDIR", "ENOENT", "ENOMEM", "ENOSPC",
+    "ENOTDIR", "EPERM", "ERANGE", "ETXTBSY",
     "Gfp", "GiB", "KiB", "Machine", "MiB", "MigrateType", "PageKind", "PageState", "TiB",
     "Trace", "ValidationError", "ZoneType", "errname", "format_gfp", "format_size",
     "parse_gfp", "parse_size",

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cli_common import PROG, UsageError, count_arg, homework_ops, homework_parser, write_png
+from .cli_common import (
+    PROG,
+    UsageError,
+    check_output_path,
+    count_arg,
+    homework_ops,
+    homework_parser,
+    write_png,
+)
 from .cli_run import add_run
 from .cli_sweep import add_sweep
 from .cli_vmem import add_virtio_mem
@@ -247,9 +255,14 @@ def add_snapshot(sub: argparse._SubParsersAction) -> None:
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
+    check_output_path("--save", args.save)
+    check_output_path("--png", args.png)
     snap = _get_snapshot(args)
     if args.save:
-        snap.save(args.save)
+        try:
+            snap.save(args.save)
+        except OSError as e:
+            raise UsageError(f"--save {args.save!r}: {e.strerror or e}") from None
         print(f"saved snapshot to {args.save}", file=sys.stderr)
     if args.png:
         _save_png(snap, args.png)

@@ -185,11 +185,18 @@ class Errno(IntEnum):
     ETXTBSY = _errno.ETXTBSY
     ENOSPC = _errno.ENOSPC
     EPERM = _errno.EPERM
+    ENOENT = _errno.ENOENT      # the errors of open(2)/write(2) on sysfs files
+    EACCES = _errno.EACCES
+    ENOTDIR = _errno.ENOTDIR
+    EISDIR = _errno.EISDIR
+    ERANGE = _errno.ERANGE
 
 
 EINTR, EAGAIN, ENOMEM = -Errno.EINTR, -Errno.EAGAIN, -Errno.ENOMEM
 EBUSY, EINVAL, ETXTBSY = -Errno.EBUSY, -Errno.EINVAL, -Errno.ETXTBSY
 ENOSPC, EPERM, EFAULT = -Errno.ENOSPC, -Errno.EPERM, -Errno.EFAULT
+ENOENT, EACCES, ENOTDIR = -Errno.ENOENT, -Errno.EACCES, -Errno.ENOTDIR
+EISDIR, ERANGE = -Errno.EISDIR, -Errno.ERANGE
 
 
 def errname(rc: int) -> str:

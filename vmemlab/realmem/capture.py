@@ -46,11 +46,11 @@ def capture(root: str | Path = "/", max_pfns: int | None = None,
     """Read the /proc files, the memory-block sysfs tree and (optionally) kpageflags.
 
     ``max_pfns`` stops /proc/kpageflags after that many pfns (from pfn 0),
-    so a large machine stays quick to read.  Without it the read stops where
+    so a large machine stays quick to read.  The read also stops where
     memory ends (the zones of /proc/zoneinfo, else the memory blocks), as
-    the kernel's kpageflags_read() stops at max_pfn; if neither says, or
-    the words would not fit in this computer's free memory, kpageflags is
-    not read and ``missing`` says to pass a limit.
+    the kernel's kpageflags_read() stops at max_pfn; if neither that nor
+    ``max_pfns`` bounds it, or the words would not fit in this computer's
+    free memory, kpageflags is not read and ``missing`` says to pass a limit.
     """
     root = Path(root)
     cap = Capture()
@@ -60,12 +60,12 @@ def capture(root: str | Path = "/", max_pfns: int | None = None,
     if not kpageflags:
         cap.missing[KPAGEFLAGS] = "not read (skipped on request)"
         return cap
-    if max_pfns is None:
-        max_pfns = known_end_pfn(cap, page_size)
-        why = _too_many(max_pfns)
-        if why:
-            cap.missing[KPAGEFLAGS] = f"not read: {why}; give a limit (--limit SIZE)"
-            return cap
+    end = known_end_pfn(cap, page_size)
+    max_pfns = end if max_pfns is None else max_pfns if end is None else min(max_pfns, end)
+    why = _too_many(max_pfns)
+    if why:
+        cap.missing[KPAGEFLAGS] = f"not read: {why}; give a (smaller) limit (--limit SIZE)"
+        return cap
     try:
         cap.kpageflags = read_kpageflags(_under(root, KPAGEFLAGS), max_pfns)
     except OSError as e:
