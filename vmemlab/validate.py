@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import MigrateType, PageKind, PageState, ZoneType
+from .constants import NO_ZONE, MigrateType, PageKind, PageState, ZoneType
 
 if TYPE_CHECKING:
     from .node import Node
-    from .zone import Zone
 
 
 class ValidationError(AssertionError):
@@ -31,63 +30,69 @@ def _fail(msg: str) -> None:
     raise ValidationError(msg)
 
 
-def validate_free_lists(node: Node) -> None:
+def free_list_entries(node: Node) -> np.ndarray:
+    """Every free-list entry as a row (pfn, order, migratetype, zone), in list order."""
+    rows = [(pfn, order, mt, zone.zid)
+            for zone in node.zones for order, area in enumerate(zone.free_area)
+            for mt, lst in enumerate(area.free_list) for pfn in lst]
+    return np.array(rows, np.int64).reshape(-1, 4)
+
+
+def validate_free_lists(node: Node, entries: np.ndarray | None = None) -> None:
     """Every list entry is a free head of the list's order, type and zone; nothing twice."""
-    mm = node.mm
-    seen: set[int] = set()
-    for zone in node.zones:
-        for order, area in enumerate(zone.free_area):
-            for mt, lst in enumerate(area.free_list):
-                for pfn in lst:
-                    if pfn in seen:
-                        _fail(f"pfn {pfn:#x} is on two free lists")
-                    seen.add(pfn)
-                    _check_head(node, zone, pfn, order, mt)
-    heads = np.flatnonzero((mm.state == PageState.FREE) & (mm.order >= 0))
-    if len(heads) != len(seen):
-        missing = sorted(set(heads.tolist()) - seen)
-        _fail(f"free block head pfn {missing[0]:#x} is on no free list" if missing
-              else f"{len(seen)} list entries but {len(heads)} free heads")
-
-
-def _check_head(node: Node, zone: Zone, pfn: int, order: int, mt: int) -> None:
-    mm = node.mm
-    if mm.state[pfn] != PageState.FREE or mm.order[pfn] != order:
-        _fail(f"pfn {pfn:#x} on the order-{order} list has state "
-              f"{PageState(int(mm.state[pfn])).name} order {int(mm.order[pfn])}")
-    if pfn & ((1 << order) - 1):
-        _fail(f"pfn {pfn:#x} on the order-{order} list is not aligned")
-    if int(mm.owner[pfn]) != mt:
-        _fail(f"pfn {pfn:#x} is on list {mt} but records list {int(mm.owner[pfn])}")
-    end = pfn + (1 << order)
-    if np.any(mm.state[pfn:end] != PageState.FREE):
-        bad = pfn + int(np.argmax(mm.state[pfn:end] != PageState.FREE))
-        _fail(f"pfn {bad:#x} inside the free order-{order} block at {pfn:#x} is not free")
-    zones = mm.pb_zone[pfn >> node.geo.pageblock_order:
-                       -(-end >> node.geo.pageblock_order)]
-    if np.any(zones != zone.idx):
-        _fail(f"free block {pfn:#x} order {order} is on {zone.name}'s list but "
-              f"covers pageblocks of zone(s) {sorted(set(zones.tolist()))}")
+    mm, pbo = node.mm, node.geo.pageblock_order
+    entries = free_list_entries(node) if entries is None else entries
+    pfn, order, mt, zid = entries.T
+    uniq, counts = np.unique(pfn, return_counts=True)
+    if np.any(counts > 1):
+        _fail(f"pfn {int(uniq[np.argmax(counts > 1)]):#x} is on two free lists")
+    _first(pfn, (mm.state[pfn] != PageState.FREE) | (mm.order[pfn] != order),
+           lambda i: f"pfn {pfn[i]:#x} on the order-{order[i]} list has state "
+                     f"{PageState(int(mm.state[pfn[i]])).name} order {int(mm.order[pfn[i]])}")
+    _first(pfn, (pfn & ((1 << order) - 1)) != 0,
+           lambda i: f"pfn {pfn[i]:#x} on the order-{order[i]} list is not aligned")
+    _first(pfn, mm.owner[pfn] != mt,
+           lambda i: f"pfn {pfn[i]:#x} is on list {mt[i]} but records list "
+                     f"{int(mm.owner[pfn[i]])}")
+    # Each block's pageblocks: its zone must be the list's, and (6.10+) its type too.
+    span = np.maximum(1, np.left_shift(1, np.maximum(order - pbo, 0)))
+    which = np.repeat(np.arange(len(pfn)), span)
+    blocks = np.repeat(pfn >> pbo, span) + (np.arange(len(which)) - np.repeat(
+        np.cumsum(span) - span, span))
+    _first(pfn, np.bincount(which, mm.pb_zone[blocks] != zid[which], len(pfn)) > 0,
+           lambda i: f"free block {pfn[i]:#x} order {order[i]} is on "
+                     f"{node.zones[zid[i]].name}'s list but covers pageblocks of zone(s) "
+                     f"{sorted(set(mm.pb_zone[blocks[which == i]].tolist()))}")
     if node.profile.freelist_hygiene:
-        pbo = node.geo.pageblock_order
-        types = mm.pb_mt[pfn >> pbo: max(pfn >> pbo, (end - 1) >> pbo) + 1]
-        if np.any(types != mt):
-            _fail(f"free block {pfn:#x} order {order} is on list {mt} but its "
-                  f"pageblock type is {int(types[np.argmax(types != mt)])} "
-                  "(freelist hygiene, 6.10+)")
+        wrong = mm.pb_mt[blocks] != mt[which]
+        _first(pfn, np.bincount(which, wrong, len(pfn)) > 0,
+               lambda i: f"free block {pfn[i]:#x} order {order[i]} is on list {mt[i]} but "
+                         f"its pageblock type is "
+                         f"{int(mm.pb_mt[blocks[(which == i) & wrong][0]])} "
+                         "(freelist hygiene, 6.10+)")
+    heads = np.flatnonzero((mm.state == PageState.FREE) & (mm.order >= 0))
+    if len(heads) != len(pfn):
+        missing = np.setdiff1d(heads, pfn)
+        _fail(f"free block head pfn {int(missing[0]):#x} is on no free list" if len(missing)
+              else f"{len(pfn)} list entries but {len(heads)} free heads")
+
+
+def _first(pfns: np.ndarray, bad: np.ndarray, message) -> None:
+    """Fail with ``message(i)`` for the lowest pfn whose ``bad`` is set."""
+    if np.any(bad):
+        idx = np.flatnonzero(bad)
+        _fail(message(int(idx[np.argmin(pfns[idx])])))
 
 
 def validate_coverage(node: Node) -> None:
-    """Every FREE page lies in exactly one free block."""
+    """Every FREE page lies in exactly one free block; no free block covers anything else."""
     mm = node.mm
     heads = np.flatnonzero((mm.state == PageState.FREE) & (mm.order >= 0))
-    sizes = np.left_shift(1, mm.order[heads].astype(np.int64))
-    diff = np.zeros(mm.nr_pfns + 1, np.int64)
-    np.add.at(diff, heads, 1)
-    np.add.at(diff, heads + sizes, -1)
-    cover = np.cumsum(diff[:-1])
-    free = mm.state == PageState.FREE
-    bad = np.flatnonzero(cover != free)
+    ends = heads + np.left_shift(1, mm.order[heads].astype(np.int64))
+    diff = (np.bincount(heads, minlength=mm.nr_pfns + 1)
+            - np.bincount(ends, minlength=mm.nr_pfns + 1)).astype(np.int32)
+    cover = np.cumsum(diff[:-1], dtype=np.int32)
+    bad = np.flatnonzero(cover != (mm.state == PageState.FREE))
     if len(bad):
         pfn = int(bad[0])
         _fail(f"pfn {pfn:#x}: state {PageState(int(mm.state[pfn])).name} but covered by "
@@ -145,67 +150,64 @@ def validate_isolation(node: Node) -> None:
               f"{[(i.what, i.phase) for i in node.isolations] or 'none'})")
 
 
-def validate_zone_counters(node: Node) -> None:
+def validate_zone_counters(node: Node, zone_of_page: np.ndarray | None = None) -> None:
     """NR_FREE_PAGES, per-kind counts and page accounting agree with the arrays."""
     mm = node.mm
+    zone_of_page = _zone_of_page(node) if zone_of_page is None else zone_of_page
+    nz, ns, nk = len(node.zones), len(PageState), len(PageKind)
+    online = (mm.state != PageState.ABSENT) & (mm.state != PageState.OFFLINE) \
+        & (zone_of_page < nz)
+    zones = zone_of_page[online].astype(np.int64)
+    states = np.bincount(zones * ns + mm.state[online], minlength=nz * ns).reshape(nz, ns)
+    alloc = mm.state == PageState.ALLOCATED
+    kinds = np.bincount(zone_of_page[alloc].astype(np.int64) * nk + mm.kind[alloc],
+                        minlength=(NO_ZONE + 1) * nk)[:nz * nk].reshape(nz, nk)
+    iso = np.bincount(mm.pb_zone[mm.pb_mt == MigrateType.ISOLATE], minlength=NO_ZONE + 1)
     for zone in node.zones:
+        z = zone.zid
         free = sum((len(lst) << order) for order, area in enumerate(zone.free_area)
                    for mt, lst in enumerate(area.free_list) if mt != MigrateType.ISOLATE)
         if free != zone.nr_free_pages:
             _fail(f"zone {zone.name}: nr_free_pages={zone.nr_free_pages} but the "
                   f"non-isolated free lists hold {free}")
-        in_zone = _zone_pages(node, zone)
-        states = np.bincount(mm.state[in_zone], minlength=len(PageState))
-        kinds = np.bincount(mm.kind[in_zone][mm.state[in_zone] == PageState.ALLOCATED],
-                            minlength=len(PageKind))
-        if not np.array_equal(kinds, zone.nr_kind):
-            k = int(np.argmax(kinds != zone.nr_kind))
+        if not np.array_equal(kinds[z], zone.nr_kind):
+            k = int(np.argmax(kinds[z] != zone.nr_kind))
             _fail(f"zone {zone.name}: {PageKind(k).name} count {int(zone.nr_kind[k])} "
-                  f"but {int(kinds[k])} such pages are allocated")
-        managed = states[PageState.FREE] + states[PageState.ALLOCATED]
+                  f"but {int(kinds[z][k])} such pages are allocated")
+        managed = states[z, PageState.FREE] + states[z, PageState.ALLOCATED]
         if managed != zone.managed_pages:
             _fail(f"zone {zone.name}: managed_pages={zone.managed_pages} but free + "
                   f"allocated = {int(managed)}")
-        present = managed + states[PageState.RESERVED] + states[PageState.PAGE_OFFLINE]
+        present = managed + states[z, PageState.RESERVED] + states[z, PageState.PAGE_OFFLINE]
         if present != zone.present_pages:
             _fail(f"zone {zone.name}: present_pages={zone.present_pages} but free + "
                   f"allocated + reserved + offline = {int(present)}")
-        isolated = int(np.count_nonzero(mm.pb_mt[_zone_pageblocks(node, zone)]
-                                        == MigrateType.ISOLATE))
-        if isolated != zone.nr_isolate_pageblock:
+        if iso[z] != zone.nr_isolate_pageblock:
             _fail(f"zone {zone.name}: nr_isolate_pageblock={zone.nr_isolate_pageblock} "
-                  f"but {isolated} pageblocks are ISOLATE")
+                  f"but {int(iso[z])} pageblocks are ISOLATE")
 
 
-def _zone_pageblocks(node: Node, zone: Zone) -> np.ndarray:
-    return np.flatnonzero(node.mm.pb_zone == zone.idx)
+def _zone_of_page(node: Node) -> np.ndarray:
+    """The zone index of every pfn (NO_ZONE where no zone), from the pageblock zones."""
+    return np.repeat(node.mm.pb_zone, node.geo.pageblock_nr_pages)
 
 
-def _zone_pages(node: Node, zone: Zone) -> np.ndarray:
-    """Pfns of pages in the zone that are online (present and not offline)."""
-    mm = node.mm
-    mask = np.repeat(mm.pb_zone == zone.idx, node.geo.pageblock_nr_pages)
-    mask &= (mm.state != PageState.ABSENT) & (mm.state != PageState.OFFLINE)
-    return np.flatnonzero(mask)
-
-
-def validate_pages(node: Node) -> None:
+def validate_pages(node: Node, zone_of_page: np.ndarray | None = None) -> None:
     """Allocated and free pages belong to a zone; allocated pages to a known owner."""
     mm = node.mm
-    zone_of_page = np.repeat(mm.pb_zone, node.geo.pageblock_nr_pages)
+    zone_of_page = _zone_of_page(node) if zone_of_page is None else zone_of_page
     live = (mm.state == PageState.FREE) | (mm.state == PageState.ALLOCATED)
-    stray = np.flatnonzero(live & (zone_of_page == 255))
+    stray = np.flatnonzero(live & (zone_of_page == NO_ZONE))
     if len(stray):
         _fail(f"pfn {int(stray[0]):#x} is {PageState(int(mm.state[stray[0]])).name} "
               "but belongs to no zone")
     alloc = mm.state == PageState.ALLOCATED
-    owners = mm.owner[alloc]
     bad = np.flatnonzero(alloc & ((mm.owner < 0) | (mm.owner >= len(node.owners))))
     if len(bad):
         _fail(f"allocated pfn {int(bad[0]):#x} has unknown owner {int(mm.owner[bad[0]])}")
-    if len(owners) and np.any(mm.kind[alloc] == PageKind.NONE):
-        pfn = int(np.flatnonzero(alloc & (mm.kind == PageKind.NONE))[0])
-        _fail(f"allocated pfn {pfn:#x} has no kind")
+    nameless = np.flatnonzero(alloc & (mm.kind == PageKind.NONE))
+    if len(nameless):
+        _fail(f"allocated pfn {int(nameless[0]):#x} has no kind")
     for owner in node.owners:
         if owner.raw and owner.pfn >= 0 and (mm.state[owner.pfn] != PageState.ALLOCATED
                                              or mm.owner[owner.pfn] != owner.id):
@@ -215,11 +217,12 @@ def validate_pages(node: Node) -> None:
 
 def validate_node(node: Node) -> None:
     """Run every page-allocator validator."""
-    validate_pages(node)
+    zone_of_page = _zone_of_page(node)
+    validate_pages(node, zone_of_page)
     validate_free_lists(node)
     validate_coverage(node)
     validate_merged(node)
-    validate_zone_counters(node)
+    validate_zone_counters(node, zone_of_page)
     validate_isolation(node)
 
 
