@@ -254,6 +254,8 @@ HOTPLUG: list[Case] = [
     ("balloon set_memory=True", lambda m: m.balloon.set_memory(True), "size=True"),
     ("balloon set_num_pages=-1", lambda m: m.balloon.set_num_pages(-1), "num_pages=-1"),
     ("balloon set_num_pages=nan", lambda m: m.balloon.set_num_pages(NAN), "num_pages=nan"),
+    ("balloon set_num_pages=True", lambda m: m.balloon.set_num_pages(True), "num_pages=True"),
+    ("balloon set_num_pages=2**40", lambda m: m.balloon.set_num_pages(2**40), "num_pages="),
 ]
 
 VIEWS: list[Case] = [

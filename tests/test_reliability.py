@@ -46,16 +46,54 @@ def test_offline_survives_reclaim_of_pages_it_meant_to_move(how):
 
 
 def test_offline_result_of_the_reproducer():
-    """216 anonymous pages cannot fit in the 191 pages outside memory3: after
-    reclaim drops the page cache and 15 pages move, nothing else can; -EINTR."""
+    """216 anonymous pages cannot fit in the 191 pages outside memory3: 15 move, then
+    nothing else can; -EINTR.  The 8 page-cache pages in the block are off the LRU while
+    a pass migrates them, so reclaim does not drop them under the pass."""
     m = page_cache_in_offlined_block()
     anon = m.activities[0]
     held = anon.resident
     assert m.offline_memory_block(3, timeout=1) == vm.EINTR
     assert m.memory_blocks[3].state == "online"
     assert anon.resident == held and len(anon.pages()) == 216
-    assert m.activities[1].resident == 0                  # the cache was reclaimed
+    assert m.activities[1].resident == 8 * 4096   # in the block: isolated, so not reclaimed
     assert "page allocation failure: order:0" in m.dmesg()
+    m.validate()
+
+
+@pytest.mark.parametrize("kernel", ["6.12", "5.8"])
+@pytest.mark.parametrize("first, cached", [(32, 16), (40, 16), (32, 8), (64, 16)])
+def test_contig_range_survives_reclaim_of_a_later_batch(kernel, first, cached):
+    """Migrating the first batch (32 anonymous pages) needs destinations; direct reclaim
+    drops the oldest page cache, which lies in a later batch of the same range.  That
+    batch must see those pages gone, not free them a second time."""
+    m = teaching(kernel)
+    anon = m.activity("anon", size=first * 4096)
+    old_cache = m.activity("page_cache", size=cached * 4096)
+    m.activity("page_cache", size=64 * 4096)
+    m.activity("anon", size=(m.proc.meminfo_kb("MemFree") // 4 - 12) * 4096)
+    lo, hi = int(anon.pages().min()), int(old_cache.pages().max()) + 1
+    assert m.alloc_contig_range(lo, hi) == 0
+    m.validate()
+    assert len(anon.pages()) == first                  # moved, not lost
+    assert np.all(m.node.mm.state[lo:hi] == vm.PageState.ALLOCATED)
+
+
+def test_a_folio_being_migrated_is_off_the_lru():
+    """Memory is full: moving the oldest page-cache page makes its destination's
+    allocation reclaim, and reclaim takes the oldest page cache, except the page being
+    moved (the kernel isolated it from the LRU).  Before, it freed that page under the
+    move, which then freed it a second time."""
+    from vmemlab.constants import PageFlag
+    from vmemlab.migrate import move_folio
+
+    m = teaching()
+    cache = m.activity("page_cache", size=24 * 4096)
+    m.alloc_pages_bulk(m.zone("Normal").nr_free_pages)
+    src = int(cache.pages().min())
+    assert move_folio(m.node, src, int(vm.parse_gfp("GFP_HIGHUSER_MOVABLE"))) == 0
+    assert len(cache.pages()) == 1                     # the moved page; the rest reclaimed
+    assert int(cache.pages()[0]) != src
+    assert not np.any(m.node.mm.flags & PageFlag.ISOLATED)
     m.validate()
 
 

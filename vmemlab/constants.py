@@ -167,6 +167,7 @@ class PageFlag(IntEnum):
     PINNED = 1        # long-term pin (FOLL_LONGTERM): refcount > mapcount + 1
     DIRTY = 2         # dirty page cache: not reclaimable without writeback
     REFCOUNT_ZERO = 4  # PageOffline page whose driver dropped its reference
+    ISOLATED = 8      # taken off the LRU for migration (PG_lru clear): reclaim skips it
 
 
 class Errno(IntEnum):

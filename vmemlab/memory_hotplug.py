@@ -560,30 +560,27 @@ class MemoryHotplug:
     def _do_migrate_range(self, start: int, end: int, gfp: int) -> tuple[int, int | None]:
         """One pass: move every movable folio out; (pages moved, first stuck pfn or None).
 
-        A destination's allocation may reclaim page cache, also inside the
-        range, so each folio is looked at again just before it is moved
-        rather than trusted from the scan.  Pinned and ramfs folios stay
-        (migration fails with -EAGAIN/-EBUSY and goes on with the next); a
-        destination that cannot be allocated ends the pass, as -ENOMEM ends
-        migrate_pages().  Kernel: do_migrate_range(); mm/migrate.c,
-        migrate_pages_batch()
+        The folios are first taken off the LRU (isolated), so reclaim, which
+        the destinations' allocations may run, cannot free them under the
+        pass; pinned and ramfs folios fail (-EAGAIN/-EBUSY) and the pass goes
+        on; a destination that cannot be allocated ends the pass, as -ENOMEM
+        ends migrate_pages().  What did not move is put back on the LRU.
+        Kernel: do_migrate_range(), isolate_folio_to_list(); mm/migrate.c,
+        migrate_pages_batch(), putback_movable_pages()
         """
         node, mm = self.node, self.node.mm
         movable = self._scan_movable(start, end)
         stuck = ((mm.flags[movable] & PageFlag.PINNED) != 0) | (mm.kind[movable] == PageKind.RAMFS)
+        source = movable[~stuck]
+        mm.set_flag(source, PageFlag.ISOLATED)
         moved = 0
-        for pfn in movable[~stuck].tolist():
-            if not self._movable_head(pfn):
-                continue                     # freed (reclaimed) since the scan
+        for i, pfn in enumerate(source.tolist()):
             nr = 1 << max(0, mm.order.item(pfn))
             if move_folio(node, pfn, gfp) != 0:
+                mm.clear_flag(source[i:], PageFlag.ISOLATED)
                 break
             moved += nr
         return moved, int(movable[stuck][0]) if stuck.any() else None
-
-    def _movable_head(self, pfn: int) -> bool:
-        """Whether ``pfn`` is still the head of a folio scan_movable_pages() would find."""
-        return bool(len(self._scan_movable(pfn, pfn + 1)))
 
     def _fingerprint(self, start: int, end: int) -> tuple[bytes, tuple[int, ...]]:
         """What a pass can change: the range's page states and every zone's free count."""

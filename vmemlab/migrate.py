@@ -50,6 +50,7 @@ NR_MAX_MIGRATE_PAGES_RETRY = 10   # passes inside one migrate_pages() call
 
 _ALLOCATED = int(PageState.ALLOCATED)
 _PAGE_OFFLINE = int(PageState.PAGE_OFFLINE)
+_ISOLATED = np.uint8(PageFlag.ISOLATED)
 _LRU = np.array([PageKind(k).lru for k in range(max(PageKind) + 1)], dtype=bool)
 _MOVABLE_OPS = np.array([PageKind(k).movable_ops for k in range(max(PageKind) + 1)], dtype=bool)
 
@@ -188,15 +189,28 @@ def _migrate_batches(node: Node, pfns: np.ndarray, batch: np.ndarray, outcome: n
             if move_folio(node, pfn, target_gfp, stats) != 0:
                 return ENOMEM
         return 0
+    scanned = _identity(node, pfns)
     for b in np.unique(batch).tolist():
-        sel = batch == b
-        free_pages_bulk(node, pfns[sel & clean])
-        stats.dropped += int((sel & clean).sum())
+        # isolate_migratepages_block() takes the batch off the LRU now: a page that
+        # reclaim freed while earlier batches moved is no longer there to take.
+        sel = (batch == b) & np.all(_identity(node, pfns) == scanned, axis=0)
+        clean = _clean_page_cache(node, pfns) & sel
+        free_pages_bulk(node, pfns[clean])
+        stats.dropped += int(clean.sum())
         stats.migrate_calls += 1
-        for pfn in pfns[sel & ~clean & (outcome == 0)].tolist():
+        batch_pfns = pfns[sel & ~clean & (outcome == 0)]
+        node.mm.set_flag(batch_pfns, _ISOLATED)
+        for i, pfn in enumerate(batch_pfns.tolist()):
             if move_folio(node, pfn, target_gfp, stats) != 0:
+                node.mm.clear_flag(batch_pfns[i:], _ISOLATED)    # putback_movable_pages()
                 return ENOMEM
     return 0
+
+
+def _identity(node: Node, pfns: np.ndarray) -> np.ndarray:
+    """What a scanned folio head was: its state, order and owner (rows), per pfn."""
+    mm = node.mm
+    return np.stack([mm.state[pfns].astype(np.int64), mm.order[pfns], mm.owner[pfns]])
 
 
 def _fast_path_room(node: Node, gfp: int) -> int:
@@ -247,14 +261,17 @@ def move_folio(node: Node, src: int, gfp: int, stats: MigrateStats | None = None
                 stats.record(np.array([src]), np.array([dst]), np.array([0]))
         return rc
     order = int(mm.order[src])
+    n = 1 << order
     req = AllocRequest(node, order, gfp, PageKind(int(mm.kind[src])))
+    flags = mm.flags[src:src + n].copy()
+    mm.flags[src:src + n] |= _ISOLATED      # off the LRU: reclaim cannot drop it meanwhile
     got = alloc_block(node, req)
     if got is None:
+        mm.flags[src:src + n] = flags
         return ENOMEM
     zone, dst = got
     prep_new_page(zone, dst, req, int(mm.owner[src]))
-    n = 1 << order
-    mm.flags[dst:dst + n] = mm.flags[src:src + n]
+    mm.flags[dst:dst + n] = flags & ~_ISOLATED
     _follow_raw_owner(node, np.array([src]), np.array([dst]))
     mm.flags[src:src + n] = 0
     free_block(node, src, order)
@@ -271,7 +288,7 @@ def _transfer_identity(node: Node, srcs: np.ndarray, dsts: np.ndarray,
     kinds = mm.kind[srcs]
     mm.kind[dsts] = kinds
     mm.owner[dsts] = mm.owner[srcs]
-    mm.flags[dsts] = mm.flags[srcs]
+    mm.flags[dsts] = mm.flags[srcs] & ~_ISOLATED
     mm.flags[srcs] = 0
     zones = mm.pb_zone[dsts >> node.geo.pageblock_order]
     for zid in np.flatnonzero(np.bincount(zones)).tolist():

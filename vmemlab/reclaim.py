@@ -96,7 +96,8 @@ def reclaim_candidates(node: Node, highest: int) -> np.ndarray:
         s = z.zone_start_pfn >> pbo << pbo
         e = -(-z.zone_end_pfn >> pbo) << pbo
         hit = ((mm.kind[s:e] == PageKind.FILE) & (mm.state[s:e] == PageState.ALLOCATED)
-               & ((mm.flags[s:e] & (PageFlag.DIRTY | PageFlag.PINNED)) == 0))
+               & ((mm.flags[s:e] & (PageFlag.DIRTY | PageFlag.PINNED | PageFlag.ISOLATED))
+                  == 0))
         hit &= np.repeat(mm.pb_zone[s >> pbo:e >> pbo] == z.idx, 1 << pbo)
         parts.append(s + np.flatnonzero(hit))
     if not parts:

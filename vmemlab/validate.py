@@ -70,11 +70,11 @@ def validate_free_lists(node: Node, entries: np.ndarray | None = None) -> None:
                          f"its pageblock type is "
                          f"{int(mm.pb_mt[blocks[(which == i) & wrong][0]])} "
                          "(freelist hygiene, 6.10+)")
-    heads = np.flatnonzero((mm.state == PageState.FREE) & (mm.order >= 0))
-    if len(heads) != len(pfn):
-        missing = np.setdiff1d(heads, pfn)
+    free_heads = (mm.state == PageState.FREE) & (mm.order >= 0)
+    if np.count_nonzero(free_heads) != len(pfn):
+        missing = np.setdiff1d(np.flatnonzero(free_heads), pfn)
         _fail(f"free block head pfn {int(missing[0]):#x} is on no free list" if len(missing)
-              else f"{len(pfn)} list entries but {len(heads)} free heads")
+              else f"{len(pfn)} list entries but {np.count_nonzero(free_heads)} free heads")
 
 
 def _first(pfns: np.ndarray, bad: np.ndarray, message) -> None:
@@ -84,9 +84,25 @@ def _first(pfns: np.ndarray, bad: np.ndarray, message) -> None:
         _fail(message(int(idx[np.argmin(pfns[idx])])))
 
 
-def validate_coverage(node: Node) -> None:
-    """Every FREE page lies in exactly one free block; no free block covers anything else."""
+def validate_coverage(node: Node, entries: np.ndarray | None = None) -> None:
+    """Every FREE page lies in exactly one free block; no free block covers anything else.
+
+    Fast path: the blocks on the free lists (checked to be the free heads)
+    do not overlap, hold only FREE pages, and add up to every FREE page.
+    Only when that fails is coverage counted page by page, to name the pfn.
+    """
     mm = node.mm
+    entries = free_list_entries(node) if entries is None else entries
+    heads = np.sort(entries[:, 0])
+    ends = heads + np.left_shift(1, mm.order[heads].astype(np.int64))
+    bounds = np.stack([heads, ends], axis=1).ravel()
+    nr_free = np.count_nonzero(mm.state == PageState.FREE)
+    if not len(heads):
+        if not nr_free:
+            return
+    elif (np.all(bounds[1:] >= bounds[:-1]) and ends[-1] <= mm.nr_pfns
+          and int((ends - heads).sum()) == nr_free and _only_free(mm.state, bounds)):
+        return
     heads = np.flatnonzero((mm.state == PageState.FREE) & (mm.order >= 0))
     ends = heads + np.left_shift(1, mm.order[heads].astype(np.int64))
     diff = (np.bincount(heads, minlength=mm.nr_pfns + 1)
@@ -97,6 +113,16 @@ def validate_coverage(node: Node) -> None:
         pfn = int(bad[0])
         _fail(f"pfn {pfn:#x}: state {PageState(int(mm.state[pfn])).name} but covered by "
               f"{int(cover[pfn])} free blocks")
+
+
+def _only_free(state: np.ndarray, bounds: np.ndarray) -> bool:
+    """Whether every interval [bounds[2i], bounds[2i+1]) holds only FREE pages."""
+    starts = bounds[0::2]
+    edges = bounds[bounds < len(state)]
+    lo = np.minimum.reduceat(state, edges)[0::2]
+    hi = np.maximum.reduceat(state, edges)[0::2]
+    return len(lo) == len(starts) and bool(np.all(lo == PageState.FREE)
+                                           & np.all(hi == PageState.FREE))
 
 
 def validate_merged(node: Node) -> None:
@@ -150,18 +176,13 @@ def validate_isolation(node: Node) -> None:
               f"{[(i.what, i.phase) for i in node.isolations] or 'none'})")
 
 
-def validate_zone_counters(node: Node, zone_of_page: np.ndarray | None = None) -> None:
+def validate_zone_counters(node: Node) -> None:
     """NR_FREE_PAGES, per-kind counts and page accounting agree with the arrays."""
     mm = node.mm
-    zone_of_page = _zone_of_page(node) if zone_of_page is None else zone_of_page
-    nz, ns, nk = len(node.zones), len(PageState), len(PageKind)
-    online = (mm.state != PageState.ABSENT) & (mm.state != PageState.OFFLINE) \
-        & (zone_of_page < nz)
-    zones = zone_of_page[online].astype(np.int64)
-    states = np.bincount(zones * ns + mm.state[online], minlength=nz * ns).reshape(nz, ns)
+    states = pageblock_histogram(node, mm.state, len(PageState))
     alloc = mm.state == PageState.ALLOCATED
-    kinds = np.bincount(zone_of_page[alloc].astype(np.int64) * nk + mm.kind[alloc],
-                        minlength=(NO_ZONE + 1) * nk)[:nz * nk].reshape(nz, nk)
+    kinds = pageblock_histogram(node, np.where(alloc, mm.kind, np.uint8(len(PageKind))),
+                                len(PageKind) + 1)
     iso = np.bincount(mm.pb_zone[mm.pb_mt == MigrateType.ISOLATE], minlength=NO_ZONE + 1)
     for zone in node.zones:
         z = zone.zid
@@ -170,8 +191,8 @@ def validate_zone_counters(node: Node, zone_of_page: np.ndarray | None = None) -
         if free != zone.nr_free_pages:
             _fail(f"zone {zone.name}: nr_free_pages={zone.nr_free_pages} but the "
                   f"non-isolated free lists hold {free}")
-        if not np.array_equal(kinds[z], zone.nr_kind):
-            k = int(np.argmax(kinds[z] != zone.nr_kind))
+        if not np.array_equal(kinds[z, :len(PageKind)], zone.nr_kind):
+            k = int(np.argmax(kinds[z, :len(PageKind)] != zone.nr_kind))
             _fail(f"zone {zone.name}: {PageKind(k).name} count {int(zone.nr_kind[k])} "
                   f"but {int(kinds[z][k])} such pages are allocated")
         managed = states[z, PageState.FREE] + states[z, PageState.ALLOCATED]
@@ -187,27 +208,43 @@ def validate_zone_counters(node: Node, zone_of_page: np.ndarray | None = None) -
                   f"but {int(iso[z])} pageblocks are ISOLATE")
 
 
-def _zone_of_page(node: Node) -> np.ndarray:
-    """The zone index of every pfn (NO_ZONE where no zone), from the pageblock zones."""
-    return np.repeat(node.mm.pb_zone, node.geo.pageblock_nr_pages)
+def pageblock_histogram(node: Node, values: np.ndarray, ncols: int) -> np.ndarray:
+    """Pages per (zone, value): rows are zones (the last row: no zone), columns values.
+
+    A pageblock whose pages all hold one value counts whole, from its minimum
+    and maximum; only the pages of mixed pageblocks are counted one by one.
+    """
+    pb, nz = node.geo.pageblock_nr_pages, len(node.zones)
+    starts = np.arange(0, len(values), pb)
+    lo, hi = np.minimum.reduceat(values, starts), np.maximum.reduceat(values, starts)
+    rows = np.minimum(node.mm.pb_zone, nz).astype(np.int64)
+    uniform = lo == hi
+    hist = np.bincount(rows[uniform] * ncols + lo[uniform], minlength=(nz + 1) * ncols) * pb
+    mixed = np.flatnonzero(~uniform)
+    pages = (mixed[:, None] * pb + np.arange(pb)).ravel()
+    hist += np.bincount(np.repeat(rows[mixed], pb) * ncols + values[pages],
+                        minlength=(nz + 1) * ncols)
+    return hist.reshape(nz + 1, ncols)
 
 
-def validate_pages(node: Node, zone_of_page: np.ndarray | None = None) -> None:
+def validate_pages(node: Node) -> None:
     """Allocated and free pages belong to a zone; allocated pages to a known owner."""
     mm = node.mm
-    zone_of_page = _zone_of_page(node) if zone_of_page is None else zone_of_page
-    live = (mm.state == PageState.FREE) | (mm.state == PageState.ALLOCATED)
-    stray = np.flatnonzero(live & (zone_of_page == NO_ZONE))
-    if len(stray):
-        _fail(f"pfn {int(stray[0]):#x} is {PageState(int(mm.state[stray[0]])).name} "
+    live = (mm.state - np.uint8(PageState.FREE)) <= 1        # FREE or ALLOCATED (wraps)
+    pb_live = np.maximum.reduceat(live, np.arange(0, mm.nr_pfns, node.geo.pageblock_nr_pages))
+    if np.count_nonzero(pb_live & (mm.pb_zone == NO_ZONE)):
+        stray = np.flatnonzero(live & (np.repeat(mm.pb_zone, node.geo.pageblock_nr_pages)
+                                       == NO_ZONE))[0]
+        _fail(f"pfn {int(stray):#x} is {PageState(int(mm.state[stray])).name} "
               "but belongs to no zone")
     alloc = mm.state == PageState.ALLOCATED
-    bad = np.flatnonzero(alloc & ((mm.owner < 0) | (mm.owner >= len(node.owners))))
-    if len(bad):
-        _fail(f"allocated pfn {int(bad[0]):#x} has unknown owner {int(mm.owner[bad[0]])}")
-    nameless = np.flatnonzero(alloc & (mm.kind == PageKind.NONE))
-    if len(nameless):
-        _fail(f"allocated pfn {int(nameless[0]):#x} has no kind")
+    unknown = alloc & (mm.owner.view(np.uint32) >= len(node.owners))      # < 0 or too big
+    if np.count_nonzero(unknown):
+        bad = np.flatnonzero(unknown)[0]
+        _fail(f"allocated pfn {int(bad):#x} has unknown owner {int(mm.owner[bad])}")
+    nameless = alloc & (mm.kind == PageKind.NONE)
+    if np.count_nonzero(nameless):
+        _fail(f"allocated pfn {int(np.flatnonzero(nameless)[0]):#x} has no kind")
     for owner in node.owners:
         if owner.raw and owner.pfn >= 0 and (mm.state[owner.pfn] != PageState.ALLOCATED
                                              or mm.owner[owner.pfn] != owner.id):
@@ -217,12 +254,12 @@ def validate_pages(node: Node, zone_of_page: np.ndarray | None = None) -> None:
 
 def validate_node(node: Node) -> None:
     """Run every page-allocator validator."""
-    zone_of_page = _zone_of_page(node)
-    validate_pages(node, zone_of_page)
-    validate_free_lists(node)
-    validate_coverage(node)
+    entries = free_list_entries(node)
+    validate_pages(node)
+    validate_free_lists(node, entries)
+    validate_coverage(node, entries)
     validate_merged(node)
-    validate_zone_counters(node, zone_of_page)
+    validate_zone_counters(node)
     validate_isolation(node)
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .bulk import alloc_pages_bulk, free_pages_bulk
+from .checks import check_int
 from .constants import ENOMEM, PageKind, PageState, format_size, parse_size
 from .page_alloc import AllocRequest, alloc_block, prep_new_page, zone_uncharge
 
@@ -86,9 +87,7 @@ class VirtioBalloon:
 
     def set_num_pages(self, num_pages: int) -> None:
         """Set the config field and notify the guest."""
-        if not isinstance(num_pages, (int, np.integer)) or num_pages < 0:
-            raise ValueError(f"num_pages={num_pages!r} must be a non-negative integer")
-        self.num_pages = int(num_pages)
+        self.num_pages = check_int("num_pages", num_pages, 0, 2**32 - 1)   # a __le32 field
         self.queue_work()
 
     @property
