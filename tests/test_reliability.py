@@ -289,3 +289,27 @@ def test_a_rejected_add_virtio_mem_reserves_nothing():
     dev = m.add_virtio_mem(region_size="1M")
     assert dev.name == "vmem0" and dev.addr == 512 * 1024
     assert m.device_regions == [(512 * 1024, 1024 * 1024, "vmem0")]
+
+
+# -- found by the fuzz: a user's offline while the driver's pass holds hotplug_mutex -----
+@pytest.mark.parametrize("how", ["sysfs", "api"])
+def test_offline_of_device_memory_waits_for_the_drivers_pass(how):
+    """The driver plugs a subblock into a partly plugged block; while the request is in
+    flight the user offlines that block.  In the kernel the write waits for the driver's
+    hotplug_mutex; here it used to go ahead, and the driver then onlined pages of an
+    offline block (AttributeError)."""
+    m = vm.Machine(boot_memory="512k", geometry="teaching")
+    dev = m.add_virtio_mem(region_size="1M", requested_size="128k")
+    m.settle()
+    dev.requested_size = "256k"
+    while dev.driver.in_flight is None:
+        m._fire_next()
+    bid = dev.addr // (256 * 1024)
+    rc = (m.sysfs.write(f"{MEM}/memory{bid}/state", "offline") if how == "sysfs"
+          else m.offline_memory_block(bid))
+    assert rc == 0 and not dev.driver.wq_active          # it ran after the pass
+    assert m.memory_blocks[bid].state == "offline"
+    assert dev.driver.view().mb_states[0] == "OFFLINE"
+    m.settle()
+    m.validate()
+    assert dev.size == 256 * 1024

@@ -15,6 +15,7 @@ from .constants import (
     EINTR,
     EINVAL,
     EISDIR,
+    ENODEV,
     ENOENT,
     ENOMEM,
     ENOSPC,
@@ -42,7 +43,8 @@ from .validate import ValidationError
 __version__ = "0.1.0"
 
 __all__ = [
-    "EACCES", "EAGAIN", "EBUSY", "EINTR", "EINVAL", "EISDIR", "ENOENT", "ENOMEM", "ENOSPC",
+    "EACCES", "EAGAIN", "EBUSY", "EINTR", "EINVAL", "EISDIR", "ENODEV", "ENOENT", "ENOMEM",
+    "ENOSPC",
     "ENOTDIR", "EPERM", "ERANGE", "ETXTBSY",
     "Gfp", "GiB", "KiB", "Machine", "MiB", "MigrateType", "PageKind", "PageState", "TiB",
     "Trace", "ValidationError", "ZoneType", "errname", "format_gfp", "format_size",

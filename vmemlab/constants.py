@@ -191,13 +191,14 @@ class Errno(IntEnum):
     ENOTDIR = _errno.ENOTDIR
     EISDIR = _errno.EISDIR
     ERANGE = _errno.ERANGE
+    ENODEV = _errno.ENODEV
 
 
 EINTR, EAGAIN, ENOMEM = -Errno.EINTR, -Errno.EAGAIN, -Errno.ENOMEM
 EBUSY, EINVAL, ETXTBSY = -Errno.EBUSY, -Errno.EINVAL, -Errno.ETXTBSY
 ENOSPC, EPERM, EFAULT = -Errno.ENOSPC, -Errno.EPERM, -Errno.EFAULT
 ENOENT, EACCES, ENOTDIR = -Errno.ENOENT, -Errno.EACCES, -Errno.ENOTDIR
-EISDIR, ERANGE = -Errno.EISDIR, -Errno.ERANGE
+EISDIR, ERANGE, ENODEV = -Errno.EISDIR, -Errno.ERANGE, -Errno.ENODEV
 
 
 def errname(rc: int) -> str:

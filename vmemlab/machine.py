@@ -36,7 +36,17 @@ from .checks import (
     check_number,
     check_seconds,
 )
-from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
+from .constants import (
+    ENODEV,
+    Geometry,
+    GiB,
+    MiB,
+    PageKind,
+    ZoneType,
+    format_size,
+    geometry,
+    parse_size,
+)
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
 from .hypervisor import VIRTIO_MEM_MIN_BLOCK_SIZE, VirtioMemDevice, check_requested_size
 from .memory_hotplug import ONLINE_TYPES, MemoryHotplug
@@ -439,7 +449,26 @@ class Machine:
         block = self._memory_block(block_id)
         if timeout is not None:
             check_seconds("timeout", timeout)
-        return self.hotplug.offline_block(block, timeout)
+        block = self.wait_for_hotplug_lock(block)
+        return ENODEV if block is None else self.hotplug.offline_block(block, timeout)
+
+    def wait_for_hotplug_lock(self, block: Any) -> Any:
+        """Let a virtio-mem driver's pass over ``block``'s memory end first.
+
+        The driver holds its hotplug_mutex while its work item runs, and its
+        memory notifier takes the same mutex, so a user's online or offline
+        of the device's memory waits for the pass; meanwhile the rest of the
+        guest runs.  Returns the block again, or None if the pass removed it
+        (the write then fails with -ENODEV).
+        Kernel: drivers/virtio/virtio_mem.c, virtio_mem_run_wq(),
+        virtio_mem_memory_notifier_cb()
+        """
+        for dev in self.virtio_mem:
+            drv = dev.driver
+            while drv.wq_active and drv.contains(block.start_pfn, block.nr_pages) \
+                    and self._timers:
+                self._fire_next()
+        return self.hotplug.blocks.get(block.id)
 
     def _memory_block(self, block_id: int) -> Any:
         check_int("block_id", block_id)

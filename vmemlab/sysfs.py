@@ -10,7 +10,8 @@ shell would report.  One rule covers every refusal:
   cannot create), -EISDIR (a directory), -ENOTDIR (a file used as one);
 * the value, as each store function parses it: -EINVAL (not an online
   type, not a boolean, not a number), -ERANGE (a number too big), and
-  the result of the operation itself (-EBUSY, -EINTR, ...).
+  the result of the operation itself (-EBUSY, -EINTR, ...), or -ENODEV if
+  the block went away while the write waited for a virtio-mem driver.
 
 Writing nothing ("") succeeds and changes nothing, as a zero-byte write
 does; a value is cut at its first NUL and after PAGE_SIZE bytes, as the
@@ -40,7 +41,7 @@ import re
 import string
 from typing import TYPE_CHECKING
 
-from .constants import EACCES, EINVAL, EISDIR, ENOENT, ENOTDIR, ERANGE
+from .constants import EACCES, EINVAL, EISDIR, ENODEV, ENOENT, ENOTDIR, ERANGE
 from .memory_hotplug import ONLINE_TYPES
 
 if TYPE_CHECKING:
@@ -180,11 +181,17 @@ class Sysfs:
             online_type = _match(text, ONLINE_TYPES)
             if online_type is None:
                 return EINVAL
+            block = self.m.wait_for_hotplug_lock(block)
+            if block is None:
+                return ENODEV
             return hp.offline_block(block) if online_type == "offline" else \
                 hp.online_block(block, online_type)
         want = kstrtobool(text)
         if want is None:
             return EINVAL
+        block = self.m.wait_for_hotplug_lock(block)
+        if block is None:
+            return ENODEV
         if want == block.online:
             return 0
         return hp.online_block(block) if want else hp.offline_block(block)
