@@ -15,13 +15,13 @@ simulated on this computer before any array is allocated.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
 
 from .constants import Geometry, format_size
 from .memmap import memmap_bytes
+from .realmem.capture import available_ram
 
 MAX_SECONDS = 1e6          # simulated seconds one run()/settle()/timeout may cover
 MAX_TICKS = 10_000         # background-activity ticks one run()/settle() may fire
@@ -73,14 +73,6 @@ def check_fraction(name: str, value: Any) -> float:
     return check_number(name, value, 0.0, 1.0)
 
 
-def available_ram() -> int | None:
-    """Bytes of free RAM on this computer, or None where the OS does not say."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_capacity(geo: Geometry, end_pfn: int, what: str) -> None:
     """Refuse pfns [0, end_pfn) that cannot be simulated here, before allocating them.
 
@@ -105,4 +97,4 @@ def check_capacity(geo: Geometry, end_pfn: int, what: str) -> None:
     free = available_ram()
     if free is not None and need > free:
         raise ValueError(f"{what}: simulating {end_pfn} pages needs about {need >> 20} MiB "
-                         f"of this computer's memory; only {free >> 20} MiB is free")
+                         f"of this computer's memory; only {free >> 20} MiB is available")

@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npformat
 
-from .checks import WORKING_SET, available_ram
+from .checks import WORKING_SET
 from .constants import Geometry, MiB, PageKind, PageState
 from .metrics import fragmentation_index_of, unusable_index
 from .procfs import format_index_table
 from .realmem import capture as _capture
+from .realmem.capture import available_ram
 from .realmem.kpageflags import flag_counts
 from .realmem.pages import (
     PageArrays,

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checks import WORKING_SET, available_ram
 from .sysfs import BLOCK_ATTRS, MEMORY_DIR
 
 PROC_FILES = ("/proc/buddyinfo", "/proc/pagetypeinfo", "/proc/zoneinfo", "/proc/meminfo",
@@ -92,14 +91,34 @@ def known_end_pfn(cap: Capture, page_size: int) -> int | None:
         return None
 
 
+def available_ram() -> int | None:
+    """Bytes of memory this computer can give a program now, or None if it does not say.
+
+    Linux's MemAvailable (free memory plus what reclaim would free), else the
+    free pages the OS reports.  Kernel: fs/proc/meminfo.c, si_mem_available()
+    """
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _too_many(nr_pfns: int | None) -> str:
     """Why reading ``nr_pfns`` kpageflags words is not possible here ("" if it is)."""
+    from ..checks import WORKING_SET
+
     if nr_pfns is None:
         return "the end of physical memory is unknown (no /proc/zoneinfo, no memory blocks)"
     free = available_ram()
     if free is not None and nr_pfns * KPF_BYTES * WORKING_SET > free:
         return (f"{nr_pfns} pfns need {nr_pfns * KPF_BYTES >> 20} MiB of words and more to "
-                f"work with; {free >> 20} MiB of memory is free")
+                f"work with; {free >> 20} MiB of memory is available")
     return ""
 
 
