@@ -335,3 +335,30 @@ def test_the_busy_machine_accepts_the_good_twins(busy):
     m.settle(10.0)
     assert m.offline_memory_block(1, timeout=1.0) in (0, vm.EBUSY, vm.EINTR)
     m.validate()
+
+
+def test_docs_reliability_states_these_counts():
+    """docs/reliability.md quotes the number of cases each bad-input test tries."""
+    from pathlib import Path
+
+    from . import test_bad_input_cli as cli
+    from . import test_bad_input_scenario as scenario
+    from . import test_bad_input_sysfs as sysfs
+    from .test_fuzz import configs, steps_for
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "reliability.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in doc.splitlines() if line.startswith("| ") and "---" not in line}
+    api = rows["Machine API: allocator, contiguous ranges, activities, time, hotplug, devices, "
+               "views"]
+    assert api[1:3] == [str(len(MACHINE_API))] * 2
+    assert rows["`Machine(...)`"][1:3] == [str(len(CONSTRUCTOR))] * 2
+    refused = sum(1 for p, v in sysfs.CASES if sysfs.expected(p, v) not in ("done", 0))
+    assert rows["sysfs"][1] == f"{len(sysfs.CASES):,} writes"
+    assert rows["sysfs"][2].startswith(f"{refused:,} ")
+    assert rows["scenario keys"][1] == str(len(scenario.CASES))
+    per_command = {c: sum(1 for cmd, _ in cli.ALL if cmd == c) for c, _ in cli.ALL}
+    assert rows["CLI subcommands"][0].startswith(
+        ", ".join(f"`{c}` {n}" for c, n in per_command.items()))
+    assert rows["CLI subcommands"][1] == str(len(cli.ALL))
+    assert rows["everything at once"][1] == f"{sum(map(steps_for, configs())):,} steps"
