@@ -313,3 +313,13 @@ def test_offline_of_device_memory_waits_for_the_drivers_pass(how):
     m.settle()
     m.validate()
     assert dev.size == 256 * 1024
+
+
+def test_validate_finds_a_folio_left_off_the_lru():
+    from vmemlab.constants import PageFlag
+
+    m = teaching()
+    act = m.activity("page_cache", size=8 * 4096)
+    m.node.mm.set_flag(act.pages()[:1], PageFlag.ISOLATED)
+    with pytest.raises(vm.ValidationError, match="still off the LRU"):
+        m.validate()

@@ -573,13 +573,15 @@ class MemoryHotplug:
         stuck = ((mm.flags[movable] & PageFlag.PINNED) != 0) | (mm.kind[movable] == PageKind.RAMFS)
         source = movable[~stuck]
         mm.set_flag(source, PageFlag.ISOLATED)
-        moved = 0
-        for i, pfn in enumerate(source.tolist()):
-            nr = 1 << max(0, mm.order.item(pfn))
-            if move_folio(node, pfn, gfp) != 0:
-                mm.clear_flag(source[i:], PageFlag.ISOLATED)
-                break
-            moved += nr
+        moved = done = 0
+        try:
+            for pfn in source.tolist():
+                nr = 1 << max(0, mm.order.item(pfn))
+                if move_folio(node, pfn, gfp) != 0:
+                    break
+                moved, done = moved + nr, done + 1
+        finally:
+            mm.clear_flag(source[done:], PageFlag.ISOLATED)
         return moved, int(movable[stuck][0]) if stuck.any() else None
 
     def _fingerprint(self, start: int, end: int) -> tuple[bytes, tuple[int, ...]]:

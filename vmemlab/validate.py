@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import NO_ZONE, MigrateType, PageKind, PageState, ZoneType
+from .constants import NO_ZONE, MigrateType, PageFlag, PageKind, PageState, ZoneType
 
 if TYPE_CHECKING:
     from .node import Node
@@ -245,6 +245,10 @@ def validate_pages(node: Node) -> None:
     nameless = alloc & (mm.kind == PageKind.NONE)
     if np.count_nonzero(nameless):
         _fail(f"allocated pfn {int(np.flatnonzero(nameless)[0]):#x} has no kind")
+    off_lru = (mm.flags & np.uint8(PageFlag.ISOLATED)) != 0
+    if np.count_nonzero(off_lru):       # migration puts back what it did not move
+        _fail(f"pfn {int(np.flatnonzero(off_lru)[0]):#x} is still off the LRU "
+              "(isolated for a migration that has ended)")
     for owner in node.owners:
         if owner.raw and owner.pfn >= 0 and (mm.state[owner.pfn] != PageState.ALLOCATED
                                              or mm.owner[owner.pfn] != owner.id):
