@@ -21,6 +21,15 @@ from vmemlab.scenario import (
 )
 from vmemlab.scenario_run import run_scenario
 
+# One valid step per action, in an order that runs (a name exists before it is stopped).
+EXAMPLES = {
+    "resize": 'requested_size = "512k"', "settle": "limit = 10", "wait": "seconds = 5",
+    "fill": "fraction = 0.5", "activity": 'kind = "anon"\nsize = "16k"\nname = "a"',
+    "start": 'kind = "page_cache"\nrate = "4k"\nname = "bg"', "stop": 'name = "bg"',
+    "release": 'name = "a"\nfraction = 0.5', "churn": "ops = 20", "online": "",
+    "migration": "busy = false", "shrink_usable_region": "", "balloon": 'size = "768k"',
+    "reboot": "",
+}
 BASE = """\
 title = "every action once, on a teaching machine"
 [machine]
@@ -33,25 +42,23 @@ requested_size = "256k"
 size = "256k"
 [balloon]
 compaction = true
-""" + "".join(f'[[steps]]\ndo = "{do}"\n{keys}\n' for do, keys in (
-    ("resize", 'requested_size = "512k"'), ("settle", "limit = 10"), ("wait", "seconds = 5"),
-    ("fill", "fraction = 0.5"), ("activity", 'kind = "anon"\nsize = "16k"\nname = "a"'),
-    ("start", 'kind = "page_cache"\nrate = "4k"\nname = "bg"'), ("stop", 'name = "bg"'),
-    ("release", 'name = "a"\nfraction = 0.5'), ("churn", "ops = 20"), ("online", ""),
-    ("migration", "busy = false"), ("shrink_usable_region", ""), ("balloon", 'size = "768k"'),
-    ("reboot", ""),
-)) + '[steps.expect]\nrequested_size = "512k"\n'
+""" + "".join(f'[[steps]]\ndo = "{do}"\n{keys}\n' for do, keys in EXAMPLES.items()) \
+    + '[steps.expect]\nrequested_size = "512k"\n'
 
-STEP = {do: i for i, do in enumerate(["resize", "settle", "wait", "fill", "activity", "start",
-                                      "stop", "release", "churn", "online", "migration",
-                                      "shrink_usable_region", "balloon", "reboot"])}
+STEP = {do: i for i, do in enumerate(EXAMPLES)}
+LAST = len(EXAMPLES) - 1
 KEYS = ([f"machine.{k}" for k in MACHINE_KEYS] + [f"devices.0.{k}" for k in DEVICE_KEYS]
         + [f"dimms.0.{k}" for k in DIMM_KEYS] + [f"balloon.{k}" for k in BALLOON_KEYS]
-        + [f"steps.{STEP[do]}.{k}" for do, table in ACTIONS.items() for k in table]
-        + [f"steps.13.expect.{k}" for k in EXPECT_KEYS]
+        + [f"steps.{STEP[do]}.{k}" for do, table in ACTIONS.items() if do in STEP
+           for k in table]
+        + [f"steps.{LAST}.expect.{k}" for k in EXPECT_KEYS]
         + [f"steps.0.{k}" for k in ("note", "settle", "do")] + ["title"])
 BAD = [math.inf, -math.inf, math.nan, -1, -0.5, 0, True, "x", "", "١", "\0", 2**64, 1e308,
        "64T", "9" * 400, "-EBOGUS"]
+
+
+def test_every_action_has_an_example():
+    assert set(EXAMPLES) == set(ACTIONS), "add an example step for each new action"
 
 
 def test_the_base_scenario_runs():
