@@ -331,3 +331,29 @@ def test_validate_finds_a_folio_left_off_the_lru():
     m.node.mm.set_flag(act.pages()[:1], PageFlag.ISOLATED)
     with pytest.raises(vm.ValidationError, match="still off the LRU"):
         m.validate()
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_folio_freed_while_its_destination_is_allocated_is_done(monkeypatch, bulk):
+    """The process exits (as when the OOM killer picks it) while migration allocates
+    the destination: there is nothing left to move, and nothing may be moved twice."""
+    from vmemlab import migrate
+
+    m = teaching()
+    anon = m.activity("anon", size=16 * 4096)
+    srcs = anon.pages()[:4]
+    name = "alloc_pages_bulk" if bulk else "alloc_block"
+    real = getattr(migrate, name)
+
+    def exit_then_allocate(*args, **kw):
+        anon.release(1.0)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(migrate, name, exit_then_allocate)
+    gfp = int(vm.parse_gfp("GFP_HIGHUSER_MOVABLE"))
+    if bulk:
+        assert migrate.move_folios_bulk(m.node, srcs, gfp, migrate.MigrateStats()) == 0
+    else:
+        assert migrate.move_folio(m.node, int(srcs[0]), gfp) == 0
+    assert anon.resident == 0
+    m.validate()

@@ -227,13 +227,25 @@ def move_folios_bulk(node: Node, srcs: np.ndarray, gfp: int, stats: MigrateStats
                      fast_only: bool = False) -> int:
     """Migrate order-0 folios in order, destinations allocated in bulk.
 
-    Returns how many moved (a prefix of ``srcs``).  With ``fast_only`` the
-    destinations come only from the allocator's fast path, so no reclaim
-    runs in between and the result equals migrating them one at a time.
+    Returns how many moved (a prefix of ``srcs``, unless some were freed
+    while the destinations were allocated: those are skipped).  With
+    ``fast_only`` the destinations come only from the allocator's fast
+    path, so no reclaim runs in between and the result equals migrating
+    them one at a time.  The sources are off the LRU meanwhile.
     """
     if not len(srcs):
         return 0
-    dsts = alloc_pages_bulk(node, gfp, len(srcs), PageKind.ANON, -1, fast_only=fast_only)
+    scanned = _identity(node, srcs)
+    node.mm.set_flag(srcs, _ISOLATED)
+    try:
+        dsts = alloc_pages_bulk(node, gfp, len(srcs), PageKind.ANON, -1, fast_only=fast_only)
+    finally:
+        node.mm.clear_flag(srcs, _ISOLATED)
+    alive = np.all(_identity(node, srcs) == scanned, axis=0)
+    if not alive.all():                       # freed from under us: nothing to move there
+        srcs = srcs[alive]
+        free_pages_bulk(node, dsts[len(srcs):])
+        dsts = dsts[:len(srcs)]
     if not len(dsts):
         return 0
     moved = srcs[:len(dsts)]
@@ -250,7 +262,11 @@ def move_folio(node: Node, src: int, gfp: int, stats: MigrateStats | None = None
     """Migrate one folio (any order); 0 or -ENOMEM if no destination exists.
 
     Pages of a driver with movable_ops (balloon pages) are moved by that driver.
-    Kernel: mm/migrate.c, migrate_folio_unmap() + migrate_folio_move()
+    The folio is off the LRU while its destination is allocated; if it was
+    freed meanwhile all the same (its process exited), there is nothing
+    left to move: the destination goes back and the move counts as done.
+    Kernel: mm/migrate.c, migrate_folio_unmap() ("Folio was freed from
+    under us") + migrate_folio_move()
     """
     mm = node.mm
     if mm.state.item(src) == _PAGE_OFFLINE:
@@ -263,14 +279,17 @@ def move_folio(node: Node, src: int, gfp: int, stats: MigrateStats | None = None
     order = int(mm.order[src])
     n = 1 << order
     req = AllocRequest(node, order, gfp, PageKind(int(mm.kind[src])))
-    flags = mm.flags[src:src + n].copy()
+    flags, scanned = mm.flags[src:src + n].copy(), _identity(node, np.array([src]))
     mm.flags[src:src + n] |= _ISOLATED      # off the LRU: reclaim cannot drop it meanwhile
     got = alloc_block(node, req)
     if got is None:
         mm.flags[src:src + n] = flags
         return ENOMEM
     zone, dst = got
-    prep_new_page(zone, dst, req, int(mm.owner[src]))
+    prep_new_page(zone, dst, req, int(scanned[2, 0]))
+    if not np.array_equal(_identity(node, np.array([src])), scanned):
+        free_block(node, dst, order)          # freed from under us: nothing to move
+        return 0
     mm.flags[dst:dst + n] = flags & ~_ISOLATED
     _follow_raw_owner(node, np.array([src]), np.array([dst]))
     mm.flags[src:src + n] = 0
