@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import prockeys
-from .constants import MIGRATE_TYPES, MigrateType, PageKind, PageState
+from .constants import MIGRATE_TYPES, MigrateType, PageKind
 from .memblock import PMD_SIZE, direct_map_ranges
 from .pcp import calculate_normal_threshold, zone_batchsize
 
@@ -407,7 +407,7 @@ class ProcFS:
             per_2m = PMD_SIZE >> geo.page_shift
             small, big = small + DIRECT_MAP_4K_BLOCKS * per_2m, big - DIRECT_MAP_4K_BLOCKS
             end = m.layout.end_pfn
-            added = int(np.count_nonzero(self._node.mm.state[end:] != PageState.ABSENT))
+            added = sum(b.nr_pages for b in m.hotplug.blocks.values() if b.start_pfn >= end)
             big += added // per_2m
         return small, big
 
