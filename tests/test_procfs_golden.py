@@ -277,3 +277,21 @@ def test_booted_guest_free_lists_look_like_the_reference(booted):
     assert blocks[0] == sample("pagetypeinfo").splitlines()[-2]
     unmovable, movable, reclaimable = (int(x) for x in blocks[1].split()[4:7])
     assert 60 <= unmovable <= 90 and reclaimable >= 1 and unmovable + movable + reclaimable == 504
+
+
+def test_every_line_without_a_model_is_named_in_the_glossary(booted):
+    """A line the model has no value for prints 0 and docs/glossary.md says so."""
+    from vmemlab import prockeys
+
+    glossary = (Path(__file__).parents[1] / "docs" / "glossary.md").read_text()
+    zero = glossary[glossary.index("## `/proc` lines printed as 0"):]
+    proc = booted.proc
+    for release in ((5, 8), (6, 12)):
+        silent = [k for k in prockeys.keys(prockeys.MEMINFO, release)
+                  if k not in proc.meminfo_values()]
+        silent += [k for k in prockeys.keys(prockeys.NODE_STATS, release)
+                   if k not in proc.node_values()]
+        silent += [k for k in prockeys.keys(prockeys.ZONE_STATS + prockeys.NUMA_STATS, release)
+                   if k not in proc.zone_values(booted.zone("DMA32"))]
+        assert silent and all(re.search(rf"\b{re.escape(k)}\b", zero) for k in silent), \
+            [k for k in silent if not re.search(rf"\b{re.escape(k)}\b", zero)]
