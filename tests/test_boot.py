@@ -247,3 +247,18 @@ def test_direct_map_grows_with_hot_added_memory():
     m.settle()
     assert m.proc.meminfo_kb("DirectMap2M") == 1024000 + 1048576     # the real plug1G sample
     m.validate()
+
+
+def test_boot_is_deterministic_per_seed():
+    a, b, c = (vm.Machine(boot_memory=GiB, seed=s) for s in (7, 7, 8))
+    for name in ("state", "kind", "owner", "pb_mt"):
+        assert np.array_equal(getattr(a.node.mm, name), getattr(b.node.mm, name)), name
+    assert a.proc.zoneinfo() == b.proc.zoneinfo()
+    assert not np.array_equal(a.node.mm.kind, c.node.mm.kind)
+
+
+def test_memory_line_lists_the_kernel_image():
+    line = next(ln for ln in vm.Machine(boot_memory=GiB).dmesg().splitlines() if "Memory:" in ln)
+    assert line.endswith("Memory: 914496K/1048052K available (17664K kernel code, 3328K rwdata, "
+                         "10752K rodata, 3840K init, 6528K bss, 133556K reserved, "
+                         "0K cma-reserved)")

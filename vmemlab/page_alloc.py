@@ -32,6 +32,7 @@ from .freelist import (
     move_to_free_list,
 )
 from .gfp import Gfp, format_gfp, gfp_migratetype, gfp_zone, parse_gfp
+from .pcp import drain_all_pages
 from .trace import MmPageAlloc, MmPageAllocExtfrag, MmPageFree, WarnAlloc
 
 if TYPE_CHECKING:
@@ -569,7 +570,6 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
 
     Kernel: mm/page_alloc.c, __alloc_pages() and __alloc_pages_slowpath()
     """
-    from .pcp import drain_all_pages
     from .reclaim import direct_reclaim, wakeup_kswapd  # reclaim frees via this module
 
     zonelist = node.zonelist(req.highest)
