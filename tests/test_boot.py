@@ -262,3 +262,11 @@ def test_memory_line_lists_the_kernel_image():
     assert line.endswith("Memory: 914496K/1048052K available (17664K kernel code, 3328K rwdata, "
                          "10752K rodata, 3840K init, 6528K bss, 133556K reserved, "
                          "0K cma-reserved)")
+
+
+def test_small_guests_boot_without_a_swiotlb_or_are_refused():
+    m = vm.Machine(boot_memory=96 * MiB)           # 64 MiB of bounce buffer does not fit
+    assert not reserved(m, "swiotlb bounce buffer")
+    m.validate()
+    with pytest.raises(ValueError, match="boot_memory=67108864 is too small .* 96 MiB"):
+        vm.Machine(boot_memory=64 * MiB)

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 # SeaBIOS keeps the top of low RAM for its tables: e820 reserves
 # [0x3ffdf000, 0x40000000) on QEMU 7.2's q35 with 1 GiB (the reference VM).
 SEABIOS_HIGH_RESERVED = 132 * KiB
+Q35_MIN_BOOT_MEMORY = 96 * MiB
 Q35_MMIO_RESERVED = ((0xB000_0000, 0xC000_0000), (0xFED1_C000, 0xFED2_0000),
                      (0xFEFF_C000, 0xFF00_0000), (0xFFFC_0000, 0x1_0000_0000))
 
@@ -169,9 +170,10 @@ def boot_layout(geo: Geometry, boot_memory: int) -> BootLayout:
         raise ValueError(f"boot_memory={boot_memory} must be a positive multiple of "
                          f"the pageblock size ({unit} bytes)")
     if geo.layout == "q35":
-        if boot_memory < 64 * MiB:
+        if boot_memory < Q35_MIN_BOOT_MEMORY:
             raise ValueError(f"boot_memory={boot_memory} is too small for an x86-64 "
-                             "guest (at least 64 MiB)")
+                             "guest (at least 96 MiB: the kernel image and its boot "
+                             "memory need about 70 MiB)")
         return q35_layout(geo, boot_memory)
     return flat_layout(geo, boot_memory)
 

@@ -58,7 +58,7 @@ import numpy as np
 
 from .boot import deferred_init_memmap, free_reserved_area
 from .bulk import alloc_bulk_runs, alloc_pages_bulk
-from .constants import GiB, KiB, PageKind, ZoneType
+from .constants import GiB, KiB, PageKind, PageState, ZoneType
 from .memblock import BootConfig, percpu_first_chunk_pages
 from .page_alloc import alloc_pages
 from .trace import NullTrace
@@ -103,8 +103,8 @@ class BootMemory:
 
     def pages(self, name: str, node: Node) -> np.ndarray:
         """Pfns one boot use holds now (they move if migrated)."""
-        oid = self.owners[name]
-        return np.flatnonzero(node.mm.owner == oid)
+        mm = node.mm
+        return np.flatnonzero((mm.owner == self.owners[name]) & (mm.state == PageState.ALLOCATED))
 
 
 @dataclass(frozen=True)

@@ -228,7 +228,7 @@ class Memblock:
                 kept.append(Reservation(end, r.end_pfn, r.name, r.freed))
         self.reserved = kept
 
-    def free_pages(self) -> int:
+    def free_page_count(self) -> int:
         """Pages of memory no reservation covers (nr_kernel_pages' count)."""
         return sum(e - s for s, e in self.free_ranges())
 
@@ -423,10 +423,20 @@ def reserve_q35(mb: Memblock, geo: Geometry, config: BootConfig, below_4g: int,
     _reserve_setup_arch(mb, geo)
     _reserve_start_kernel(mb, geo, config)
     if swiotlb_enabled(max_possible_pfn, geo):
-        nslabs = SWIOTLB_SIZE >> IO_TLB_SHIFT
-        mb.alloc(pages(SWIOTLB_SIZE, geo), "swiotlb bounce buffer",
-                 limit=DMA32_LIMIT >> shift)
-        mb.alloc(pages(nslabs * IO_TLB_SLOT_SIZE, geo), "swiotlb slots")
+        _reserve_swiotlb(mb, geo)
+
+
+def _reserve_swiotlb(mb: Memblock, geo: Geometry) -> None:
+    """64 MiB of bounce buffer below 4 GiB and its slot array; a guest too small
+    for it boots without one ("Failed to allocate ... tlb structure").
+    Kernel: kernel/dma/swiotlb.c, swiotlb_init_remap(), swiotlb_memblock_alloc()
+    """
+    nr = pages(SWIOTLB_SIZE, geo)
+    if not any(e - s >= nr for s, e in mb.free_ranges(DMA32_LIMIT >> geo.page_shift)):
+        return
+    mb.alloc(nr, "swiotlb bounce buffer", limit=DMA32_LIMIT >> geo.page_shift)
+    nslabs = SWIOTLB_SIZE >> IO_TLB_SHIFT
+    mb.alloc(pages(nslabs * IO_TLB_SLOT_SIZE, geo), "swiotlb slots")
 
 
 def _reserve_setup_arch(mb: Memblock, geo: Geometry) -> None:
@@ -458,7 +468,7 @@ def _reserve_start_kernel(mb: Memblock, geo: Geometry, config: BootConfig) -> No
             mb.free(base + u * per_unit + keep, base + (u + 1) * per_unit)
     for name, n in log_buf_pages(config.log_buf_len, geo):
         mb.alloc(n, name)
-    nr_kernel_pages = mb.free_pages()
+    nr_kernel_pages = mb.free_page_count()
     mb.alloc(large_system_hash_pages(nr_kernel_pages, DHASH_SCALE, geo), "dentry hash table")
     mb.alloc(large_system_hash_pages(nr_kernel_pages, IHASH_SCALE, geo), "inode hash table")
 

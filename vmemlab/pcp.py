@@ -162,11 +162,6 @@ class Pagesets:
                 self._flush(pcp, pcp.count)
         return freed
 
-    def held(self) -> np.ndarray:
-        """Pfns on any list (for views and validation)."""
-        parts = [p.pfns for p in self.lists.values() if p.count]
-        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-
 
 def drain_all_pages(node: Node, zone: Zone | None = None) -> int:
     """Give every per-CPU list's pages of ``zone`` (or all zones) back; pages freed.
