@@ -29,6 +29,7 @@ from .bulk import alloc_pages_bulk
 from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
 from .hypervisor import VIRTIO_MEM_MIN_BLOCK_SIZE, VirtioMemDevice
+from .kernel_activity import KernelActivity
 from .memory_hotplug import ONLINE_TYPES, MemoryHotplug
 from .node import Node
 from .page_alloc import alloc_pages, free_pages
@@ -133,14 +134,18 @@ class Machine:
     guest) or "teaching" (a tiny flat machine for hand exercises).
     ``online_policy`` and ``auto_online_blocks`` are the memory-hotplug
     settings of the same names.  ``seed`` seeds the one random generator;
-    ``trace=True`` records events and frames.
+    ``trace=True`` records events and frames.  ``kernel_activity`` turns
+    the kernel's own allocations after boot on or off (hotplug metadata and
+    a steady slab churn, see vmemlab.kernel_activity); by default it is on
+    for the x86-64 geometry and off for the teaching one.
     """
 
     def __init__(self, boot_memory: int | str = 2 * GiB, kernel: str = DEFAULT_KERNEL,
                  online_policy: str = "contig-zones", auto_online_blocks: str = "online",
                  seed: int = 0, geometry: str | Geometry = "x86_64",
                  trace: bool | Trace = False, min_free_kbytes: int | None = None,
-                 mobility_grouping: bool = True, auto_movable_ratio: int = 301) -> None:
+                 mobility_grouping: bool = True, auto_movable_ratio: int = 301,
+                 kernel_activity: bool | None = None) -> None:
         geo = _geometry(geometry)
         prof = profile(kernel)
         boot_memory = parse_size(boot_memory)
@@ -151,6 +156,9 @@ class Machine:
                              "non-negative integer (percent)")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ValueError(f"seed={seed!r} must be an integer")
+        if kernel_activity not in (None, True, False):
+            raise ValueError(f"kernel_activity={kernel_activity!r} must be True, False or None "
+                             "(None: on for the x86-64 geometry)")
         layout = boot_layout(geo, boot_memory)
         geo = dataclasses.replace(geo, memory_block_size=probe_memory_block_size(
             geo, layout.end_pfn << geo.page_shift))
@@ -163,7 +171,9 @@ class Machine:
         # The kernel command line / config: every boot starts from these.
         self.boot_settings = {"online_policy": online_policy,
                               "auto_online_blocks": auto_online_blocks,
-                              "auto_movable_ratio": auto_movable_ratio}
+                              "auto_movable_ratio": auto_movable_ratio,
+                              "kernel_activity": (geo.layout == "q35" if kernel_activity is None
+                                                  else kernel_activity)}
         self.min_free_kbytes = min_free_kbytes
         self.mobility_grouping = mobility_grouping
         self.now = 0.0
@@ -204,8 +214,12 @@ class Machine:
         memblock_free_all(self.node, self.layout)
         init_per_zone_wmark_min(self.node)
         self.proc = ProcFS(self)
+        self.kernel_activity: KernelActivity | None = None
         self.hotplug = MemoryHotplug(self)
         self.sysfs = Sysfs(self)
+        if self.boot_settings["kernel_activity"]:
+            self.kernel_activity = KernelActivity(self)
+            self.kernel_activity.boot()
         for dimm in self.dimms:       # ACPI finds the DIMMs again at boot
             self._add_dimm_memory(dimm)
         for dev in self.virtio_mem:
