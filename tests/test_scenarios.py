@@ -31,6 +31,13 @@ FINAL = {
     "11_larger_request_applies_at_once": (402 * MiB, 0),
     "12_online_movable_5.8": (2048 * MiB, vm.EBUSY),
     "13_online_movable_6.12": (1024 * MiB, 0),
+    # issue 13's real outcomes (tests/test_real_outcomes.py pins them per kernel, in kind)
+    "15_movable_always_reaches_0": (0, 0),
+    "16_kernel_idle_stays_above_0": (2 * MiB, vm.EBUSY),
+    "17_ramfs_stays_until_removed": (4 * MiB, vm.EBUSY),
+    "18_pipes_stay": (18 * MiB, vm.EBUSY),
+    "19_fragmented_slab_stays": (136 * MiB, vm.EBUSY),
+    "20_anon_in_normal_migrates": (2 * MiB, vm.EBUSY),
 }
 
 
@@ -95,6 +102,21 @@ def test_a_wrong_expectation_is_reported():
     assert "EXPECTATION FAILED: steps[3] expect.size" in format_result(result)
     assert format_result(result).endswith("expectations: FAILED in 1 of 2 steps with "
                                           "expectations (1 mismatches)\n")
+
+
+def test_a_size_outside_its_band_is_reported():
+    path = ROOT / "scenarios/16_kernel_idle_stays_above_0.toml"
+    silent = run_scenario(load_scenario(path, {"machine.kernel_activity": False,
+                                               "steps.3.expect.last_rc": "0",
+                                               "steps.3.expect.retry_timer": False}))
+    assert silent.failures[0] == ("steps[3] expect.min_size (vmem0): expected at least 2 MiB "
+                                  "(2097152), got 0 B (0)")
+    assert len(silent.failures) == 4        # and step 4's min_size, last_rc, retry_timer
+    tight = run_scenario(load_scenario(path, {"steps.3.expect.max_size": "1M"}))
+    assert tight.failures == [
+        "steps[3] expect.max_size (vmem0): expected at most 1 MiB (1048576), got 2 MiB (2097152)"]
+    with pytest.raises(ScenarioError, match=r"machine.kernel_activity: expected true or false"):
+        parse_scenario(GOOD.replace("[machine]\n", "[machine]\nkernel_activity = 1\n"), "f.toml")
 
 
 def test_same_seed_same_result():
