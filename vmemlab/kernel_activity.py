@@ -39,7 +39,8 @@ kmalloc-64                 1      struct resource "System RAM (virtio_mem)"
 
 That is about 3.5 KiB per 128 MiB block.  The memmap itself is allocated
 by vmemlab.memory_hotplug.  Boot memory blocks get the same objects at
-boot (memory_dev_init()).  Not modelled (named in docs/glossary.md): the
+boot (memory_dev_init()), but no resource: boot RAM is registered once per
+e820 range.  Not modelled (named in docs/glossary.md): the
 xarray and idr nodes (radix_tree_node) that index memory blocks and kernfs
 ids, transient uevent buffers, and kernfs_iattrs, which kernfs allocates
 only when a node's owner or mode is changed (udev rules; the reference
@@ -200,7 +201,7 @@ class KernelActivity:
         remaining lifetimes.
         """
         for block in sorted(self.machine.hotplug.blocks.values(), key=lambda b: b.id):
-            self.memory_block_added(block, add_memory_call=True)
+            self.memory_block_added(block, add_memory_call=False)
         bg = self.background
         counts = self.rng.poisson(bg.rate * bg.lifetime)
         life = self.rng.exponential(1.0, int(counts.sum())) * np.repeat(bg.lifetime, counts)
