@@ -19,6 +19,7 @@ import pytest
 
 import vmemlab as vm
 from vmemlab.constants import PageKind, PageState, ZoneType
+from vmemlab.profiles import PROFILES
 from vmemlab.realmem.proctext import parse_buddyinfo, parse_pagetypeinfo
 from vmemlab.scenario import load_scenario
 from vmemlab.scenario_run import format_result, run_scenario
@@ -27,7 +28,7 @@ from vmemlab.slab import DENTRY, EXT4_INODE
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path(__file__).resolve().parent / "fixtures" / "real_outcomes"
 MiB, GiB = vm.MiB, vm.GiB
-KERNELS = ("5.8", "6.12")
+KERNELS = tuple(k for k in ("5.8", "6.1", "6.12") if k in PROFILES)   # 6.1 once it exists
 FEW = (2 * MiB, 16 * MiB)        # "a few MiB above 0": one subblock to eight
 
 # scenario -> per step index: the band the plugged size must lie in ("in kind")

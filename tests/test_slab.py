@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import vmemlab as vm
 from tests.conftest import teaching
+from vmemlab.constants import PageKind
 from vmemlab.slab import (
     DENTRY,
     EXT4_INODE,
@@ -102,3 +104,19 @@ def test_a_slab_of_the_minimum_order_holds_fewer_objects():
     assert slabs.tolist() == [0, 0, 0, 0, 1]         # order-0 slabs: 4 objects each
     assert cache._order[:2].tolist() == [0, 0] and cache._objects[:2].tolist() == [4, 4]
     m.validate()
+
+
+def test_validate_names_a_cache_whose_pages_went_astray():
+    m = teaching(pages=256)
+    cache = kmem_cache(m.slab_caches, m.node, kmalloc_spec(64))
+    cache.alloc(3)
+    m.validate()
+    pfn = int(cache.slab_pfn[0])
+    other = m.node.new_owner(PageKind.SLAB, "someone else").id
+    m.node.mm.owner[pfn] = other                    # a bug hands the page to someone else
+    with pytest.raises(vm.ValidationError, match=f"slab cache kmalloc-64: pfn {pfn:#x} is not"):
+        m.validate()
+    m.node.mm.owner[pfn] = cache.owner
+    cache._inuse[0] = 65
+    with pytest.raises(vm.ValidationError, match="slab 0 has 65 objects in use of 64"):
+        m.validate()

@@ -695,6 +695,8 @@ class Machine:
         """Check every invariant; raise vmemlab.ValidationError naming the pfn."""
         validate_node(self.node)
         validate_hotplug(self.hotplug)
+        for cache in self.slab_caches.values():
+            cache.validate()
         for dev in self.virtio_mem:
             validate_virtio_mem(self, dev)
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .constants import PageKind
+from .constants import PageKind, PageState
 from .gfp import Gfp
 from .page_alloc import alloc_pages, free_block
 
@@ -261,6 +261,26 @@ class SlabCache:
             if self._inuse[slab] == 0 and slab != self.cpu_slab:
                 pages += self._discard(slab)
         return pages
+
+    def validate(self) -> None:
+        """Objects in use fit their slabs, and every slab page is allocated to this cache.
+
+        Raises vmemlab.ValidationError naming the cache and the slab or pfn.
+        """
+        from .validate import ValidationError
+
+        name, n = self.spec.name, self.count
+        inuse, objects, live = self.inuse, self._objects[:n], self.slab_pfn >= 0
+        bad = np.flatnonzero((inuse < 0) | (inuse > objects) | (~live & (inuse != 0)))
+        if len(bad):
+            i = int(bad[0])
+            raise ValidationError(f"slab cache {name}: slab {i} has {int(inuse[i])} objects "
+                                  f"in use of {int(objects[i])}")
+        pages, mm = self.pages(), self.node.mm
+        wrong = pages[(mm.state[pages] != PageState.ALLOCATED) | (mm.owner[pages] != self.owner)]
+        if len(wrong):
+            raise ValidationError(f"slab cache {name}: pfn {int(wrong[0]):#x} is not one of "
+                                  "its slab pages (freed or taken by someone else)")
 
     def _discard(self, slab: int) -> int:
         order = int(self._order[slab])
