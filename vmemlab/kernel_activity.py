@@ -24,11 +24,14 @@ kmalloc-256                1      struct device_private (device_add())
 kmalloc-16                 4      "memoryN": the kobject name, its kernfs directory
                                   name and the two links to it (node0/, bus devices/)
 kmalloc-8                  1      "node0": the name of the memoryN/node0 link
-kernfs_node_cache          16     /sys/devices/system/memory/memoryN: the directory,
+kernfs_node_cache          17     /sys/devices/system/memory/memoryN: the directory,
                                   phys_index, state, phys_device, removable,
-                                  valid_zones, uevent, subsystem, power/ and its 4
-                                  runtime-PM files, the node0 link, and the links
-                                  node0/memoryN and bus/memory/devices/memoryN
+                                  valid_zones, uevent, the subsystem link, power/
+                                  and its 5 runtime-PM files (control,
+                                  runtime_status, runtime_active_time,
+                                  runtime_suspended_time, autosuspend_delay_ms), the
+                                  node0 link, and the links node0/memoryN and
+                                  bus/memory/devices/memoryN
 per section
 kmalloc-64                 1      struct mem_section_usage (subsection map and
                                   pageblock flags, 56 bytes; section_activate())
@@ -42,9 +45,10 @@ by vmemlab.memory_hotplug.  Boot memory blocks get the same objects at
 boot (memory_dev_init()), but no resource: boot RAM is registered once per
 e820 range.  Not modelled (named in docs/glossary.md): the
 xarray and idr nodes (radix_tree_node) that index memory blocks and kernfs
-ids, transient uevent buffers, and kernfs_iattrs, which kernfs allocates
-only when a node's owner or mode is changed (udev rules; the reference
-guest runs no udev).
+ids, transient uevent buffers, the virtio-mem driver's per-block state
+arrays (vzalloc'd pages), and kernfs_iattrs, which kernfs allocates only
+when a node's owner or mode is changed (udev rules; the reference guest
+runs no udev).
 
 **Background** (``tick`` once per simulated second): each ``SlabStream``
 allocates objects of one cache at a Poisson rate, each living an
@@ -52,14 +56,16 @@ exponentially distributed time, and a small share living until reboot.
 The streams stand for an idle guest that is polled once a second: work
 items, timers and RCU callbacks (kmalloc-64/192), driver and protocol
 buffers (kmalloc-512/1k), and reading /proc files (a struct file in filp
-and a one-page seq_file buffer in kmalloc-4k per read, freed at close).
+and a one-page seq_file buffer per read, freed at close; seq_file
+allocates it with GFP_KERNEL_ACCOUNT, so from kmalloc-cg-4k).
 The objects kept until reboot stand for state the kernel creates lazily
 and keeps (per-device tables, kernfs nodes of runtime objects, cached
-lookups).  The rates are illustrative, chosen to churn a few hundred kB
-per minute and keep a few kB per minute, which is the order of the Slab
-drift of an idle real guest; they are named in docs/glossary.md.
+lookups).  The rates are illustrative, not measured from a trace of a real
+guest's slab calls: they churn about 0.7 MB of objects a minute and keep
+about 2 kB a minute (about 120 KiB of slab pages an hour); they are named
+in docs/glossary.md.
 
-Every background cache is unreclaimable (kmalloc caches, filp and
+Every cache here is unreclaimable (kmalloc caches, filp and
 kernfs_node_cache are created without SLAB_RECLAIM_ACCOUNT), so
 drop_caches frees none of it.  Reclaimable dentries and inodes come from
 the guest's activities (``m.activity("files", ...)``).
@@ -98,7 +104,7 @@ FILP = cache_spec("filp", 256)
 # (cache, objects) per memory block, per section, per add_memory() call
 MEMORY_BLOCK_OBJECTS: tuple[tuple[SlabCacheSpec, int], ...] = (
     (kmalloc_spec(1024), 1), (kmalloc_spec(256), 1), (kmalloc_spec(16), 4),
-    (kmalloc_spec(8), 1), (KERNFS_NODE, 16))
+    (kmalloc_spec(8), 1), (KERNFS_NODE, 17))
 SECTION_OBJECTS: tuple[tuple[SlabCacheSpec, int], ...] = ((kmalloc_spec(64), 1),)
 ADD_MEMORY_OBJECTS: tuple[tuple[SlabCacheSpec, int], ...] = ((kmalloc_spec(64), 1),)
 
@@ -127,8 +133,8 @@ BACKGROUND: tuple[SlabStream, ...] = (
     SlabStream(kmalloc_spec(512), 2.0, 5.0, 0.01, "drivers: virtqueue and protocol buffers"),
     SlabStream(kmalloc_spec(1024), 1.0, 10.0, 0.01, "drivers and sysfs readers: buffers"),
     SlabStream(FILP, 2.0, 0.01, 0.0, "reading a /proc file: its struct file"),
-    SlabStream(kmalloc_spec(4096), 2.0, 0.01, 0.0,
-               "reading a /proc file: the seq_file buffer (one page)"),
+    SlabStream(cache_spec("kmalloc-cg-4k", 4096), 2.0, 0.01, 0.0,
+               "reading a /proc file: the seq_file buffer (one page, memcg-accounted)"),
 )
 
 
