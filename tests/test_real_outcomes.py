@@ -1,4 +1,4 @@
-"""Issue 13's real-outcome set (scenarios/15-20), predicted in kind on each kernel profile.
+"""Issue 13's real-outcome set (scenarios/16-21), predicted in kind on each kernel profile.
 
 Real Debian guests (1 GiB q35 boot, a 2 GiB virtio-mem region at 4 GiB in
 2 MiB blocks, plug 1 GiB, some activity, ask for 0): ZONE_MOVABLE always
@@ -33,15 +33,15 @@ FEW = (2 * MiB, 16 * MiB)        # "a few MiB above 0": one subblock to eight
 
 # scenario -> per step index: the band the plugged size must lie in ("in kind")
 OUTCOMES = {
-    "15_movable_always_reaches_0": {4: (0, 0)},
-    "16_kernel_idle_stays_above_0": {3: FEW, 4: FEW},
-    "17_ramfs_stays_until_removed": {4: (64 * MiB + FEW[0], 64 * MiB + FEW[1]), 6: FEW},
-    "18_pipes_stay": {4: (16 * MiB + FEW[0], 16 * MiB + FEW[1])},
-    "19_fragmented_slab_stays": {5: (130 * MiB, 130 * MiB + FEW[1])},
-    "20_anon_in_normal_migrates": {4: FEW, 6: FEW},
+    "16_movable_always_reaches_0": {4: (0, 0)},
+    "17_kernel_idle_stays_above_0": {3: FEW, 4: FEW},
+    "18_ramfs_stays_until_removed": {4: (64 * MiB + FEW[0], 64 * MiB + FEW[1]), 6: FEW},
+    "19_pipes_stay": {4: (16 * MiB + FEW[0], 16 * MiB + FEW[1])},
+    "20_fragmented_slab_stays": {5: (130 * MiB, 130 * MiB + FEW[1])},
+    "21_anon_in_normal_migrates": {4: FEW, 6: FEW},
 }
 # Linux 5.8's driver never unplugs from ZONE_MOVABLE (12_online_movable_5.8.toml)
-OLD_DRIVER = {("15_movable_always_reaches_0", "5.8"): {4: (GiB, GiB)}}
+OLD_DRIVER = {("16_movable_always_reaches_0", "5.8"): {4: (GiB, GiB)}}
 
 
 def run(name: str, kernel: str, **params):
@@ -78,7 +78,7 @@ def _stuck_pages(result) -> tuple[np.ndarray, vm.Machine]:
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_idle_guest_is_held_by_the_kernels_unreclaimable_slab(kernel):
-    result = run("16_kernel_idle_stays_above_0", kernel)
+    result = run("17_kernel_idle_stays_above_0", kernel)
     pages, m = _stuck_pages(result)
     kinds = set(m.node.mm.kind[pages].tolist())
     assert len(pages) and kinds <= {PageKind.SLAB}         # slab only, none reclaimable,
@@ -90,7 +90,7 @@ def test_idle_guest_is_held_by_the_kernels_unreclaimable_slab(kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_anon_hog_is_migrated_out_whole(kernel):
-    result = run("20_anon_in_normal_migrates", kernel)
+    result = run("21_anon_in_normal_migrates", kernel)
     stuck_with_hog = result.steps[4].devices[0].size
     m = result.machine
     hog = next(a for a in m.activities if a.name == "hog")
@@ -104,9 +104,9 @@ FILES_SLAB = (-(-100_000 // DENTRY.objs_per_slab) << DENTRY.order) + \
     (-(-100_000 // EXT4_INODE.objs_per_slab) << EXT4_INODE.order) << 12   # before the rm
 
 
-@pytest.mark.parametrize("name,ask,held", [("17_ramfs_stays_until_removed", 4, 64 * MiB),
-                                           ("18_pipes_stay", 4, 16 * MiB),
-                                           ("19_fragmented_slab_stays", 5, FILES_SLAB)])
+@pytest.mark.parametrize("name,ask,held", [("18_ramfs_stays_until_removed", 4, 64 * MiB),
+                                           ("19_pipes_stay", 4, 16 * MiB),
+                                           ("20_fragmented_slab_stays", 5, FILES_SLAB)])
 def test_stuck_by_about_the_activitys_size(name, ask, held):
     sc = load_scenario(ROOT / "scenarios" / f"{name}.toml")
     result = run_scenario(sc)
@@ -118,7 +118,7 @@ def test_stuck_by_about_the_activitys_size(name, ask, held):
 def test_same_seed_same_pages_other_seed_other_background():
     maps = []
     for seed in (1, 1, 2):
-        result = run("16_kernel_idle_stays_above_0", "6.12", **{"machine.seed": seed})
+        result = run("17_kernel_idle_stays_above_0", "6.12", **{"machine.seed": seed})
         ka = result.machine.kernel_activity
         maps.append((result.machine.pageblock_map(), ka.pages().tolist(), ka.objects()))
     assert maps[0] == maps[1]
@@ -126,7 +126,7 @@ def test_same_seed_same_pages_other_seed_other_background():
 
 
 def test_a_silent_kernel_reaches_0():
-    result = run("16_kernel_idle_stays_above_0", "6.12", **{"machine.kernel_activity": False,
+    result = run("17_kernel_idle_stays_above_0", "6.12", **{"machine.kernel_activity": False,
                                                              "steps.3.expect.min_size": "0",
                                                              "steps.4.expect.min_size": "0"})
     assert result.machine.kernel_activity is None

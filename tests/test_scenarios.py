@@ -32,12 +32,12 @@ FINAL = {
     "12_online_movable_5.8": (2048 * MiB, vm.EBUSY),
     "13_online_movable_6.12": (1024 * MiB, 0),
     # issue 13's real outcomes (tests/test_real_outcomes.py pins them per kernel, in kind)
-    "15_movable_always_reaches_0": (0, 0),
-    "16_kernel_idle_stays_above_0": (2 * MiB, vm.EBUSY),
-    "17_ramfs_stays_until_removed": (4 * MiB, vm.EBUSY),
-    "18_pipes_stay": (18 * MiB, vm.EBUSY),
-    "19_fragmented_slab_stays": (136 * MiB, vm.EBUSY),
-    "20_anon_in_normal_migrates": (2 * MiB, vm.EBUSY),
+    "16_movable_always_reaches_0": (0, 0),
+    "17_kernel_idle_stays_above_0": (2 * MiB, vm.EBUSY),
+    "18_ramfs_stays_until_removed": (4 * MiB, vm.EBUSY),
+    "19_pipes_stay": (18 * MiB, vm.EBUSY),
+    "20_fragmented_slab_stays": (136 * MiB, vm.EBUSY),
+    "21_anon_in_normal_migrates": (2 * MiB, vm.EBUSY),
 }
 
 
@@ -105,7 +105,7 @@ def test_a_wrong_expectation_is_reported():
 
 
 def test_a_size_outside_its_band_is_reported():
-    path = ROOT / "scenarios/16_kernel_idle_stays_above_0.toml"
+    path = ROOT / "scenarios/17_kernel_idle_stays_above_0.toml"
     silent = run_scenario(load_scenario(path, {"machine.kernel_activity": False,
                                                "steps.3.expect.last_rc": "0",
                                                "steps.3.expect.retry_timer": False}))
