@@ -136,3 +136,19 @@ def test_the_kernels_slab_shows_in_meminfo():
     slab_kb = m.proc.meminfo_kb("SUnreclaim")
     assert slab_kb == len(m.kernel_activity.pages()) * 4 > 0
     assert "kernel_activity" not in repr(m) and "of slab" in repr(m.kernel_activity)
+
+
+def test_a_clock_jump_leaves_only_the_objects_still_alive():
+    m = vm.Machine(boot_memory=GiB, seed=5)
+    ka = m.kernel_activity
+    m.run(10)
+    m.advance(600)                          # ten minutes of synchronous kernel work
+    m.run(0)                                # the overdue tick fires once
+    assert ka.ticks == 11
+    bg = ka.background
+    short = np.isfinite(bg.dies)            # born in the gap, still alive: a steady state
+    expected = sum(s.per_second * s.lifetime for s in BACKGROUND)
+    assert abs(int(short.sum()) - expected) < 4 * np.sqrt(expected)
+    kept = int((~short).sum())
+    rate = sum(s.per_second * s.kept for s in BACKGROUND)
+    assert abs(kept - rate * 610) < 4 * np.sqrt(rate * 610)

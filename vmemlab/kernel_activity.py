@@ -215,7 +215,13 @@ class KernelActivity:
         self.machine.call_later(TICK_S, self.tick)
 
     def tick(self) -> None:
-        """One second of background: objects die, new ones are born, the next tick is armed."""
+        """One second of background: objects die, new ones are born, the next tick is armed.
+
+        A tick stands for the second before it.  When the clock jumped
+        further (synchronous kernel work advances it without firing timers),
+        the objects born in the rest of the gap are placed at random times in
+        it and only those still alive now are allocated.
+        """
         now = self.machine.now
         dt, self.last_tick = now - self.last_tick, now
         self.ticks += 1
@@ -226,7 +232,11 @@ class KernelActivity:
         if n:
             life = self.rng.exponential(1.0, n) * np.repeat(bg.lifetime, counts)
             life[self.rng.random(n) < np.repeat(bg.kept, counts)] = np.inf
-            bg.born(counts, now + life)
+            dies = now - self.rng.random(n) * max(0.0, dt - TICK_S) + life
+            alive = dies > now
+            counts = np.bincount(np.repeat(np.arange(len(counts)), counts)[alive],
+                                 minlength=len(counts))
+            bg.born(counts, dies[alive])
         self.machine.call_later(TICK_S, self.tick)
 
     # -- hotplug metadata --------------------------------------------------------
