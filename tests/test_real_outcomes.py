@@ -27,7 +27,7 @@ from vmemlab.scenario_run import format_result, run_scenario
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path(__file__).resolve().parent / "fixtures" / "real_outcomes"
 MiB, GiB = vm.MiB, vm.GiB
-KERNELS = tuple(k for k in ("5.8", "6.1", "6.12") if k in PROFILES)   # 6.1 once it exists
+KERNELS = tuple(k for k in ("5.8", "6.1", "6.12", "6.15") if k in PROFILES)   # as they exist
 FEW = (2 * MiB, 16 * MiB)        # "a few MiB above 0": one subblock to eight
 
 # scenario -> per step index: the band the plugged size must lie in ("in kind")
