@@ -30,8 +30,8 @@ from .bulk import alloc_pages_bulk
 from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
 from .hypervisor import VIRTIO_MEM_MIN_BLOCK_SIZE, VirtioMemDevice
-from .memblock import KERNEL_SECTIONS, boot_config
 from .kernel_activity import KernelActivity
+from .memblock import KERNEL_SECTIONS, boot_config
 from .memory_hotplug import ONLINE_TYPES, MemoryHotplug
 from .node import Node
 from .page_alloc import alloc_pages, free_pages
