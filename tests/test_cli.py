@@ -366,7 +366,7 @@ def test_run_png(capsys, tmp_path):
     (["run", str(SCEN / "00_happy_path.toml"), "--param", "machine.seed=1,2"],
      "run takes one value (sweep takes several)"),
     (["run", str(SCEN / "00_happy_path.toml"), "--param", "machine.kernel=4.19"],
-     "00_happy_path.toml: machine.kernel: expected one of '5.8', '6.12', got 4.19 "
+     "00_happy_path.toml: machine.kernel: expected one of '5.8', '6.1', '6.12', '6.15', got 4.19 "
      "(set by --param)"),
     (["run", str(SCEN / "00_happy_path.toml"), "--png", "/no/such/dir/x.png"],
      "--png '/no/such/dir/x.png': No such file or directory"),

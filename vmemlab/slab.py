@@ -44,6 +44,9 @@ class SlabCacheSpec:
 
 DENTRY = SlabCacheSpec("dentry", 192, 0, 21, True)
 EXT4_INODE = SlabCacheSpec("ext4_inode_cache", 1128, 2, 14, True)
+# tmpfs inodes: created without SLAB_RECLAIM_ACCOUNT, so unreclaimable slab
+# (mm/shmem.c, shmem_init_inodecache()); 768 bytes, 21 per order-2 slab.
+SHMEM_INODE = SlabCacheSpec("shmem_inode_cache", 768, 2, 21, False)
 
 
 class SlabCache:
@@ -75,7 +78,12 @@ class SlabCache:
 
     @property
     def kind(self) -> PageKind:
-        return PageKind.SLAB_RECLAIMABLE if self.spec.reclaimable else PageKind.SLAB
+        return self.page_kind(self.spec)
+
+    @staticmethod
+    def page_kind(spec: SlabCacheSpec) -> PageKind:
+        """Reclaimable slab (SReclaimable) or not (SUnreclaim)."""
+        return PageKind.SLAB_RECLAIMABLE if spec.reclaimable else PageKind.SLAB
 
     @property
     def nr_slabs(self) -> int:
