@@ -360,11 +360,16 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
         if got is not None or not oom_may_kill(req):
             break
         got, progress = alloc_pages_may_oom(node, req)
-        if got is not None or not progress or (node.current is not None and node.current.killed):
+        if got is not None or not progress or _current_killed(node):
             break
-    if got is None and not req.gfp & _GFP_NOWARN:
+    if got is None and not req.gfp & _GFP_NOWARN and not _current_killed(node):
         warn_alloc(node, req)
     return got
+
+
+def _current_killed(node: Node) -> bool:
+    """The allocating process was the OOM victim: it dies, its allocation is moot."""
+    return node.current is not None and node.current.killed
 
 
 def alloc_pages_may_oom(node: Node, req: AllocRequest) -> tuple[tuple[Zone, int] | None, bool]:
