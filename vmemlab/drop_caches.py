@@ -7,7 +7,8 @@ the slab caches: unused dentries and inodes go, which empties slab pages of
 files that are only cached (ext4 files); tmpfs files keep theirs, since a
 tmpfs file *is* its dentry and inode.  3 does both; 4 (added to any of them)
 silences the log line.  Each drop counts drop_pagecache or drop_slab in
-/proc/vmstat.
+/proc/vmstat.  Pages of the ``slab_reclaimable`` activity stand for objects
+in use and stay (docs/glossary.md, "drop_caches in brief").
 
 Kernel: fs/drop_caches.c drop_caches_sysctl_handler(), drop_pagecache_sb();
 mm/truncate.c invalidate_mapping_pages(); mm/vmscan.c drop_slab()

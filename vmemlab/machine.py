@@ -140,8 +140,9 @@ class Machine:
     """A booted guest.
 
     ``boot_memory`` is the RAM QEMU gives the guest (``-m``); ``kernel``
-    picks the profile ("6.12" or "5.8"); ``geometry`` is "x86_64" (a q35
-    guest) or "teaching" (a tiny flat machine for hand exercises).
+    picks the profile, an upstream release ("5.8", "6.1", "6.12", "6.15");
+    ``geometry`` is "x86_64" (a q35 guest) or "teaching" (a tiny flat
+    machine for hand exercises).
     ``online_policy`` and ``auto_online_blocks`` are the memory-hotplug
     settings of the same names.  ``seed`` seeds the one random generator;
     ``trace=True`` records events and frames.

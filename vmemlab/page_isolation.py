@@ -313,6 +313,10 @@ def _split_straddling_free(node: Node, pfn: int, iso_start: int, iso_end: int) -
 def _check_straddling(node: Node, pfn: int, iso_start: int, iso_end: int) -> int:
     """Refuse if an allocated block crosses the outer edge of the isolated range.
 
+    As 6.10+ does on every profile: 5.19-6.9 migrated such a page when it
+    was an LRU or movable compound page, which vmemlab does not model
+    (docs/glossary.md, "straddling in-use blocks").
+
     Kernel: mm/page_isolation.c, isolate_single_pageblock() (compound pages
     bigger than a pageblock that straddle the boundary: -EBUSY)
     """

@@ -15,7 +15,7 @@ The format (``python -m vmemlab run --help`` prints the same)::
 
     [machine]                 # vmemlab.Machine(...); every key is optional
     boot_memory = "2G"        # QEMU -m
-    kernel = "6.12"           # "6.12" or "5.8"
+    kernel = "6.12"           # "5.8", "6.1", "6.12" or "6.15"
     online_policy = "contig-zones"       # or "auto-movable" (6.12)
     auto_online_blocks = "online"        # offline, online, online_kernel, online_movable
     seed = 1
