@@ -168,3 +168,15 @@ def test_a_free_buddy_across_the_range_start_is_split_at_isolation(kernel):
     c.run()
     assert c.rc == 0 and m.alloc_contig_range(24, 32) == 0
     m.validate()
+
+
+def test_the_cli_and_scenario_files_take_every_release(capsys):
+    from vmemlab.cli import main
+    from vmemlab.scenario import parse_scenario
+
+    for kernel in PROFILES:
+        assert main(["buddy", "-k", kernel, "-A", "+0:U", "-c"]) == 0
+        sc = parse_scenario(f'[machine]\ngeometry = "teaching"\nkernel = {kernel}\n', "t.toml")
+        assert sc.machine.kernel == kernel          # unquoted 6.1 / 6.15 read as names
+    out = capsys.readouterr().out
+    assert "ptr[0] = alloc_pages(order=0, GFP_KERNEL) returned 0x0" in out

@@ -137,9 +137,9 @@ class Activity:
         self.shortfall = 0
         self.stopped = False
         self.killed = False
+        self.oom_score_adj = check_oom_score_adj(oom_score_adj)
         self.pid = machine.new_pid()
         self.comm = name[:15]                 # TASK_COMM_LEN - 1
-        self.oom_score_adj = check_oom_score_adj(oom_score_adj)
         self.vm_pages = 0                     # mapped (total_vm) of a process
         self._unmapped = 0                    # MADV_DONTNEED'd, mapped again on touch
 
