@@ -75,6 +75,7 @@ class ActivitySpec:
     process: bool = False  # a process holds it and frees it when it exits
 
 
+PIPE_DEF_BUFFERS = 16           # pages of a new pipe
 SPECS = {
     "anon": ActivitySpec(PageKind.ANON, "GFP_HIGHUSER_MOVABLE",
                          "anonymous memory, malloc'd and touched", process=True),
@@ -85,7 +86,7 @@ SPECS = {
                           "files in ramfs (no swap, no writeback)"),
     "pipes": ActivitySpec(PageKind.PIPE, "GFP_HIGHUSER | __GFP_ACCOUNT",
                           "full pipes, 16 buffer pages each (pipe_size sets it)",
-                          unit_pages=16, process=True),
+                          unit_pages=PIPE_DEF_BUFFERS, process=True),
     "page_tables": ActivitySpec(PageKind.PAGETABLE, "GFP_KERNEL | __GFP_ZERO | __GFP_ACCOUNT",
                                 "page-table pages"),
     "slab": ActivitySpec(PageKind.SLAB, "GFP_KERNEL", "kmalloc memory (unreclaimable slab)"),
@@ -98,7 +99,6 @@ SPECS = {
                         "long-term pinned memory (vfio, RDMA)", process=True),
 }
 PTES_PER_PAGE = 512
-PIPE_DEF_BUFFERS = 16           # pages of a new pipe
 PIPE_MAX_SIZE = 1 << 20         # /proc/sys/fs/pipe-max-size
 FILE_SYSTEMS = ("tmpfs", "ext4")
 
