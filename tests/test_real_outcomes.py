@@ -25,7 +25,7 @@ from vmemlab.scenario import load_scenario
 from vmemlab.scenario_run import format_result, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = Path(__file__).resolve().parent / "fixtures" / "real_outcomes"
+SAMPLES = Path(__file__).resolve().parent / "fixtures" / "proc" / "linux-6.12"   # MANIFEST.txt
 MiB, GiB = vm.MiB, vm.GiB
 KERNELS = tuple(k for k in ("5.8", "6.1", "6.12", "6.15") if k in PROFILES)   # as they exist
 FEW = (2 * MiB, 16 * MiB)        # "a few MiB above 0": one subblock to eight
