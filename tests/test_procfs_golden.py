@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 import vmemlab as vm
-from vmemlab.profiles import PROFILES
 from vmemlab.procfs import (
     Pageset,
     ZoneinfoData,
@@ -20,6 +19,7 @@ from vmemlab.procfs import (
     format_vmstat,
     format_zoneinfo_zone,
 )
+from vmemlab.profiles import PROFILES
 
 from .conftest import teaching
 
