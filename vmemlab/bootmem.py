@@ -29,7 +29,11 @@ per-CPU lists         freed initrd and init     (pcp)       capped by each list'
 ====================  =======================  ==========  ==========================
 
 The fixed sizes are the reference VM's /proc/meminfo; the per-CPU and per
-memory block parts say how the kernel's own rules make them grow.
+memory block parts say how the kernel's own rules make them grow.  The
+measured slab also holds the objects vmemlab.kernel_activity models one by
+one (the memory blocks' sysfs objects, the background's live objects): with
+it on, those are allocated in their caches during the boot and the rest of
+the slab is that much smaller, so the total is counted once.
 
 The timeline is the kernel's: a quarter of the slab and the per-CPU
 threads' stacks are allocated before deferred_init_memmap() (so in the

@@ -42,17 +42,20 @@ kmalloc-64                 1      struct resource "System RAM (virtio_mem)"
 
 That is about 3.5 KiB per 128 MiB block.  The memmap itself is allocated
 by vmemlab.memory_hotplug.  Boot memory blocks get the same objects at
-boot (memory_dev_init()), but no resource: boot RAM is registered once per
-e820 range.  Not modelled (named in docs/glossary.md): the
+boot (memory_dev_init(), during vmemlab.bootmem's boot, whose measured
+slab already holds them and the background's live objects), but no
+resource: boot RAM is registered once per e820 range.  Not modelled (named in docs/glossary.md): the
 xarray and idr nodes (radix_tree_node) that index memory blocks and kernfs
 ids, transient uevent buffers, the virtio-mem driver's per-block state
 arrays (vzalloc'd pages), and kernfs_iattrs, which kernfs allocates only
 when a node's owner or mode is changed (udev rules; the reference guest
 runs no udev).
 
-**Background** (``tick`` once per simulated second): each ``SlabStream``
-allocates objects of one cache at a Poisson rate, each living an
-exponentially distributed time, and a small share living until reboot.
+**Background** (``tick``, each standing for the second before it; while
+nothing else is due it covers a whole idle span in one step, see ``tick``):
+each ``SlabStream`` allocates objects of one cache at a Poisson rate, each
+living an exponentially distributed time, and a small share living until
+reboot.
 The streams stand for an idle guest that is polled once a second: work
 items, timers and RCU callbacks (kmalloc-64/192), driver and protocol
 buffers (kmalloc-512/1k), and reading /proc files (a struct file in filp

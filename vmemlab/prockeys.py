@@ -9,6 +9,11 @@ and, for keys that moved or went away, the first release without it
 kernel's order.  A profile asks with its ``release``, so a new profile
 extends these tables, never the code that prints them.
 
+Releases after the reference VM's come from Andrew Morton's MM pull
+requests that merged each change ("MM updates for 6.13-rc1": nr_hugetlb and
+the pagesets' high_min/high_max; "for 6.15-rc1": nr_free_pages_blocks, the
+proactive reclaim counters, nr_balloon_pages and Balloon).
+
 The lists are those of the kernel the reference VM runs (x86-64, Debian's
 config: CONFIG_NUMA, NUMA_BALANCING, ZONE_DMA/DMA32, ZONE_DEVICE, SWAP,
 ZSWAP, ZSMALLOC, KSM, TRANSPARENT_HUGEPAGE, HUGETLB_PAGE, MIGRATION,
