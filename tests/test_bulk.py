@@ -5,15 +5,17 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import vmemlab as vm
-from vmemlab import bulk
+from vmemlab import bulk, workload
 from vmemlab.bulk import alloc_pages_bulk, free_pages_bulk
 from vmemlab.constants import MigrateType, PageKind
 from vmemlab.page_alloc import alloc_pages, free_block
-from vmemlab.page_isolation import start_isolate_page_range
+from vmemlab.page_isolation import start_isolate_page_range, undo_isolate_page_range
+from vmemlab.profiles import PROFILES
 
 from .conftest import teaching
 
@@ -118,3 +120,90 @@ def test_free_into_isolated_pageblocks_equals_loop(ops, fill, first, blocks, pic
     for pfn in chosen:
         free_block(b.node, pfn, 0)
     assert machine_state(a, isolate_order=False) == machine_state(b, isolate_order=False)
+
+
+def full_state(m: vm.Machine) -> dict:
+    """machine_state() with every list in order, plus what the /proc views print."""
+    return {**machine_state(m), "flags": m.node.mm.flags.tobytes(),
+            "events": dict(m.node.vm_events), "buddyinfo": m.proc.buddyinfo(),
+            "pagetypeinfo": m.proc.pagetypeinfo(),
+            "highatomic": [z.nr_free_highatomic for z in m.node.zones]}
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS, chunks=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 48)), max_size=8),
+       isolate=st.lists(st.tuples(st.integers(0, 31), st.integers(1, 4)), max_size=3),
+       share=st.one_of(st.just(1.0), st.floats(0.05, 1.0)), pick=st.randoms(use_true_random=False))
+def test_batch_merge_equals_one_by_one(kernel, ops, chunks, isolate, share, pick):
+    """The level-by-level merge leaves every list, head, type and counter as page-by-page frees.
+
+    Mixed migratetypes make pageblocks of every type (merge barriers above
+    pageblock_order, retyping since 6.10); isolated pageblocks add the
+    ISOLATE lists and 5.8's isolate-only barrier.
+    """
+    m = scrambled(kernel, ops, 0)
+    held = []
+    for gfp, n in chunks:
+        owner = m.node.new_owner(PageKind.ANON, "chunk").id
+        held += alloc_pages_bulk(m.node, GFPS[gfp], n, None, owner).tolist()
+    pb = m.node.geo.pageblock_nr_pages
+    ranges = [(first * pb, min(first + blocks, 32) * pb) for first, blocks in isolate]
+    ranges = [r for r in ranges if start_isolate_page_range(m.node, *r) == 0]
+    chosen = sorted(pick.sample(held, k=int(len(held) * share))) if held else []
+    a, b = m, copy.deepcopy(m)
+    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 0   # always the numpy merge
+    try:
+        free_pages_bulk(a.node, np.array(chosen, dtype=np.int64))
+    finally:
+        bulk._REBUILD_MIN = saved
+    for pfn in chosen:
+        free_block(b.node, pfn, 0)
+    assert full_state(a) == full_state(b)
+    for r in reversed(ranges):   # validate() does not accept isolated free buddies
+        undo_isolate_page_range(a.node, *r)
+        undo_isolate_page_range(b.node, *r)
+    assert full_state(a) == full_state(b)
+    a.validate()
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+def test_batch_merge_across_pageblock_types(kernel):
+    """An Unmovable pageblock and its Movable buddy freed in one batch merge (unmergeable
+    types excepted); since 6.10 the lower pageblock takes the Movable type of the later free."""
+    m = teaching(kernel, min_free_kbytes=0)
+    pb = m.node.geo.pageblock_nr_pages
+    owner = m.node.new_owner(PageKind.ANON, "all").id
+    alloc_pages_bulk(m.node, "GFP_HIGHUSER_MOVABLE", 256, None, owner)
+    free_pages_bulk(m.node, np.arange(pb))
+    kernel_pages = alloc_pages_bulk(m.node, "GFP_KERNEL", pb, None, owner)
+    assert kernel_pages.tolist() == list(range(pb))
+    assert m.node.mm.pb_mt[:2].tolist() == [MigrateType.UNMOVABLE, MigrateType.MOVABLE]
+    a, b = m, copy.deepcopy(m)
+    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 0
+    try:
+        free_pages_bulk(a.node, np.arange(2 * pb))
+    finally:
+        bulk._REBUILD_MIN = saved
+    for pfn in range(2 * pb):
+        free_block(b.node, pfn, 0)
+    assert full_state(a) == full_state(b)
+    assert 0 in a.node.page_zone(0).free_area[4].free_list[MigrateType.MOVABLE]
+    retyped = MigrateType.MOVABLE if a.profile.freelist_hygiene else MigrateType.UNMOVABLE
+    assert a.node.mm.pb_mt[0] == retyped
+    a.validate()
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+def test_batch_merge_of_a_released_fill_equals_one_by_one(kernel):
+    """A q35 guest filled to 75% gives back 60% of its movable pages at random."""
+    m = vm.Machine(boot_memory=256 * vm.MiB, kernel=kernel, seed=3)
+    acts = workload.fill(m, 0.75)
+    pages = acts["movable"].pages()
+    chosen = np.sort(m.rng.choice(pages, size=len(pages) * 6 // 10, replace=False))
+    a, b = m, copy.deepcopy(m)
+    free_pages_bulk(a.node, chosen)
+    for pfn in chosen.tolist():
+        free_block(b.node, pfn, 0)
+    assert full_state(a) == full_state(b)
+    a.validate()

@@ -12,12 +12,8 @@ and mark pages in the memmap with numpy slices:
   the lower half and the next smallest block is always the upper half just
   freed), so a whole block can be taken at once.
 * ``free_pages_bulk(node, pfns)`` == freeing each page in ascending pfn
-  order.  A run of consecutive pages is freed as the aligned blocks it
-  decomposes into, at most a pageblock each, which merges to the same
-  result as page-by-page frees.  Pages of MIGRATE_ISOLATE pageblocks (the
-  sources of an alloc_contig_range() migration) are rebuilt pageblock by
-  pageblock with numpy; there only the order on the ISOLATE lists, which
-  nothing reads, may differ.
+  order; many pages are merged level by level with numpy (vmemlab.merge),
+  leaving the same free lists in the same order.
 
 The kernel's counterpart, alloc_pages_bulk(), exists for the same reason
 (fewer trips through the allocator).  Kernel: mm/page_alloc.c,
@@ -27,14 +23,14 @@ equivalence on random machines.
 
 from __future__ import annotations
 
-from itertools import islice
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import MigrateType, PageKind, PageState
+from .constants import PageKind, PageState
 from .freelist import account_freepages, add_to_free_list, del_page_from_free_list
 from .gfp import Gfp
+from .merge import free_pages_batch
 from .page_alloc import (
     AllocFlags,
     AllocRequest,
@@ -49,15 +45,11 @@ from .page_alloc import (
 from .trace import MmPageAlloc, MmPageFree
 
 if TYPE_CHECKING:
-    from collections import OrderedDict
-
     from .node import Node
     from .zone import Zone
 
 _GFP_KSWAPD = int(Gfp.KSWAPD_RECLAIM)
-_ISOLATE = int(MigrateType.ISOLATE)
-_REBUILD_MIN = 64  # isolated pages freed at once, from which rebuilding pageblocks pays
-_FREE = int(PageState.FREE)
+_REBUILD_MIN = 64  # pages freed at once from which merging them with numpy pays
 # Few or long runs are marked slice by slice; many short ones by fancy indexing.
 _SLICE_RUNS = 32
 _SLICE_RUN = 64
@@ -165,7 +157,9 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
 
     Order by order, the blocks at the head of the list are taken whole, a
     list at a time; only the last block may be split, its tail left as
-    expand() would leave it.
+    expand() would leave it.  The whole blocks' heads keep their buddy
+    order and list mark: every page is marked allocated right after
+    (``_hand_out``).
     """
     mt = req.mt
     starts: list[int] = []
@@ -177,11 +171,12 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
             continue
         whole = min(len(lst), (want - taken) >> order)
         if whole:
-            starts += _pop_whole_blocks(zone, lst, whole, order, mt)
+            starts += lst.pop_first(whole)
+            account_freepages(zone, -(whole << order), mt)
             lengths += [1 << order] * whole
             taken += whole << order
         if taken < want and lst:
-            pfn = next(iter(lst))
+            pfn = lst.first()
             del_page_from_free_list(zone, pfn, order, mt)
             _free_tail(zone, pfn + want - taken, pfn + (1 << order), mt)
             starts.append(pfn)
@@ -194,27 +189,6 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         out[0].extend(starts)
         out[1].extend(lengths)
     return taken
-
-
-def _pop_whole_blocks(zone: Zone, lst: OrderedDict[int, None], n: int, order: int,
-                      mt: int) -> list[int]:
-    """Take the first ``n`` blocks off ``lst``; return their head pfns.
-
-    The heads' buddy order and list mark are not reset here: every page is
-    marked allocated right after (``_hand_out``).
-    """
-    if n == 1:
-        heads = [next(iter(lst))]
-        del lst[heads[0]]
-    elif n == len(lst):
-        heads = list(lst)
-        lst.clear()
-    else:
-        heads = list(islice(lst, n))
-        for pfn in heads:
-            del lst[pfn]
-    account_freepages(zone, -(n << order), mt)
-    return heads
 
 
 def _free_tail(zone: Zone, start: int, end: int, mt: int) -> None:
@@ -281,8 +255,9 @@ def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
     if node.trace.enabled:
         for p in pfns.tolist():
             node.emit(MmPageFree(p, 0))
-    for zidx in np.flatnonzero(np.bincount(zones)).tolist():
-        zone_pfns = pfns[zones == zidx]
+    present = np.flatnonzero(np.bincount(zones)).tolist()
+    for zidx in present:
+        zone_pfns = pfns if len(present) == 1 else pfns[zones == zidx]
         zone = node.zones[zidx]
         zone_uncharge(zone, mm.kind[zone_pfns])
         mm.state[zone_pfns] = PageState.FREE
@@ -290,97 +265,11 @@ def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
         mm.flags[zone_pfns] = 0
         mm.owner[zone_pfns] = -1
         mm.order[zone_pfns] = -1
-        isolated = mm.pb_mt[zone_pfns >> pbo] == _ISOLATE
-        if np.count_nonzero(isolated) >= _REBUILD_MIN:  # else page by page is cheaper
-            _free_into_isolated(zone, zone_pfns[isolated])
-            zone_pfns = zone_pfns[~isolated]
-            if not len(zone_pfns):
-                continue
-        heads, orders = _aligned_blocks(zone_pfns, pbo)
-        mts = mm.pb_mt[heads >> pbo]
-        for pfn, order, mt in zip(heads.tolist(), orders.tolist(), mts.tolist(), strict=True):
-            free_one_page(zone, pfn, order, mt)
-
-
-def _free_into_isolated(zone: Zone, pfns: np.ndarray) -> None:
-    """Free pages of MIGRATE_ISOLATE pageblocks: rebuild those pageblocks' free blocks.
-
-    Below pageblock_order buddies always merge, so after any sequence of
-    frees a pageblock's free blocks are the canonical buddy decomposition
-    of its free pages.  That decomposition is computed for every touched
-    pageblock at once; whole free pageblocks go through free_one_page(),
-    which merges them further as the profile allows.  Only the order of
-    blocks on the ISOLATE lists can differ from page-by-page frees, and
-    nothing reads it: undoing isolation and taking the range walk pfns.
-    The pages are already marked free in the memmap.
-    """
-    mm, pbo = zone.node.mm, zone.node.geo.pageblock_order
-    per = 1 << pbo
-    base = np.unique(pfns >> pbo) << pbo
-    span = (base[:, None] + np.arange(per, dtype=np.int64)).ravel()
-    free = mm.state[span] == _FREE
-    old = span[free & (mm.order[span] >= 0)]
-    for pfn, order, mt in zip(old.tolist(), mm.order[old].tolist(), mm.owner[old].tolist(),
-                              strict=True):
-        del_page_from_free_list(zone, pfn, order, mt)
-    heads, orders = _buddy_decomposition(free.reshape(len(base), per), base, pbo)
-    for pfn, order in zip(heads.tolist(), orders.tolist(), strict=True):
-        if order == pbo:
-            free_one_page(zone, pfn, order, _ISOLATE)
-        else:
-            add_to_free_list(zone, pfn, order, _ISOLATE)
-
-
-def _buddy_decomposition(free: np.ndarray, base: np.ndarray,
-                         max_order: int) -> tuple[np.ndarray, np.ndarray]:
-    """The maximal aligned all-free blocks of each row of ``free``, by pfn."""
-    rows = len(base)
-    covered = np.zeros_like(free)
-    heads, orders = [], []
-    for order in range(max_order, -1, -1):
-        size = 1 << order
-        whole = (free.reshape(rows, -1, size).all(axis=2)
-                 & ~covered.reshape(rows, -1, size).any(axis=2))
-        row, col = np.nonzero(whole)
-        heads.append(base[row] + col * size)
-        orders.append(np.full(len(row), order, np.int64))
-        covered.reshape(rows, -1, size)[whole] = True
-    head = np.concatenate(heads)
-    by_pfn = np.argsort(head, kind="stable")
-    return head[by_pfn], np.concatenate(orders)[by_pfn]
-
-
-def _aligned_blocks(pfns: np.ndarray, max_order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut sorted pfns into naturally aligned blocks of at most ``max_order``.
-
-    Each run of consecutive pages becomes the blocks split_large_buddy()
-    and free_pages_prepare() would free, in ascending order; a pageblock's
-    type cannot change before its own pages are freed (only free buddies
-    are retyped), so looking up every block's type up front is safe.
-    """
-    start, left = _runs(pfns)
-    heads, orders = [], []
-    while len(start):
-        align = np.where(start == 0, max_order, _log2_floor(start & -start))
-        order = np.minimum(np.minimum(align, _log2_floor(left)), max_order)
-        heads.append(start)
-        orders.append(order)
-        start = start + (1 << order)
-        left = left - (1 << order)
-        keep = left > 0
-        start, left = start[keep], left[keep]
-    head = np.concatenate(heads)
-    by_pfn = np.argsort(head, kind="stable")
-    return head[by_pfn], np.concatenate(orders)[by_pfn]
-
-
-def _runs(pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First pfn and length of each run of consecutive ascending pfns."""
-    breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
-    return (pfns[np.concatenate([[0], breaks])],
-            np.diff(np.concatenate([[0], breaks, [len(pfns)]])))
-
-
-def _log2_floor(x: np.ndarray) -> np.ndarray:
-    """floor(log2(x)) for positive integers, exactly (frexp, not a float log)."""
-    return np.frexp(x.astype(np.float64))[1].astype(np.int64) - 1
+        # A pageblock's type cannot change before its own pages are freed (only
+        # free buddies are retyped), so every page's type is looked up up front.
+        mts = mm.pb_mt[zone_pfns >> pbo]
+        if len(zone_pfns) >= _REBUILD_MIN:
+            free_pages_batch(zone, zone_pfns, mts)
+            continue
+        for pfn, mt in zip(zone_pfns.tolist(), mts.tolist(), strict=True):
+            free_one_page(zone, pfn, 0, mt)

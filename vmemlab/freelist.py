@@ -1,8 +1,9 @@
 """Free-list primitives: put a free block on a list, take it off, move it.
 
-These are the only functions that touch ``zone.free_area``; they also keep
-the head page's buddy order and list membership in the memmap (its only
-writer) and NR_FREE_PAGES right.
+These are the only functions that change ``zone.free_area`` one block at a
+time (vmemlab.bulk and vmemlab.merge change it in batches); they also keep
+the head page's buddy order and list membership in the memmap and
+NR_FREE_PAGES right.
 Pages on MIGRATE_ISOLATE lists are not counted as free, as in the kernel's
 account_freepages(), which is why isolated memory vanishes from "pages free"
 in /proc/zoneinfo while /proc/buddyinfo still shows it.
@@ -39,10 +40,7 @@ def add_to_free_list(zone: Zone, pfn: int, order: int, mt: int, tail: bool = Fal
     New blocks go to the head of the list, or to the tail when the caller
     expects them to merge soon (FPI_TO_TAIL, buddy_merge_likely()).
     """
-    lst = zone.free_area[order].free_list[mt]
-    lst[pfn] = None
-    if not tail:
-        lst.move_to_end(pfn, last=False)
+    zone.free_area[order].free_list[mt].add(pfn, tail)
     mm = zone.node.mm
     mm.order[pfn] = order
     mm.owner[pfn] = mt
@@ -52,7 +50,7 @@ def add_to_free_list(zone: Zone, pfn: int, order: int, mt: int, tail: bool = Fal
 
 def del_page_from_free_list(zone: Zone, pfn: int, order: int, mt: int) -> None:
     """Take the free block at ``pfn`` off its list (it is being used or merged)."""
-    del zone.free_area[order].free_list[mt][pfn]
+    zone.free_area[order].free_list[mt].remove(pfn)
     mm = zone.node.mm
     mm.order[pfn] = -1
     mm.owner[pfn] = -1
@@ -62,8 +60,9 @@ def del_page_from_free_list(zone: Zone, pfn: int, order: int, mt: int) -> None:
 
 def move_to_free_list(zone: Zone, pfn: int, order: int, old_mt: int, new_mt: int) -> None:
     """Move a free block to the tail of another migratetype's list."""
-    del zone.free_area[order].free_list[old_mt][pfn]
-    zone.free_area[order].free_list[new_mt][pfn] = None
+    area = zone.free_area[order]
+    area.free_list[old_mt].remove(pfn)
+    area.free_list[new_mt].add(pfn, tail=True)
     zone.node.mm.owner[pfn] = new_mt
     account_freepages(zone, -(1 << order), old_mt)
     account_freepages(zone, 1 << order, new_mt)
@@ -75,8 +74,8 @@ def move_blocks_to_free_list(zone: Zone, heads: list[int], orders: list[int],
     area = zone.free_area
     moved = {}
     for pfn, order, old_mt in zip(heads, orders, old_mts, strict=True):
-        del area[order].free_list[old_mt][pfn]
-        area[order].free_list[new_mt][pfn] = None
+        area[order].free_list[old_mt].remove(pfn)
+        area[order].free_list[new_mt].add(pfn, tail=True)
         moved[old_mt] = moved.get(old_mt, 0) + (1 << order)
     zone.node.mm.owner[heads] = new_mt
     for old_mt, pages in moved.items():
@@ -87,8 +86,7 @@ def move_blocks_to_free_list(zone: Zone, heads: list[int], orders: list[int],
 
 def get_page_from_free_area(area: FreeArea, mt: int) -> int | None:
     """The first block on ``free_list[mt]`` (list_first_entry_or_null)."""
-    lst = area.free_list[mt]
-    return next(iter(lst)) if lst else None
+    return area.free_list[mt].first()
 
 
 def free_list_mt(zone: Zone, pfn: int) -> int:
