@@ -207,3 +207,105 @@ def test_batch_merge_of_a_released_fill_equals_one_by_one(kernel):
         free_block(b.node, pfn, 0)
     assert full_state(a) == full_state(b)
     a.validate()
+
+
+_RELEASED: dict[str, vm.Machine] = {}
+
+
+def released(kernel: str) -> vm.Machine:
+    """A 256 MiB q35 guest with 256 MiB of ZONE_MOVABLE (virtio-mem), filled to 75%,
+    then a random 60% of its movable pages given back."""
+    if kernel not in _RELEASED:
+        m = vm.Machine(boot_memory=256 * vm.MiB, kernel=kernel, seed=5,
+                       auto_online_blocks="online_movable")
+        m.add_virtio_mem(region_size=256 * vm.MiB, requested_size=256 * vm.MiB)
+        m.settle()
+        workload.fill(m, 0.75)["movable"].release(0.6)
+        _RELEASED[kernel] = m
+    return copy.deepcopy(_RELEASED[kernel])
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(zone=st.sampled_from(["DMA32", "Movable"]), first=st.floats(0, 1),
+       blocks=st.integers(1, 40))
+def test_batched_isolation_equals_pageblock_by_pageblock(kernel, zone, first, blocks):
+    """start_isolate_page_range() isolating runs of plain pageblocks together moves the same
+    blocks to the ISOLATE lists in the same order as one pageblock at a time."""
+    from vmemlab import freelist, page_isolation
+
+    a = released(kernel)
+    b = copy.deepcopy(a)
+    pb = a.node.geo.pageblock_nr_pages
+    z = a.zones[zone]
+    span = (z.end_pfn - z.start_pfn) // pb - 1
+    start = (z.start_pfn + pb - 1) // pb * pb + int(first * (span - 1)) * pb
+    end = min(start + blocks * pb, z.end_pfn // pb * pb)
+    rc_a = start_isolate_page_range(a.node, start, end)
+    saved = page_isolation._ISOLATE_BATCH, freelist._MOVE_BATCH
+    page_isolation._ISOLATE_BATCH = freelist._MOVE_BATCH = 10**9
+    try:
+        rc_b = start_isolate_page_range(b.node, start, end)
+    finally:
+        page_isolation._ISOLATE_BATCH, freelist._MOVE_BATCH = saved
+    assert rc_a == rc_b
+    assert full_state(a) == full_state(b)
+
+
+def memmap_state(m: vm.Machine) -> dict:
+    """What the allocator keeps outside its lists (reading it leaves the lists alone)."""
+    mm = m.node.mm
+    return {"state": mm.state.tobytes(), "order": mm.order.tobytes(), "kind": mm.kind.tobytes(),
+            "owner": mm.owner.tobytes(), "pb_mt": mm.pb_mt.tobytes(),
+            "free": [z.nr_free_pages for z in m.node.zones],
+            "kinds": [z.nr_kind.tolist() for z in m.node.zones]}
+
+
+STEPS = st.lists(st.tuples(st.sampled_from(["bulk", "bulk", "single", "free", "free_bulk"]),
+                           st.integers(0, 2), st.integers(1, 40), st.integers(0, 10**6)),
+                 max_size=25)
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=STEPS)
+def test_bulk_allocations_interleaved_with_other_calls_equal_single_calls(kernel, steps):
+    """Bulk allocations leave the rest of a split block aside between calls; single
+    allocations and frees in between see exactly what page-by-page allocation leaves."""
+    a = teaching(kernel, min_free_kbytes=0)
+    b = copy.deepcopy(a)
+    held: list[int] = []
+    for op, gfp, n, seed in steps:
+        if op == "bulk":
+            owner = a.node.new_owner(PageKind.ANON, "bulk").id
+            b.node.new_owner(PageKind.ANON, "bulk")
+            got = alloc_pages_bulk(a.node, GFPS[gfp], n, None, owner).tolist()
+            loop = []
+            for _ in range(n):
+                pfn = alloc_pages(b.node, 0, GFPS[gfp], None, owner)
+                if pfn is None:
+                    break
+                loop.append(pfn)
+            assert got == loop
+            held += got
+        elif op == "single":
+            order = n % 3
+            pa, pb = a.alloc_pages(order, GFPS[gfp]), b.alloc_pages(order, GFPS[gfp])
+            assert pa == pb
+            if pa is not None:
+                a.free_pages(pa, order)
+                b.free_pages(pb, order)
+        elif held:
+            pick = sorted(np.random.default_rng(seed).choice(held, size=min(n, len(held)),
+                                                             replace=False).tolist())
+            held = [p for p in held if p not in set(pick)]
+            if op == "free":
+                for pfn in pick:
+                    free_block(a.node, pfn, 0)
+            else:
+                free_pages_bulk(a.node, np.array(pick, dtype=np.int64))
+            for pfn in pick:
+                free_block(b.node, pfn, 0)
+        assert memmap_state(a) == memmap_state(b)
+    assert full_state(a) == full_state(b)
+    a.validate()

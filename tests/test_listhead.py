@@ -51,7 +51,7 @@ def _run(ops):
             ref.add(pfn, tail=op == "add_tail")
         elif op in ("extend", "extend_tail"):
             pfns = [next(fresh) for _ in range(n)]
-            fl.extend(np.array(pfns, np.int64), tail=op == "extend_tail", ascending=True)
+            fl.extend(np.array(pfns, np.int64), tail=op == "extend_tail")
             for p in pfns:
                 ref.add(p, tail=op == "extend_tail")
         elif op == "remove" and held:
@@ -67,7 +67,7 @@ def _run(ops):
             assert fl.first() == (held[0] if held else None)
         elif op == "pop_first":
             k = min(n, len(held))
-            assert fl.pop_first(k) == held[:k]
+            assert np.asarray(fl.pop_first(k), np.int64).tolist() == held[:k]
             for p in held[:k]:
                 del ref.d[p]
         assert list(fl) == list(ref.d)
@@ -79,7 +79,7 @@ def _run(ops):
 
 def test_missing_blocks_raise_key_error():
     fl = FreeList()
-    fl.extend(np.arange(4), ascending=True)
+    fl.extend(np.arange(4))
     fl.add(9)
     with pytest.raises(KeyError):
         fl.remove(5)

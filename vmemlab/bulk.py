@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import PageKind, PageState
-from .freelist import account_freepages, add_to_free_list, del_page_from_free_list
+from .freelist import account_freepages, del_page_from_free_list
 from .gfp import Gfp
 from .merge import free_pages_batch
 from .page_alloc import (
@@ -56,7 +56,42 @@ _SLICE_RUN = 64
 
 
 Runs = tuple[np.ndarray, np.ndarray]  # first pfns and lengths, in allocation order
-RunLists = tuple[list[int], list[int]]  # the same, while being collected
+
+
+class RunLists:
+    """Runs while being collected: Python lists for a few, numpy parts for many."""
+
+    __slots__ = ("starts", "lengths", "parts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.lengths: list[int] = []
+        self.parts: list[Runs] = []
+
+    def add(self, start: int, length: int) -> None:
+        self.starts.append(start)
+        self.lengths.append(length)
+
+    def extend(self, starts: list[int] | np.ndarray, lengths: list[int] | np.ndarray) -> None:
+        if isinstance(starts, np.ndarray) or isinstance(lengths, np.ndarray):
+            self._flush()
+            self.parts.append((np.asarray(starts, np.int64), np.asarray(lengths, np.int64)))
+        else:
+            self.starts += starts
+            self.lengths += lengths
+
+    def arrays(self) -> Runs:
+        self._flush()
+        if len(self.parts) == 1:
+            return self.parts[0]
+        return (np.concatenate([s for s, _ in self.parts] or [np.zeros(0, np.int64)]),
+                np.concatenate([n for _, n in self.parts] or [np.zeros(0, np.int64)]))
+
+    def _flush(self) -> None:
+        if self.starts:
+            self.parts.append((np.array(self.starts, np.int64),
+                               np.array(self.lengths, np.int64)))
+            self.starts, self.lengths = [], []
 
 
 def alloc_pages_bulk(node: Node, gfp: str | int, nr_pages: int,
@@ -80,9 +115,7 @@ def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
     if nr_pages < 0:
         raise ValueError(f"nr_pages={nr_pages} must not be negative")
     zonelist = node.zonelist(req.highest)
-    starts: list[int] = []
-    lengths: list[int] = []
-    out = (starts, lengths)
+    out = RunLists()
     remaining = nr_pages
     fast = AllocFlags.WMARK_LOW
     if zonelist:
@@ -98,10 +131,9 @@ def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
             break
         zone, pfn = got
         prep_new_page(zone, pfn, req, owner)
-        starts.append(pfn)
-        lengths.append(1)
+        out.add(pfn, 1)
         remaining -= 1
-    return np.array(starts, np.int64), np.array(lengths, np.int64)
+    return out.arrays()
 
 
 def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -145,8 +177,7 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
         if pfn is None:
             break
         prep_new_page(zone, pfn, req, owner)
-        out[0].append(pfn)
-        out[1].append(1)
+        out.add(pfn, 1)
         got += 1
     return got
 
@@ -156,69 +187,136 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
     """Repeated __rmqueue_smallest(order 0) on the requester's own lists.
 
     Order by order, the blocks at the head of the list are taken whole, a
-    list at a time; only the last block may be split, its tail left as
-    expand() would leave it.  The whole blocks' heads keep their buddy
-    order and list mark: every page is marked allocated right after
-    (``_hand_out``).
+    list at a time; only the last block may be split, its rest left as
+    expand() would leave it (a ``_Tail``, which the next call takes from
+    first).  The whole blocks' heads keep their buddy order and list mark:
+    every page is marked allocated right after (``_hand_out``).
     """
     mt = req.mt
-    starts: list[int] = []
-    lengths: list[int] = []
-    taken = 0
-    for order, area in enumerate(zone.free_area):
-        lst = area.free_list[mt]
+    taken = RunLists()
+    got = first = 0
+    tail = zone.free_area[0].free_list[mt].pending
+    if isinstance(tail, _Tail):
+        got = min(want, tail.end - tail.start)
+        taken.add(tail.take(got), got)
+        first = len(tail.lists)   # the lists below the split block's order are empty
+    for order in range(first, len(zone.free_area)):
+        if got == want:
+            break
+        lst = zone.free_area[order].free_list[mt]
         if not lst:
             continue
-        whole = min(len(lst), (want - taken) >> order)
+        whole = min(len(lst), (want - got) >> order)
         if whole:
-            starts += lst.pop_first(whole)
+            heads = lst.pop_first(whole)
             account_freepages(zone, -(whole << order), mt)
-            lengths += [1 << order] * whole
-            taken += whole << order
-        if taken < want and lst:
+            taken.extend(heads, np.full(whole, 1 << order, np.int64)
+                         if isinstance(heads, np.ndarray) else [1 << order] * whole)
+            got += whole << order
+        if got < want and lst:
             pfn = lst.first()
             del_page_from_free_list(zone, pfn, order, mt)
-            _free_tail(zone, pfn + want - taken, pfn + (1 << order), mt)
-            starts.append(pfn)
-            lengths.append(want - taken)
-            taken = want
-        if taken == want:
-            break
-    if taken:
-        _hand_out(zone, starts, lengths, taken, req, owner)
-        out[0].extend(starts)
-        out[1].extend(lengths)
-    return taken
+            _Tail(zone, mt, pfn + want - got, pfn + (1 << order), order)
+            taken.add(pfn, want - got)
+            got = want
+    if got:
+        _hand_out(zone, taken, got, req, owner)
+        if taken.parts:
+            out.extend(*taken.arrays())
+        else:
+            out.extend(taken.starts, taken.lengths)
+    return got
 
 
-def _free_tail(zone: Zone, start: int, end: int, mt: int) -> None:
-    """Put ``[start, end)`` back as the aligned blocks expand() would have left.
+class _Tail:
+    """The rest [start, end) of a block that a bulk allocation split.
 
-    Every lower order's list is empty here (that is why a larger block was
-    split), so each remainder block lands alone at the head of its list.
+    expand() puts its aligned pieces on the empty lists of the orders below
+    the block's (empty: that is why the block was split), and the next
+    allocation of the same type takes them back first, smallest, i.e.
+    lowest, first.  Until other code looks at those lists (``FreeList.pending``),
+    the pieces stay here as one range that the next bulk allocation takes
+    from the front in O(1).  Everything else is kept exact meanwhile: the
+    memmap (each piece head's buddy order and list) and NR_FREE_PAGES.
     """
-    while start < end:
-        order = _largest_aligned_order(start, end - start)
-        add_to_free_list(zone, start, order, mt)
-        start += 1 << order
+
+    __slots__ = ("zone", "mt", "start", "end", "lists")
+
+    def __init__(self, zone: Zone, mt: int, start: int, end: int, order: int) -> None:
+        self.zone, self.mt, self.start, self.end = zone, mt, start, end
+        self.lists = [zone.free_area[o].free_list[mt] for o in range(order)]
+        if start == end:
+            return
+        self._mark_heads(start, end)
+        account_freepages(zone, end - start, mt)
+        for lst in self.lists:
+            lst.pending = self
+
+    def take(self, n: int) -> int:
+        """Take the first ``n`` pages (as the allocator would, piece by piece); their start."""
+        start = self.start
+        self.start += n
+        account_freepages(self.zone, -n, self.mt)
+        if self.start == self.end:
+            self._release()
+            return start
+        # Pieces wholly taken are marked allocated by the caller; the piece
+        # split now leaves smaller pieces behind, up to its own end.
+        edge, size = start, self.end - start
+        while edge < self.start:
+            low = size & -size
+            edge += low
+            size -= low
+        self._mark_heads(self.start, edge)
+        return start
+
+    def __call__(self) -> None:
+        """Put the pieces on their lists (someone is about to look)."""
+        self._release()
+        for pfn, order in _pieces(self.start, self.end):
+            self.lists[order].add(pfn)
+        self.start = self.end
+
+    def _release(self) -> None:
+        for lst in self.lists:
+            lst.pending = None
+
+    def _mark_heads(self, start: int, end: int) -> None:
+        """set_buddy_order() and the list mark of the pieces of [start, end)."""
+        mm = self.zone.node.mm
+        for pfn, order in _pieces(start, end):
+            mm.order[pfn] = order
+            mm.owner[pfn] = self.mt
 
 
-def _largest_aligned_order(pfn: int, nr: int) -> int:
-    """The order of the biggest naturally aligned block at ``pfn`` within ``nr`` pages."""
-    order = (pfn & -pfn).bit_length() - 1 if pfn else 63
-    return min(order, nr.bit_length() - 1)
+def _pieces(start: int, end: int) -> list[tuple[int, int]]:
+    """The naturally aligned blocks [start, end) splits into, lowest first.
+
+    ``end`` is aligned to the block the range was split from, so the
+    pieces' sizes are the bits of ``end - start``, smallest first.
+    """
+    out = []
+    size = end - start
+    while size:
+        low = size & -size
+        out.append((start, low.bit_length() - 1))
+        start += low
+        size -= low
+    return out
 
 
-def _hand_out(zone: Zone, starts: list[int], lengths: list[int], nr_pages: int,
-              req: AllocRequest, owner: int) -> None:
+def _hand_out(zone: Zone, taken: RunLists, nr_pages: int, req: AllocRequest,
+              owner: int) -> None:
     """prep_new_page() for order-0 pages taken off the lists, in allocation order."""
     node = zone.node
-    if len(starts) <= _SLICE_RUNS or len(starts) * _SLICE_RUN < nr_pages:
+    starts, lengths = taken.starts, taken.lengths
+    if not taken.parts and (len(starts) <= _SLICE_RUNS or len(starts) * _SLICE_RUN < nr_pages):
         for start, end in _coalesce(starts, lengths):
             node.mm.mark_allocated(start, end, req.kind, owner)
     else:
-        pfns = _expand(np.array(starts, np.int64), np.array(lengths, np.int64))
-        node.mm.mark_allocated_pfns(pfns, req.kind, owner)
+        arr = taken.arrays()
+        node.mm.mark_allocated_pfns(_expand(*arr), req.kind, owner)
+        starts, lengths = arr[0].tolist(), arr[1].tolist()
     zone.nr_kind[req.kind] += nr_pages
     node.count_event(zone.pgalloc_event, nr_pages)
     if node.trace.enabled:

@@ -24,7 +24,8 @@ Kernel: include/linux/list.h, include/linux/mmzone.h (struct free_area)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -32,9 +33,14 @@ MAX_SEGMENTS = 16   # more than this and the list is compacted into one run
 
 
 class _Run:
-    """Blocks held as arrays: pfns in list order, which are still on the list, a lookup."""
+    """Blocks added by ``extend``: pfns in list order, an alive mask, a sorted lookup.
 
-    __slots__ = ("pfns", "alive", "keys", "where", "lo", "live")
+    Batches of pfns are looked up with numpy; a single pfn with ``bisect``
+    on a Python copy of the sorted pfns, made the first time one is needed
+    (a numpy call per block would cost microseconds).
+    """
+
+    __slots__ = ("pfns", "keys", "where", "alive", "lo", "live", "_keys", "_where")
 
     def __init__(self, pfns: np.ndarray, order: str) -> None:
         """``order``: "asc" or "desc" if ``pfns`` is sorted that way, else "any"."""
@@ -49,35 +55,48 @@ class _Run:
             self.keys = pfns[self.where]
         self.lo = 0            # no alive block before this position
         self.live = len(pfns)
+        self._keys: list[int] | None = None
+        self._where: list[int] | None = None
+
+    def _position(self, i: np.ndarray | int) -> np.ndarray | int:
+        """List position of the i-th smallest pfn."""
+        if self.where is not None:
+            return self.where[i]
+        return i if self.keys is self.pfns else len(self.keys) - 1 - i
 
     def positions(self, pfns: np.ndarray) -> np.ndarray:
         """List positions of ``pfns`` that are alive in this run, else -1."""
-        n = len(self.keys)
-        i = np.minimum(np.searchsorted(self.keys, pfns), n - 1)
-        found = self.keys[i] == pfns
-        if self.where is not None:
-            pos = self.where[i]
-        elif self.keys is self.pfns:
-            pos = i
-        else:
-            pos = n - 1 - i
-        found &= self.alive[pos]
-        return np.where(found, pos, -1)
+        i = np.minimum(np.searchsorted(self.keys, pfns), len(self.keys) - 1)
+        pos = self._position(i)
+        return np.where((self.keys[i] == pfns) & self.alive[pos], pos, -1)
 
     def find(self, pfn: int) -> int:
-        return int(self.positions(np.array([pfn]))[0])
+        """The list position of ``pfn`` if it is alive here, else -1."""
+        if self._keys is None:
+            self._keys = self.keys.tolist()
+            self._where = None if self.where is None else self.where.tolist()
+        keys = self._keys
+        i = bisect_left(keys, pfn)
+        if i == len(keys) or keys[i] != pfn:
+            return -1
+        pos = self._where[i] if self._where is not None else self._position(i)
+        return pos if self.alive.item(pos) else -1
 
     def kill(self, pos: np.ndarray | int) -> None:
         self.alive[pos] = False
-        self.live -= np.size(pos)
-        self.advance()
+        self.live -= 1 if isinstance(pos, int) else len(pos)
+        if self.live and not self.alive.item(self.lo):
+            self._advance()
 
-    def advance(self) -> None:
+    def _advance(self) -> None:
         alive, lo = self.alive, self.lo
-        while lo < len(alive) and not alive[lo]:
-            step = np.flatnonzero(alive[lo:lo + 256])
-            lo = lo + int(step[0]) if len(step) else lo + 256
-        self.lo = min(lo, len(alive))
+        while not alive.item(lo):
+            window = alive[lo:lo + 64]
+            lo += int(window.argmax()) if window.any() else len(window)
+        self.lo = lo
+
+    def first(self) -> int:
+        return int(self.pfns[self.lo])
 
     def take(self, n: int) -> np.ndarray:
         """The first ``n`` alive pfns, taken off."""
@@ -103,22 +122,33 @@ Segment = dict | _Run
 class FreeList:
     """The head pfns of the free blocks on one list, in list order.
 
+    ``pending``, when set, is called before the list is read or changed: it
+    puts blocks here that were kept elsewhere meanwhile (vmemlab.bulk keeps
+    the unsplit rest of a block it split that way) and clears itself.
+
     Kernel: include/linux/mmzone.h, struct free_area (free_list[])
     """
 
-    __slots__ = ("_segs", "_len")
+    __slots__ = ("_segs", "_len", "pending")
 
     def __init__(self) -> None:
         self._segs: list[Segment] = []
         self._len = 0
+        self.pending: Callable[[], None] | None = None
 
     def __len__(self) -> int:
+        if self.pending is not None:
+            self.pending()
         return self._len
 
     def __bool__(self) -> bool:
+        if self.pending is not None:
+            self.pending()
         return self._len > 0
 
     def __iter__(self) -> Iterator[int]:
+        if self.pending is not None:
+            self.pending()
         for seg in self._segs:
             if isinstance(seg, _Run):
                 yield from seg.items().tolist()
@@ -128,6 +158,8 @@ class FreeList:
                 yield from seg
 
     def __contains__(self, pfn: object) -> bool:
+        if self.pending is not None:
+            self.pending()
         return any(pfn in seg if isinstance(seg, dict) else seg.find(int(pfn)) >= 0
                    for seg in self._segs)
 
@@ -137,6 +169,8 @@ class FreeList:
     # -- one block ---------------------------------------------------------
     def add(self, pfn: int, tail: bool = False) -> None:
         """list_add() (the head) or list_add_tail()."""
+        if self.pending is not None:
+            self.pending()
         segs = self._segs
         if tail:
             if not segs or type(segs[-1]) is not dict:
@@ -152,56 +186,80 @@ class FreeList:
 
     def remove(self, pfn: int) -> None:
         """list_del(); KeyError if the block is not on this list."""
+        if self.pending is not None:
+            self.pending()
         for i, seg in enumerate(self._segs):
-            if _drop(seg, pfn):
-                self._len -= 1
-                if not _size(seg):
-                    del self._segs[i]
-                return
+            if type(seg) is _Run:
+                pos = seg.find(pfn)
+                if pos < 0:
+                    continue
+                seg.kill(pos)
+                empty = not seg.live
+            elif pfn in seg:
+                del seg[pfn]
+                empty = not seg
+            else:
+                continue
+            self._len -= 1
+            if empty:
+                del self._segs[i]
+            return
         raise KeyError(pfn)
 
     def first(self) -> int | None:
         """list_first_entry_or_null()."""
+        if self.pending is not None:
+            self.pending()
         if not self._len:
             return None
         seg = self._front()
         if isinstance(seg, _Run):
-            return int(seg.pfns[seg.lo])
+            return seg.first()
         pfn = seg.popitem()[0]   # popitem() also drops deleted entries at the end
         seg[pfn] = None
         return pfn
 
     # -- many blocks -------------------------------------------------------
-    def pop_first(self, n: int) -> list[int]:
-        """Take the first ``n`` blocks off the list; return them in list order."""
+    def pop_first(self, n: int) -> list[int] | np.ndarray:
+        """Take the first ``n`` blocks off the list; return them in list order.
+
+        A list of ints, or an array when some came from a run (no Python
+        object per block then).
+        """
+        if self.pending is not None:
+            self.pending()
         if n > self._len:
             raise IndexError(f"{n} blocks asked of a list of {self._len}")
-        out: list[int] = []
-        while len(out) < n:
+        parts: list[list[int] | np.ndarray] = []
+        left = n
+        while left:
             seg = self._front()
-            want = n - len(out)
             if isinstance(seg, _Run):
-                got = seg.take(min(want, seg.live)).tolist()
-            elif want >= len(seg):
+                got = seg.take(min(left, seg.live))
+            elif left >= len(seg):
                 got = list(reversed(seg))
                 seg.clear()
             else:
-                got = [seg.popitem()[0] for _ in range(want)]
-            out += got
-            self._len -= len(got)
+                got = [seg.popitem()[0] for _ in range(left)]
+            parts.append(got)
+            left -= len(got)
             if not _size(seg):
                 self._segs.pop(0)
-        return out
+        self._len -= n
+        if len(parts) == 1:
+            return parts[0]
+        if any(isinstance(p, np.ndarray) for p in parts):
+            return np.concatenate([np.asarray(p, np.int64) for p in parts])
+        return [pfn for p in parts for pfn in p]
 
-    def extend(self, pfns: np.ndarray | Iterable[int], tail: bool = False,
-               ascending: bool = False) -> None:
-        """``add()`` for each pfn in turn: at the head the last one ends up first.
-
-        ``ascending`` says the pfns are sorted, which saves sorting a lookup.
-        """
+    def extend(self, pfns: np.ndarray | Iterable[int], tail: bool = False) -> None:
+        """``add()`` for each pfn in turn: at the head the last one ends up first."""
+        if self.pending is not None:
+            self.pending()
         pfns = np.asarray(pfns if isinstance(pfns, np.ndarray) else list(pfns), np.int64)
         if not len(pfns):
             return
+        ascending = bool(np.all(pfns[1:] > pfns[:-1]))
         if tail:
             self._segs.append(_Run(pfns, "asc" if ascending else "any"))
         else:
@@ -212,6 +270,8 @@ class FreeList:
 
     def remove_many(self, pfns: np.ndarray) -> None:
         """list_del() of each block; KeyError if one is not on this list."""
+        if self.pending is not None:
+            self.pending()
         left = np.asarray(pfns, np.int64)
         for seg in list(self._segs):
             if not len(left):
@@ -233,6 +293,8 @@ class FreeList:
             raise KeyError(int(left[0]))
 
     def clear(self) -> None:
+        if self.pending is not None:
+            self.pending()
         self._segs = []
         self._len = 0
 
@@ -251,19 +313,6 @@ class FreeList:
                                   np.int64, len(seg))
                  for seg in self._segs]
         self._segs = [_Run(np.concatenate(parts), "any")] if self._len else []
-
-
-def _drop(seg: Segment, pfn: int) -> bool:
-    """Take ``pfn`` out of one segment if it is there."""
-    if isinstance(seg, dict):
-        if pfn in seg:
-            del seg[pfn]
-            return True
-        return False
-    pos = seg.find(pfn)
-    if pos >= 0:
-        seg.kill(pos)
-    return pos >= 0
 
 
 def _size(seg: Segment) -> int:

@@ -35,14 +35,13 @@ simulator's cost differs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .constants import MIGRATE_PCPTYPES, MIGRATE_TYPES, MigrateType, PageState
-from .freelist import account_freepages
+from .freelist import account_freepages, groups
 from .page_alloc import _merge_blocked
 
 if TYPE_CHECKING:
@@ -195,7 +194,7 @@ def _apply(zone: Zone, stopped: list[_Stopped], gone: list[tuple[np.ndarray, int
     old_mt = mm.owner[old].astype(np.int64)
     mm.order[old] = -1
     mm.owner[old] = -1
-    for key, sel in _groups(old_order * MIGRATE_TYPES + old_mt):
+    for key, sel in groups(old_order * MIGRATE_TYPES + old_mt):
         area[key // MIGRATE_TYPES].free_list[key % MIGRATE_TYPES].remove_many(old[sel])
     pages = np.bincount(old_mt, weights=np.left_shift(1, old_order), minlength=MIGRATE_TYPES)
     pages = -pages.astype(np.int64)
@@ -205,25 +204,12 @@ def _apply(zone: Zone, stopped: list[_Stopped], gone: list[tuple[np.ndarray, int
         mm.order[head] = s.order
         mm.owner[head] = mt
         pages += np.bincount(mt, minlength=MIGRATE_TYPES) << s.order
-        for key, sel in _groups(mt * 2 + tail):
-            area[s.order].free_list[key >> 1].extend(head[sel], tail=bool(key & 1),
-                                                     ascending=True)
+        for key, sel in groups(mt * 2 + tail):
+            area[s.order].free_list[key >> 1].extend(head[sel], tail=bool(key & 1))
     for mt in np.flatnonzero(pages).tolist():
         account_freepages(zone, int(pages[mt]), mt)
     for heads, k, mts in retype:
         _retype(zone, heads, k, mts)
-
-
-def _groups(key: np.ndarray) -> Iterator[tuple[int, np.ndarray | slice]]:
-    """Each distinct (small, non-negative) key with the indices holding it, in order."""
-    if not len(key):
-        return
-    if key.min() == key.max():
-        yield int(key[0]), slice(None)
-        return
-    by = np.argsort(key.astype(np.int16), kind="stable")
-    for part in np.split(by, np.flatnonzero(np.diff(key[by])) + 1):
-        yield int(key[part[0]]), part
 
 
 def _retype(zone: Zone, heads: np.ndarray, order: int, mts: np.ndarray) -> None:

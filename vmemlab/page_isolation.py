@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import EBUSY, MigrateType, PageFlag, PageKind, PageState, ZoneType
-from .freelist import del_page_from_free_list, move_to_free_list
+from .freelist import del_page_from_free_list, move_blocks_to_free_list, move_to_free_list
 from .page_alloc import _page_is_buddy, free_one_page, move_freepages_block
 from .trace import TestPagesIsolated
 
@@ -39,6 +39,7 @@ _ISOLATE = int(MigrateType.ISOLATE)
 _FREE, _ALLOCATED = int(PageState.FREE), int(PageState.ALLOCATED)
 _RESERVED, _ABSENT = int(PageState.RESERVED), int(PageState.ABSENT)
 _PAGE_OFFLINE = int(PageState.PAGE_OFFLINE)
+_ISOLATE_BATCH = 2   # plain pageblocks in a row from which they are isolated together
 # Kinds has_unmovable_pages() accepts: LRU pages and __PageMovable pages.
 MOVABLE_KINDS = np.array([PageKind(k).lru or PageKind(k).movable_ops
                           for k in range(max(PageKind) + 1)], dtype=bool)
@@ -207,7 +208,9 @@ def start_isolate_page_range(node: Node, start: int, end: int, flags: int = 0) -
 
     6.12 isolates the first and last pageblock first (and refuses if a
     bigger in-use page straddles their outer edge), then the ones between.
-    On any failure everything isolated so far is undone: -EBUSY.
+    On any failure everything isolated so far is undone: -EBUSY.  Runs of
+    pageblocks in between that need nothing special are isolated together
+    (``_isolate_plain``), with the same result.
 
     Kernel: mm/page_isolation.c, start_isolate_page_range()
     """
@@ -219,14 +222,24 @@ def start_isolate_page_range(node: Node, start: int, end: int, flags: int = 0) -
     done: list[int] = []
     unmovable = _unmovable_per_block(node, iso_start, iso_end, flags)
     has_free = np.any(node.mm.state[iso_start:iso_end].reshape(-1, pb) == _FREE, axis=1)
-    for pfn in blocks:
+    plain = _plain_blocks(node, iso_start, iso_end, unmovable)
+    i = 0
+    while i < len(blocks):
+        pfn = blocks[i]
+        j = (pfn - iso_start) // pb
+        run = _plain_run(node, plain, blocks, i, iso_start, pb)
+        if run >= _ISOLATE_BATCH:
+            _isolate_plain(node, pfn, run)
+            done += blocks[i:i + run]
+            i += run
+            continue
+        i += 1
         if not _has_memmap(node, pfn):
             continue
-        i = (pfn - iso_start) // pb
-        if unmovable[i] is None and not has_free[i] and _quick_isolate(node, pfn):
+        if unmovable[j] is None and not has_free[j] and _quick_isolate(node, pfn):
             done.append(pfn)
             continue
-        rc = set_migratetype_isolate(node, pfn, flags, iso_start, iso_end, unmovable[i])
+        rc = set_migratetype_isolate(node, pfn, flags, iso_start, iso_end, unmovable[j])
         if rc == 0 and pfn in (iso_start, iso_end - pb):
             rc = _check_straddling(node, pfn, iso_start, iso_end)
             if rc:
@@ -237,6 +250,71 @@ def start_isolate_page_range(node: Node, start: int, end: int, flags: int = 0) -
             return rc
         done.append(pfn)
     return 0
+
+
+def _plain_blocks(node: Node, iso_start: int, iso_end: int,
+                  unmovable: list[int | None]) -> np.ndarray:
+    """Pageblocks whose isolation is only "move the free blocks inside to ISOLATE".
+
+    Not the outer two (their edges are checked), with a memmap, in a zone
+    that spans them, not isolated yet, without unmovable pages, and (since
+    6.10) not inside or at the head of a free buddy bigger than a pageblock
+    (those are split first).
+    """
+    mm, geo = node.mm, node.geo
+    pbo = geo.pageblock_order
+    starts = np.arange(iso_start, iso_end, geo.pageblock_nr_pages)
+    idx = starts >> pbo
+    zones = mm.pb_zone[idx].astype(np.int64)
+    ok = ((mm.pb_mt[idx] != _ISOLATE) & mm.section_online[starts // geo.pages_per_section]
+          & np.array([u is None for u in unmovable]) & (zones < len(node.zones)))
+    ok[[0, -1]] = False
+    for zid in np.unique(zones[ok]).tolist():
+        zone = node.zones[zid]
+        here = zones == zid
+        ok[here] &= ((starts[here] >= zone.zone_start_pfn)
+                     & (starts[here] + geo.pageblock_nr_pages <= zone.zone_end_pfn))
+    if node.profile.freelist_hygiene:
+        for o in [0, *range(pbo + 1, geo.max_page_order + 1)]:
+            head = starts >> o << o
+            order = mm.order[head].astype(np.int64)
+            ok &= ~((mm.state[head] == _FREE) & (order > pbo)
+                    & (head + np.left_shift(1, np.maximum(order, 0)) > starts))
+    return ok
+
+
+def _plain_run(node: Node, plain: np.ndarray, blocks: list[int], i: int, iso_start: int,
+               pb: int) -> int:
+    """How many blocks from ``blocks[i]`` on are plain, consecutive and in one zone."""
+    j = (blocks[i] - iso_start) // pb
+    zone = node.mm.zone_of(blocks[i])
+    n = 0
+    while (i + n < len(blocks) and blocks[i + n] == blocks[i] + n * pb and plain[j + n]
+           and node.mm.zone_of(blocks[i + n]) == zone):
+        n += 1
+    return n
+
+
+def _isolate_plain(node: Node, start: int, count: int) -> None:
+    """set_migratetype_isolate() of ``count`` plain pageblocks from ``start``, at once.
+
+    Each pageblock's free blocks go to the tails of the ISOLATE lists,
+    pageblock by pageblock in pfn order: since 6.10 only those on the
+    pageblock's own list (a whole free pageblock always), before all.
+    """
+    mm, geo = node.mm, node.geo
+    pbo = geo.pageblock_order
+    end = start + count * geo.pageblock_nr_pages
+    zone = node.page_zone(start)
+    heads = start + np.flatnonzero((mm.state[start:end] == _FREE) & (mm.order[start:end] >= 0))
+    orders = mm.order[heads].astype(np.int64)
+    lists = mm.owner[heads].astype(np.int64)
+    if node.profile.freelist_hygiene:
+        move = (lists == mm.pb_mt[heads >> pbo]) | (orders == pbo)
+        heads, orders, lists = heads[move], orders[move], lists[move]
+    move_blocks_to_free_list(zone, heads, orders, lists, _ISOLATE)
+    mm.pb_mt[start >> pbo:end >> pbo] = mm.pageblock_type(MigrateType.ISOLATE)
+    zone.nr_isolate_pageblock += count
 
 
 def first_unmovable(node: Node, start: int, end: int, flags: int = 0) -> int | None:
