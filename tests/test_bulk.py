@@ -309,3 +309,45 @@ def test_bulk_allocations_interleaved_with_other_calls_equal_single_calls(kernel
         assert memmap_state(a) == memmap_state(b)
     assert full_state(a) == full_state(b)
     a.validate()
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@pytest.mark.parametrize("size", ["256M", "3G"])
+def test_boot_frees_memory_as_block_by_block(kernel, size):
+    """memblock_free_all() through free_blocks_bulk() leaves what free_pages_ok() per block does."""
+    batch = vm.Machine(boot_memory=size, kernel=kernel)
+    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 10**9
+    try:
+        loop = vm.Machine(boot_memory=size, kernel=kernel)
+    finally:
+        bulk._REBUILD_MIN = saved
+    assert full_state(batch) == full_state(loop)
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS, blocks=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 2)), max_size=30),
+       to_tail=st.booleans(), pick=st.randoms(use_true_random=False))
+def test_free_blocks_bulk_equals_free_pages_ok(kernel, ops, blocks, to_tail, pick):
+    """Blocks of any order freed at once merge as free_pages_ok() one block at a time."""
+    from vmemlab.bulk import free_blocks_bulk
+    from vmemlab.page_alloc import free_pages_ok, zone_uncharge
+
+    m = scrambled(kernel, ops, 0)
+    got = [(m.alloc_pages(order, GFPS[gfp]), order) for order, gfp in blocks]
+    chosen = sorted(pick.sample([b for b in got if b[0] is not None],
+                                k=sum(b[0] is not None for b in got) * 2 // 3))
+    a, b = m, copy.deepcopy(m)
+    for mach in (a, b):
+        for pfn, order in chosen:
+            zone = mach.node.page_zone(pfn)
+            zone_uncharge(zone, mach.node.mm.kind[pfn:pfn + (1 << order)])
+            mach.node.mm.mark_free(pfn, pfn + (1 << order))
+    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 0
+    try:
+        free_blocks_bulk(a.node, [p for p, _ in chosen], [o for _, o in chosen], to_tail)
+    finally:
+        bulk._REBUILD_MIN = saved
+    for pfn, order in chosen:
+        free_pages_ok(b.node.page_zone(pfn), pfn, order, to_tail)
+    assert full_state(a) == full_state(b)

@@ -23,6 +23,7 @@ equivalence on random machines.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,13 +31,14 @@ import numpy as np
 from .constants import PageKind, PageState
 from .freelist import account_freepages, del_page_from_free_list
 from .gfp import Gfp
-from .merge import free_pages_batch
+from .merge import free_blocks_batch, free_pages_batch
 from .page_alloc import (
     AllocFlags,
     AllocRequest,
     alloc_block,
     alloc_flags_nofragment,
     free_one_page,
+    free_pages_ok,
     prep_new_page,
     rmqueue,
     watermark_headroom,
@@ -136,6 +138,68 @@ def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
     return out.arrays()
 
 
+def alloc_bulk_many(node: Node, requests: Iterable[tuple[str | int, PageKind | None, int,
+                                                          Callable[[], int]]]) -> list[int]:
+    """``alloc_bulk_runs()`` for each (gfp, kind, nr_pages, owner) in turn; pages each got.
+
+    Stops after the first request that falls short, as a loop of calls
+    checking each result would.  ``owner`` is called as its request starts,
+    so owners are created in the same order as by such a loop.  A request
+    its type's own free lists in the preferred zone can serve, above the
+    low watermark, is exactly one ``_take_smallest_bulk`` there; those skip
+    the rest of the allocator.  Anything else (fallback to another type,
+    another zone, the slow path) goes through ``alloc_bulk_runs``.
+    """
+    got_all: list[int] = []
+    fast: dict[tuple[str | int, int], _FastPath] = {}
+    supply: dict[tuple[int, int], int] = {}   # (zone, migratetype) -> pages on its lists
+    for gfp, kind, nr_pages, owner in requests:
+        key = (gfp, -1 if kind is None else int(kind))
+        path = fast.get(key)
+        if path is None:
+            path = fast[key] = _FastPath(node, gfp, kind)
+        owner_id = owner()
+        where = (path.zone.zid, path.req.mt) if path.zone is not None else None
+        if where is not None and where not in supply:
+            supply[where] = _own_supply(path.zone, path.req.mt)
+        if (where is not None and 0 < nr_pages <= supply[where]
+                and watermark_headroom(path.zone, path.flags, path.req.highest) >= nr_pages):
+            got = _take_smallest_bulk(path.zone, nr_pages, path.req, owner_id, None)
+            supply[where] -= got
+        else:
+            got = int(alloc_bulk_runs(node, gfp, nr_pages, kind, owner_id)[1].sum())
+            fast.clear()   # the allocator may have changed anything: look again
+            supply.clear()
+        got_all.append(got)
+        if got < nr_pages:
+            break
+    return got_all
+
+
+class _FastPath:
+    """What every request of one (gfp, kind) shares: its decoded form and first zone."""
+
+    __slots__ = ("req", "zone", "flags")
+
+    def __init__(self, node: Node, gfp: str | int, kind: PageKind | None) -> None:
+        self.req = AllocRequest(node, 0, gfp, kind)
+        zonelist = node.zonelist(self.req.highest)
+        self.zone = zonelist[0] if zonelist else None
+        self.flags = AllocFlags.WMARK_LOW | alloc_flags_nofragment(node, self.zone)
+        if self.req.gfp & _GFP_KSWAPD:
+            self.flags |= AllocFlags.KSWAPD
+
+
+def _own_supply(zone: Zone, mt: int) -> int:
+    """Pages on ``mt``'s free lists of ``zone`` (a pending ``_Tail`` counted, not placed)."""
+    tail = zone.free_area[0].free_list[mt].pending
+    pages, first = 0, 0
+    if isinstance(tail, _Tail):
+        pages, first = tail.end - tail.start, len(tail.lists)
+    return pages + sum(len(zone.free_area[o].free_list[mt]) << o
+                       for o in range(first, len(zone.free_area)))
+
+
 def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The pfns of runs, run after run."""
     total = int(lengths.sum())
@@ -183,7 +247,7 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
 
 
 def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
-                        out: RunLists) -> int:
+                        out: RunLists | None) -> int:
     """Repeated __rmqueue_smallest(order 0) on the requester's own lists.
 
     Order by order, the blocks at the head of the list are taken whole, a
@@ -193,10 +257,16 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
     every page is marked allocated right after (``_hand_out``).
     """
     mt = req.mt
+    tail = zone.free_area[0].free_list[mt].pending
+    if type(tail) is _Tail and tail.end - tail.start >= want:   # the common case: one run
+        start = tail.take(want)
+        _hand_out_run(zone, start, want, req, owner)
+        if out is not None:
+            out.add(start, want)
+        return want
     taken = RunLists()
     got = first = 0
-    tail = zone.free_area[0].free_list[mt].pending
-    if isinstance(tail, _Tail):
+    if type(tail) is _Tail:
         got = min(want, tail.end - tail.start)
         taken.add(tail.take(got), got)
         first = len(tail.lists)   # the lists below the split block's order are empty
@@ -221,9 +291,9 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
             got = want
     if got:
         _hand_out(zone, taken, got, req, owner)
-        if taken.parts:
+        if out is not None and taken.parts:
             out.extend(*taken.arrays())
-        else:
+        elif out is not None:
             out.extend(taken.starts, taken.lengths)
     return got
 
@@ -305,6 +375,17 @@ def _pieces(start: int, end: int) -> list[tuple[int, int]]:
     return out
 
 
+def _hand_out_run(zone: Zone, start: int, nr_pages: int, req: AllocRequest, owner: int) -> None:
+    """_hand_out() of one run of pages."""
+    node = zone.node
+    node.mm.mark_allocated(start, start + nr_pages, req.kind, owner)
+    zone.nr_kind[req.kind] += nr_pages
+    node.count_event(zone.pgalloc_event, nr_pages)
+    if node.trace.enabled:
+        for p in range(start, start + nr_pages):
+            node.emit(MmPageAlloc(p, 0, req.mt, req.gfp))
+
+
 def _hand_out(zone: Zone, taken: RunLists, nr_pages: int, req: AllocRequest,
               owner: int) -> None:
     """prep_new_page() for order-0 pages taken off the lists, in allocation order."""
@@ -371,3 +452,33 @@ def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
             continue
         for pfn, mt in zip(zone_pfns.tolist(), mts.tolist(), strict=True):
             free_one_page(zone, pfn, 0, mt)
+
+
+def free_blocks_bulk(node: Node, heads: Sequence[int], orders: Sequence[int],
+                     to_tail: bool = False) -> None:
+    """free_pages_ok() for each block, in turn; the blocks' pages are already marked FREE.
+
+    The blocks must be disjoint and in ascending pfn order (memblock_free_all()
+    frees memory that way).  Since 6.10 a block larger than a pageblock is
+    freed a pageblock at a time, each with its own pageblock's type.
+    """
+    mm, geo = node.mm, node.geo
+    pbo = geo.pageblock_order
+    heads = np.asarray(heads, np.int64)
+    orders = np.asarray(orders, np.int64)
+    if len(heads) < _REBUILD_MIN:
+        for pfn, order in zip(heads.tolist(), orders.tolist(), strict=True):
+            free_pages_ok(node.page_zone(pfn), pfn, order, to_tail)
+        return
+    if node.profile.freelist_hygiene and (orders > pbo).any():
+        pieces = np.where(orders > pbo, np.left_shift(1, np.maximum(orders - pbo, 0)), 1)
+        start = np.repeat(heads, pieces)
+        step = np.arange(len(start)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+        heads = start + (step << pbo)
+        orders = np.repeat(np.minimum(orders, pbo), pieces)
+    zones = mm.pb_zone[heads >> pbo]
+    for zid in np.flatnonzero(np.bincount(zones)).tolist():
+        sel = zones == zid
+        h = heads[sel]
+        free_blocks_batch(node.zones[zid], h, orders[sel], mm.pb_mt[h >> pbo], to_tail)
+

@@ -79,30 +79,70 @@ def free_pages_batch(zone: Zone, pfns: np.ndarray, mts: np.ndarray) -> None:
     The pages must be sorted, already marked free in the memmap and carry
     no buddy order (``free_pages_bulk`` prepares them).
     """
+    free_blocks_batch(zone, pfns, np.zeros(len(pfns), np.int64), mts)
+
+
+def free_blocks_batch(zone: Zone, heads: np.ndarray, orders: np.ndarray, mts: np.ndarray,
+                      to_tail: bool = False) -> None:
+    """``free_one_page(zone, head, order, mt, to_tail)`` for each block, in pfn order, at once.
+
+    The blocks must be sorted, disjoint, at most a pageblock each when the
+    profile frees pageblock by pageblock, and their pages already marked
+    free with no buddy order.  A block enters the merge at its own order.
+    """
     node = zone.node
     max_order, pbo = node.geo.max_page_order, node.geo.pageblock_order
     hygiene = node.profile.freelist_hygiene
     blocked = _blocked_table(zone) if max_order > pbo else None
-    # int32 pfns halve the memory traffic of every step (x86-64 guests stay far below 2**31)
-    cur = _Blocks(pfns, mts)
+    low, high = int(orders.min()), int(orders.max())
+    cur = _Blocks(np.zeros(0, np.int64), np.zeros(0, np.uint8))
     stopped: list[_Stopped] = []
     gone: list[tuple[np.ndarray, int]] = []             # old free blocks merged away
     retype: list[tuple[np.ndarray, int, np.ndarray]] = []
-    for k in range(max_order + 1):
+    pending: tuple[_Blocks, np.ndarray, int] | None = None   # stopped, awaiting their list end
+    for k in range(low, max_order + 1):
+        if k <= high:
+            new = orders == k
+            cur = _merge_sorted(cur, _Blocks(heads[new], mts[new]))
+        if pending is not None:
+            stopped.append(_stop(zone, *pending, cur.head, to_tail))
+            pending = None
+        if not len(cur.head):
+            if k >= high:
+                break
+            continue
         if k == max_order:
             n = len(cur.head)
-            stopped.append(_Stopped(cur.head, k, cur.mt, np.ones(n, bool), np.zeros(n, bool)))
+            stopped.append(_Stopped(cur.head, k, cur.mt, np.ones(n, bool),
+                                    np.full(n, to_tail)))
             break
-        up, ended, stays, old, moves = _level(zone, cur, k, blocked, hygiene)
-        stopped.append(_Stopped(ended.head, k, ended.mt, stays,
-                                _merge_likely(zone, ended.head, k, up.head)))
+        cur, ended, stays, old, moves = _level(zone, cur, k, blocked, hygiene)
+        pending = (ended, stays, k)
         gone.append((old, k))
         if moves is not None:
             retype.append(moves)
-        cur = up
-        if not len(cur.head):
-            break
+    if pending is not None:
+        stopped.append(_stop(zone, *pending, cur.head, to_tail))
     _apply(zone, stopped, gone, retype)
+
+
+def _stop(zone: Zone, ended: _Blocks, stays: np.ndarray, k: int, next_heads: np.ndarray,
+          to_tail: bool) -> _Stopped:
+    """The blocks that stopped at order ``k``, with the end of the list each goes to."""
+    tail = (np.ones(len(ended.head), bool) if to_tail
+            else _merge_likely(zone, ended.head, k, next_heads))
+    return _Stopped(ended.head, k, ended.mt, stays, tail)
+
+
+def _merge_sorted(a: _Blocks, b: _Blocks) -> _Blocks:
+    """Two sets of blocks as one, sorted by head."""
+    if not len(a.head):
+        return b
+    if not len(b.head):
+        return a
+    head = np.concatenate([a.head, b.head])
+    by = np.argsort(head, kind="stable")
+    return _Blocks(head[by], np.concatenate([a.mt, b.mt])[by])
 
 
 def _level(zone: Zone, cur: _Blocks, k: int, blocked: np.ndarray | None,
