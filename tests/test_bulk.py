@@ -351,3 +351,47 @@ def test_free_blocks_bulk_equals_free_pages_ok(kernel, ops, blocks, to_tail, pic
     for pfn, order in chosen:
         free_pages_ok(b.node.page_zone(pfn), pfn, order, to_tail)
     assert full_state(a) == full_state(b)
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS, requests=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 60)),
+                                  max_size=30), wmin=st.sampled_from([0, 64]))
+def test_alloc_bulk_many_equals_calls_in_turn(kernel, ops, requests, wmin):
+    """Many requests at once give what alloc_bulk_runs() gives called request by request,
+    down to owners, fallbacks, watermarks and the first shortfall."""
+    from vmemlab.bulk import alloc_bulk_many, alloc_bulk_runs
+
+    a = scrambled(kernel, ops, wmin)
+    b = copy.deepcopy(a)
+    owners = lambda m: lambda: m.node.new_owner(PageKind.ANON, "request").id  # noqa: E731
+    got = alloc_bulk_many(a.node, [(GFPS[g], None, n, owners(a)) for g, n in requests])
+    loop = []
+    for g, n in requests:
+        loop.append(int(alloc_bulk_runs(b.node, GFPS[g], n, None, owners(b)())[1].sum()))
+        if loop[-1] < n:
+            break
+    assert got == loop
+    assert full_state(a) == full_state(b)
+    a.validate()
+
+
+def test_a_fill_gives_the_pages_of_one_allocation_per_chunk():
+    """workload.fill() through alloc_bulk_many() equals Activity.allocate() chunk by chunk."""
+    from vmemlab import activity
+
+    a = vm.Machine(boot_memory=512 * vm.MiB, seed=7)
+    b = copy.deepcopy(a)
+    workload.fill(a, 0.995)
+    classes = (activity.Activity, activity.AnonActivity)
+    saved = [c.allocates_plainly for c in classes]
+    for c in classes:
+        c.allocates_plainly = lambda self: False   # one allocate() per chunk
+    try:
+        workload.fill(b, 0.995)
+    finally:
+        for c, plain in zip(classes, saved, strict=True):
+            c.allocates_plainly = plain
+    assert full_state(a) == full_state(b)
+    assert [(x.requested, x.shortfall) for x in a.activities] == \
+        [(x.requested, x.shortfall) for x in b.activities]
