@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import PageKind, PageState
+from .constants import PageKind
 from .freelist import account_freepages, del_page_from_free_list
 from .gfp import Gfp
 from .merge import free_blocks_batch, free_pages_batch
@@ -429,24 +429,22 @@ def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
     if len(pfns) > 1 and not np.all(pfns[1:] > pfns[:-1]):
         pfns = np.unique(pfns)
     mm, pbo = node.mm, node.geo.pageblock_order
-    zones = mm.pb_zone[pfns >> pbo]
+    blocks = pfns >> pbo
+    zones = mm.pb_zone[blocks]
     node.count_event("pgfree", len(pfns))
     if node.trace.enabled:
         for p in pfns.tolist():
             node.emit(MmPageFree(p, 0))
     present = np.flatnonzero(np.bincount(zones)).tolist()
     for zidx in present:
-        zone_pfns = pfns if len(present) == 1 else pfns[zones == zidx]
+        sel = slice(None) if len(present) == 1 else zones == zidx
+        zone_pfns = pfns[sel]
         zone = node.zones[zidx]
         zone_uncharge(zone, mm.kind[zone_pfns])
-        mm.state[zone_pfns] = PageState.FREE
-        mm.kind[zone_pfns] = PageKind.NONE
-        mm.flags[zone_pfns] = 0
-        mm.owner[zone_pfns] = -1
-        mm.order[zone_pfns] = -1
+        mm.mark_free_pfns(zone_pfns)
         # A pageblock's type cannot change before its own pages are freed (only
         # free buddies are retyped), so every page's type is looked up up front.
-        mts = mm.pb_mt[zone_pfns >> pbo]
+        mts = mm.pb_mt[blocks[sel]]
         if len(zone_pfns) >= _REBUILD_MIN:
             free_pages_batch(zone, zone_pfns, mts)
             continue

@@ -69,7 +69,6 @@ class _Stopped:
     head: np.ndarray
     order: int
     mt: np.ndarray
-    stays: np.ndarray   # False: merged away later in the batch
     tail: np.ndarray    # put at the list's tail (buddy_merge_likely())
 
 
@@ -99,9 +98,11 @@ def free_blocks_batch(zone: Zone, heads: np.ndarray, orders: np.ndarray, mts: np
     stopped: list[_Stopped] = []
     gone: list[tuple[np.ndarray, int]] = []             # old free blocks merged away
     retype: list[tuple[np.ndarray, int, np.ndarray]] = []
-    pending: tuple[_Blocks, np.ndarray, int] | None = None   # stopped, awaiting their list end
+    pending: tuple[_Blocks, int] | None = None   # stopped, awaiting their list end
     for k in range(low, max_order + 1):
-        if k <= high:
+        if low == high == k:
+            cur = _Blocks(heads, mts)
+        elif k <= high:
             new = orders == k
             cur = _merge_sorted(cur, _Blocks(heads[new], mts[new]))
         if pending is not None:
@@ -113,11 +114,10 @@ def free_blocks_batch(zone: Zone, heads: np.ndarray, orders: np.ndarray, mts: np
             continue
         if k == max_order:
             n = len(cur.head)
-            stopped.append(_Stopped(cur.head, k, cur.mt, np.ones(n, bool),
-                                    np.full(n, to_tail)))
+            stopped.append(_Stopped(cur.head, k, cur.mt, np.full(n, to_tail)))
             break
-        cur, ended, stays, old, moves = _level(zone, cur, k, blocked, hygiene)
-        pending = (ended, stays, k)
+        cur, ended, old, moves = _level(zone, cur, k, blocked, hygiene)
+        pending = (ended, k)
         gone.append((old, k))
         if moves is not None:
             retype.append(moves)
@@ -126,12 +126,12 @@ def free_blocks_batch(zone: Zone, heads: np.ndarray, orders: np.ndarray, mts: np
     _apply(zone, stopped, gone, retype)
 
 
-def _stop(zone: Zone, ended: _Blocks, stays: np.ndarray, k: int, next_heads: np.ndarray,
+def _stop(zone: Zone, ended: _Blocks, k: int, next_heads: np.ndarray,
           to_tail: bool) -> _Stopped:
     """The blocks that stopped at order ``k``, with the end of the list each goes to."""
     tail = (np.ones(len(ended.head), bool) if to_tail
             else _merge_likely(zone, ended.head, k, next_heads))
-    return _Stopped(ended.head, k, ended.mt, stays, tail)
+    return _Stopped(ended.head, k, ended.mt, tail)
 
 
 def _merge_sorted(a: _Blocks, b: _Blocks) -> _Blocks:
@@ -146,7 +146,7 @@ def _merge_sorted(a: _Blocks, b: _Blocks) -> _Blocks:
 
 
 def _level(zone: Zone, cur: _Blocks, k: int, blocked: np.ndarray | None,
-           hygiene: bool) -> tuple[_Blocks, _Blocks, np.ndarray, np.ndarray, tuple | None]:
+           hygiene: bool) -> tuple[_Blocks, _Blocks, np.ndarray, tuple | None]:
     """One order: the blocks that merge upwards, those that stop, old blocks merged away."""
     mm, pbo = zone.node.mm, zone.node.geo.pageblock_order
     size = 1 << k
@@ -174,11 +174,10 @@ def _level(zone: Zone, cur: _Blocks, k: int, blocked: np.ndarray | None,
             if re.any():
                 moves = (buddy[re], k, cur.mt[re])
     keep = ~merge
-    stays = np.ones(len(head), bool)
-    stays[lo[merge[hi]]] = False                    # stopped here, merged away later
+    keep[lo[merge[hi]]] = False    # stopped here, but merged away later in the batch
     up = cur.select(merge)
     up.head &= ~size
-    return up, cur.select(keep), stays[keep], buddy[merge & old], moves
+    return up, cur.select(keep), buddy[merge & old], moves
 
 
 def _merge_likely(zone: Zone, heads: np.ndarray, k: int, next_heads: np.ndarray) -> np.ndarray:
@@ -209,11 +208,12 @@ def _merge_likely(zone: Zone, heads: np.ndarray, k: int, next_heads: np.ndarray)
 def is_free_head(zone: Zone, pfns: np.ndarray, order: int) -> np.ndarray:
     """page_is_buddy() for many pfns: a free block head of ``order`` in ``zone``."""
     mm, pbo = zone.node.mm, zone.node.geo.pageblock_order
-    free = np.flatnonzero(mm.state[np.minimum(pfns, mm.nr_pfns - 1)] == _FREE)
-    free = free[pfns[free] < mm.nr_pfns]           # few: filter before the other reads
-    p = pfns[free]
-    out = np.zeros(len(pfns), bool)
-    out[free] = (mm.order[p] == order) & (mm.pb_zone[p >> pbo] == zone.zid)
+    inside = pfns if pfns.max(initial=0) < mm.nr_pfns else np.minimum(pfns, mm.nr_pfns - 1)
+    out = (mm.order[inside] == order) & (mm.state[inside] == _FREE)
+    maybe = np.flatnonzero(out)                    # few: check the rest only there
+    p = pfns[maybe]
+    out[maybe] = (p < mm.nr_pfns) & (mm.pb_zone[np.minimum(p, mm.nr_pfns - 1) >> pbo]
+                                     == zone.zid)
     return out
 
 
@@ -239,8 +239,7 @@ def _apply(zone: Zone, stopped: list[_Stopped], gone: list[tuple[np.ndarray, int
     pages = np.bincount(old_mt, weights=np.left_shift(1, old_order), minlength=MIGRATE_TYPES)
     pages = -pages.astype(np.int64)
     for s in stopped:
-        keep = s.stays if not s.stays.all() else slice(None)
-        head, mt, tail = s.head[keep], s.mt[keep], s.tail[keep]
+        head, mt, tail = s.head, s.mt, s.tail
         mm.order[head] = s.order
         mm.owner[head] = mt
         pages += np.bincount(mt, minlength=MIGRATE_TYPES) << s.order
