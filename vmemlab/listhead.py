@@ -272,7 +272,7 @@ class FreeList:
         """list_del() of each block; KeyError if one is not on this list."""
         if self.pending is not None:
             self.pending()
-        left = np.asarray(pfns, np.int64)
+        left = np.sort(np.asarray(pfns, np.int64))   # sorted: runs they miss are skipped
         for seg in list(self._segs):
             if not len(left):
                 break
@@ -280,12 +280,13 @@ class FreeList:
                 hit = np.fromiter((p in seg for p in left.tolist()), bool, len(left))
                 for p in left[hit].tolist():
                     del seg[p]
+            elif left[-1] < seg.keys[0] or left[0] > seg.keys[-1]:
+                continue
             else:
                 pos = seg.positions(left)
                 hit = pos >= 0
-                if hit.any():
-                    seg.kill(pos[hit])
-            self._len -= int(hit.sum())
+                seg.kill(pos[hit])
+            self._len -= int(np.count_nonzero(hit))
             left = left[~hit]
             if not _size(seg):
                 self._segs.remove(seg)
