@@ -395,3 +395,26 @@ def test_a_fill_gives_the_pages_of_one_allocation_per_chunk():
     assert full_state(a) == full_state(b)
     assert [(x.requested, x.shortfall) for x in a.activities] == \
         [(x.requested, x.shortfall) for x in b.activities]
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=st.floats(0, 1), pages=st.integers(1, 4096))
+def test_contig_range_takes_tiled_blocks_as_the_walk_does(kernel, first, pages):
+    """alloc_contig_range() taking the free blocks at once leaves what the walk leaves."""
+    from vmemlab.contig import ContigRange
+
+    a = released(kernel)
+    b = copy.deepcopy(a)
+    z = a.zones["Movable"]
+    start = z.start_pfn + int(first * (z.end_pfn - z.start_pfn - pages))
+    rc_a = a.alloc_contig_range(start, start + pages)
+    saved = ContigRange._take_tiled
+    ContigRange._take_tiled = lambda self: False
+    try:
+        rc_b = b.alloc_contig_range(start, start + pages)
+    finally:
+        ContigRange._take_tiled = saved
+    assert rc_a == rc_b
+    assert full_state(a) == full_state(b)
+    a.validate()

@@ -89,10 +89,15 @@ class _Run:
             self._advance()
 
     def _advance(self) -> None:
-        alive, lo = self.alive, self.lo
+        """Move ``lo`` to the next alive block, looking in ever larger windows."""
+        alive, lo, step = self.alive, self.lo, 64
         while not alive.item(lo):
-            window = alive[lo:lo + 64]
-            lo += int(window.argmax()) if window.any() else len(window)
+            window = alive[lo:lo + step]
+            if window.any():
+                lo += int(window.argmax())
+                break
+            lo += len(window)
+            step *= 2
         self.lo = lo
 
     def first(self) -> int:

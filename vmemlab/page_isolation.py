@@ -287,11 +287,14 @@ def _plain_run(node: Node, plain: np.ndarray, blocks: list[int], i: int, iso_sta
                pb: int) -> int:
     """How many blocks from ``blocks[i]`` on are plain, consecutive and in one zone."""
     j = (blocks[i] - iso_start) // pb
-    zone = node.mm.zone_of(blocks[i])
-    n = 0
-    while (i + n < len(blocks) and blocks[i + n] == blocks[i] + n * pb and plain[j + n]
-           and node.mm.zone_of(blocks[i + n]) == zone):
-        n += 1
+    if not plain[j]:
+        return 0
+    zones = node.mm.pb_zone[(iso_start >> node.geo.pageblock_order) + j:
+                            (iso_start >> node.geo.pageblock_order) + len(plain)]
+    same = plain[j:] & (zones == zones[0])
+    n = int(np.argmin(same)) if not same.all() else len(same)
+    while n and blocks[i + n - 1] != blocks[i] + (n - 1) * pb:   # 6.12 takes the ends first
+        n -= 1
     return n
 
 
