@@ -25,8 +25,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import EBUSY, MigrateType, PageFlag, PageKind, PageState, ZoneType
-from .freelist import del_page_from_free_list, move_blocks_to_free_list, move_to_free_list
-from .page_alloc import _page_is_buddy, free_one_page, move_freepages_block
+from .freelist import (
+    account_freepages,
+    del_page_from_free_list,
+    groups,
+    move_blocks_to_free_list,
+    move_to_free_list,
+)
+from .page_alloc import _merge_blocked, _page_is_buddy, free_one_page, move_freepages_block
 from .trace import TestPagesIsolated
 
 if TYPE_CHECKING:
@@ -254,12 +260,13 @@ def start_isolate_page_range(node: Node, start: int, end: int, flags: int = 0) -
 
 def _plain_blocks(node: Node, iso_start: int, iso_end: int,
                   unmovable: list[int | None]) -> np.ndarray:
-    """Pageblocks whose isolation is only "move the free blocks inside to ISOLATE".
+    """Pageblocks whose isolation ``_isolate_plain`` can do at once.
 
     Not the outer two (their edges are checked), with a memmap, in a zone
     that spans them, not isolated yet, without unmovable pages, and (since
-    6.10) not inside or at the head of a free buddy bigger than a pageblock
-    (those are split first).
+    6.10) not inside a free buddy bigger than a pageblock (those are split
+    first), unless it is a free max-order block of two pageblocks both
+    isolated here (``_split_pairs``).
     """
     mm, geo = node.mm, node.geo
     pbo = geo.pageblock_order
@@ -269,18 +276,30 @@ def _plain_blocks(node: Node, iso_start: int, iso_end: int,
     ok = ((mm.pb_mt[idx] != _ISOLATE) & mm.section_online[starts // geo.pages_per_section]
           & np.array([u is None for u in unmovable]) & (zones < len(node.zones)))
     ok[[0, -1]] = False
-    for zid in np.unique(zones[ok]).tolist():
+    for zid in set(zones[ok].tolist()):
         zone = node.zones[zid]
         here = zones == zid
         ok[here] &= ((starts[here] >= zone.zone_start_pfn)
                      & (starts[here] + geo.pageblock_nr_pages <= zone.zone_end_pfn))
-    if node.profile.freelist_hygiene:
-        for o in [0, *range(pbo + 1, geo.max_page_order + 1)]:
-            head = starts >> o << o
-            order = mm.order[head].astype(np.int64)
-            ok &= ~((mm.state[head] == _FREE) & (order > pbo)
+    if not node.profile.freelist_hygiene:
+        return ok
+    covered = np.zeros(len(starts), bool)
+    for o in [0, *range(pbo + 1, geo.max_page_order + 1)]:
+        head = starts >> o << o
+        order = mm.order[head].astype(np.int64)
+        covered |= ((mm.state[head] == _FREE) & (order > pbo)
                     & (head + np.left_shift(1, np.maximum(order, 0)) > starts))
-    return ok
+    pairs = np.zeros(len(starts), bool)
+    if geo.max_page_order == pbo + 1:
+        first = np.flatnonzero((mm.state[starts[:-1]] == _FREE)
+                               & (mm.order[starts[:-1]] == pbo + 1))
+        first = first[ok[first] & ok[first + 1]]
+        zone = node.page_zone(iso_start)
+        split = [zone is not None and _merge_blocked(zone, int(t), _ISOLATE)
+                 for t in mm.pb_mt[idx[first + 1]].tolist()]
+        first = first[np.array(split, bool)] if len(first) else first
+        pairs[first] = pairs[first + 1] = True
+    return ok & (~covered | pairs)
 
 
 def _plain_run(node: Node, plain: np.ndarray, blocks: list[int], i: int, iso_start: int,
@@ -311,6 +330,11 @@ def _isolate_plain(node: Node, start: int, count: int) -> None:
     zone = node.page_zone(start)
     heads = start + np.flatnonzero((mm.state[start:end] == _FREE) & (mm.order[start:end] >= 0))
     orders = mm.order[heads].astype(np.int64)
+    if node.profile.freelist_hygiene and (orders > pbo).any():
+        _split_pairs(zone, heads[orders > pbo])
+        heads = np.sort(np.concatenate([heads[orders <= pbo],
+                                        heads[orders > pbo] + geo.pageblock_nr_pages]))
+        orders = mm.order[heads].astype(np.int64)
     lists = mm.owner[heads].astype(np.int64)
     if node.profile.freelist_hygiene:
         move = (lists == mm.pb_mt[heads >> pbo]) | (orders == pbo)
@@ -318,6 +342,31 @@ def _isolate_plain(node: Node, start: int, count: int) -> None:
     move_blocks_to_free_list(zone, heads, orders, lists, _ISOLATE)
     mm.pb_mt[start >> pbo:end >> pbo] = mm.pageblock_type(MigrateType.ISOLATE)
     zone.nr_isolate_pageblock += count
+
+
+def _split_pairs(zone: Zone, heads: np.ndarray) -> None:
+    """The first half of move_freepages_block_isolate() for free max-order blocks of two
+    pageblocks: each is taken off its list and freed again a pageblock at a time
+    (split_large_buddy()); the first half, already isolated, goes to the head of
+    the ISOLATE list, the second to its own type's list (it cannot merge with an
+    isolated buddy), from which isolating its pageblock moves it right after.
+    """
+    mm, pbo = zone.node.mm, zone.node.geo.pageblock_order
+    area = zone.free_area
+    for mt, sel in groups(mm.owner[heads].astype(np.int64)):
+        area[pbo + 1].free_list[mt].remove_many(heads[sel])
+        account_freepages(zone, -(len(heads[sel]) << (pbo + 1)), mt)
+    mm.pb_mt[heads >> pbo] = mm.pageblock_type(MigrateType.ISOLATE)
+    mm.order[heads] = pbo
+    mm.owner[heads] = _ISOLATE
+    area[pbo].free_list[_ISOLATE].extend(heads)
+    second = heads + (1 << pbo)
+    types = mm.pb_mt[second >> pbo].astype(np.int64)
+    mm.order[second] = pbo
+    mm.owner[second] = types
+    for mt, sel in groups(types):
+        area[pbo].free_list[mt].extend(second[sel])
+        account_freepages(zone, len(second[sel]) << pbo, mt)
 
 
 def first_unmovable(node: Node, start: int, end: int, flags: int = 0) -> int | None:
