@@ -146,9 +146,10 @@ def alloc_bulk_many(node: Node, requests: Iterable[tuple[str | int, PageKind | N
     checking each result would.  ``owner`` is called as its request starts,
     so owners are created in the same order as by such a loop.  A request
     its type's own free lists in the preferred zone can serve, above the
-    low watermark, is exactly one ``_take_smallest_bulk`` there; those skip
-    the rest of the allocator.  Anything else (fallback to another type,
-    another zone, the slow path) goes through ``alloc_bulk_runs``.
+    low watermark, is exactly one ``_take_smallest_bulk`` there; one that
+    needs a fallback there starts with ``_rmqueue_bulk``, as
+    ``alloc_bulk_runs`` would; what is left (another zone, the slow path)
+    goes through ``alloc_bulk_runs``.
     """
     got_all: list[int] = []
     fast: dict[tuple[str | int, int], _FastPath] = {}
@@ -162,14 +163,20 @@ def alloc_bulk_many(node: Node, requests: Iterable[tuple[str | int, PageKind | N
         where = (path.zone.zid, path.req.mt) if path.zone is not None else None
         if where is not None and where not in supply:
             supply[where] = _own_supply(path.zone, path.req.mt)
-        if (where is not None and 0 < nr_pages <= supply[where]
-                and watermark_headroom(path.zone, path.flags, path.req.highest) >= nr_pages):
+        room = (watermark_headroom(path.zone, path.flags, path.req.highest)
+                if where is not None else 0)
+        if 0 < nr_pages <= room and nr_pages <= supply[where]:
             got = _take_smallest_bulk(path.zone, nr_pages, path.req, owner_id, None)
             supply[where] -= got
-        else:
-            got = int(alloc_bulk_runs(node, gfp, nr_pages, kind, owner_id)[1].sum())
+            got_all.append(got)
+            continue
+        got = 0
+        if 0 < nr_pages <= room:   # the first zone, with fallback: alloc_bulk_runs' first step
+            got = _rmqueue_bulk(path.zone, nr_pages, path.req, path.flags, owner_id, None)
+        if got < nr_pages:
+            got += int(alloc_bulk_runs(node, gfp, nr_pages - got, kind, owner_id)[1].sum())
             fast.clear()   # the allocator may have changed anything: look again
-            supply.clear()
+        supply.clear()     # a fallback takes blocks from other types' lists
         got_all.append(got)
         if got < nr_pages:
             break
@@ -230,7 +237,7 @@ def _bulk_from_freelist(node: Node, zonelist: list[Zone], req: AllocRequest, lim
 
 
 def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner: int,
-                  out: RunLists) -> int:
+                  out: RunLists | None) -> int:
     """Take ``n`` order-0 pages from one zone: whole blocks, then fallback steps."""
     got = 0
     while got < n:
@@ -241,7 +248,8 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
         if pfn is None:
             break
         prep_new_page(zone, pfn, req, owner)
-        out.add(pfn, 1)
+        if out is not None:
+            out.add(pfn, 1)
         got += 1
     return got
 

@@ -235,6 +235,13 @@ class FreeList:
             self.pending()
         if n > self._len:
             raise IndexError(f"{n} blocks asked of a list of {self._len}")
+        if n == 1 and type(self._segs[0]) is _Ahead:   # the common case, made quick
+            seg = self._segs[0]
+            self._len -= 1
+            pfn = seg.popitem()[0]
+            if not seg:
+                del self._segs[0]
+            return [pfn]
         parts: list[list[int] | np.ndarray] = []
         left = n
         while left:
