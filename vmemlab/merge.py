@@ -211,6 +211,8 @@ def is_free_head(zone: Zone, pfns: np.ndarray, order: int) -> np.ndarray:
     inside = pfns if pfns.max(initial=0) < mm.nr_pfns else np.minimum(pfns, mm.nr_pfns - 1)
     out = (mm.order[inside] == order) & (mm.state[inside] == _FREE)
     maybe = np.flatnonzero(out)                    # few: check the rest only there
+    if not len(maybe):
+        return out
     p = pfns[maybe]
     out[maybe] = (p < mm.nr_pfns) & (mm.pb_zone[np.minimum(p, mm.nr_pfns - 1) >> pbo]
                                      == zone.zid)
