@@ -87,3 +87,19 @@ def test_missing_blocks_raise_key_error():
         fl.remove_many(np.array([1, 7]))
     with pytest.raises(IndexError):
         fl.pop_first(9)
+
+
+def test_a_run_used_block_by_block_becomes_a_dict_in_the_same_order():
+    fl, ref = FreeList(), Reference()
+    pfns = np.arange(0, 4000, 2)
+    fl.extend(pfns, tail=True)
+    fl.add(9999)
+    for p in pfns.tolist():
+        ref.add(p, tail=True)
+    ref.add(9999, tail=False)
+    for p in pfns[::3].tolist():
+        fl.remove(p)
+        del ref.d[p]
+    assert any(type(seg) is dict for seg in fl._segs)   # it switched
+    assert list(fl) == list(ref.d)
+    assert fl.first() == next(iter(ref.d))

@@ -40,7 +40,7 @@ class _Run:
     (a numpy call per block would cost microseconds).
     """
 
-    __slots__ = ("pfns", "keys", "where", "alive", "lo", "live", "_keys", "_where")
+    __slots__ = ("pfns", "keys", "where", "alive", "lo", "live", "singles", "_keys", "_where")
 
     def __init__(self, pfns: np.ndarray, order: str) -> None:
         """``order``: "asc" or "desc" if ``pfns`` is sorted that way, else "any"."""
@@ -55,6 +55,7 @@ class _Run:
             self.keys = pfns[self.where]
         self.lo = 0            # no alive block before this position
         self.live = len(pfns)
+        self.singles = 0       # blocks taken out one by one
         self._keys: list[int] | None = None
         self._where: list[int] | None = None
 
@@ -200,6 +201,10 @@ class FreeList:
                     continue
                 seg.kill(pos)
                 empty = not seg.live
+                seg.singles += 1
+                if not empty and seg.singles > max(64, seg.live >> 4):
+                    # Used one block at a time: a dict does that faster.
+                    self._segs[i] = dict.fromkeys(seg.items().tolist())
             elif pfn in seg:
                 del seg[pfn]
                 empty = not seg
