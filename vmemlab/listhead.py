@@ -17,7 +17,8 @@ The list is a short sequence of *segments* in list order:
 
 A forward dict that becomes the front of the list is turned around once
 (each block at most once), because a dict cannot drop its first key
-cheaply.  When segments pile up they are compacted into one run.
+cheaply; a run that is mostly used one block at a time becomes a dict.
+When segments pile up they are compacted into one run.
 
 Kernel: include/linux/list.h, include/linux/mmzone.h (struct free_area)
 """

@@ -78,22 +78,26 @@ def free_pages_batch(zone: Zone, pfns: np.ndarray, mts: np.ndarray) -> None:
     The pages must be sorted, already marked free in the memmap and carry
     no buddy order (``free_pages_bulk`` prepares them).
     """
-    free_blocks_batch(zone, pfns, np.zeros(len(pfns), np.int64), mts)
+    free_blocks_batch(zone, pfns, 0, mts)
 
 
-def free_blocks_batch(zone: Zone, heads: np.ndarray, orders: np.ndarray, mts: np.ndarray,
-                      to_tail: bool = False) -> None:
+def free_blocks_batch(zone: Zone, heads: np.ndarray, orders: np.ndarray | int,
+                      mts: np.ndarray, to_tail: bool = False) -> None:
     """``free_one_page(zone, head, order, mt, to_tail)`` for each block, in pfn order, at once.
 
     The blocks must be sorted, disjoint, at most a pageblock each when the
     profile frees pageblock by pageblock, and their pages already marked
-    free with no buddy order.  A block enters the merge at its own order.
+    free with no buddy order.  A block enters the merge at its own order
+    (``orders`` may be one order for all).
     """
     node = zone.node
     max_order, pbo = node.geo.max_page_order, node.geo.pageblock_order
     hygiene = node.profile.freelist_hygiene
     blocked = _blocked_table(zone) if max_order > pbo else None
-    low, high = int(orders.min()), int(orders.max())
+    if isinstance(orders, int):
+        low = high = orders
+    else:
+        low, high = int(orders.min()), int(orders.max())
     cur = _Blocks(np.zeros(0, np.int64), np.zeros(0, np.uint8))
     stopped: list[_Stopped] = []
     gone: list[tuple[np.ndarray, int]] = []             # old free blocks merged away
