@@ -272,24 +272,21 @@ class ContigRange:
         changed) when the walk would stop somewhere: it then runs as is.
         """
         node, mm = self.node, self.node.mm
-        lo, hi = self.outer_start, min(self.end + node.geo.max_order_nr_pages, mm.nr_pfns)
+        lo, hi = self.outer_start, self.end
         heads = lo + np.flatnonzero((mm.state[lo:hi] == _FREE) & (mm.order[lo:hi] >= 0))
-        sizes = np.left_shift(1, mm.order[heads].astype(np.int64))
-        ends = heads + sizes
-        last = int(np.searchsorted(heads, self.end - 1, side="right"))   # heads up to end - 1
-        if (self.zone is None or not last or heads[0] != lo or ends[last - 1] < self.end
-                or np.any(heads[1:last] != ends[:last - 1])
-                or np.any(mm.pb_zone[heads[:last] >> node.geo.pageblock_order]
-                          != self.zone.zid)):
+        orders = mm.order[heads].astype(np.int64)
+        ends = heads + np.left_shift(1, orders)
+        if (self.zone is None or not len(heads) or heads[0] != lo or ends[-1] < hi
+                or np.any(heads[1:] != ends[:-1])
+                or np.any(mm.pb_zone[heads >> node.geo.pageblock_order] != self.zone.zid)):
             return False
-        heads, orders = heads[:last], mm.order[heads[:last]].astype(np.int64)
         lists = mm.owner[heads].astype(np.int64)
         area = self.zone.free_area
         for key, sel in groups(orders * MIGRATE_TYPES + lists):
             order, mt = divmod(key, MIGRATE_TYPES)
             area[order].free_list[mt].remove_many(heads[sel])
             account_freepages(self.zone, -int(np.left_shift(1, orders[sel]).sum()), mt)
-        self.outer_end = int(ends[last - 1])
+        self.outer_end = int(ends[-1])
         mm.mark_allocated(self.outer_start, self.outer_end, PageKind.KERNEL, self.owner, 0)
         self.zone.nr_kind[PageKind.KERNEL] += self.outer_end - self.outer_start
         self.cost_ns += (self.outer_end - self.outer_start) * NS_PER_PAGE_SCANNED
