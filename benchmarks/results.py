@@ -10,10 +10,10 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
-def update_section(name: str, body: str) -> None:
+def update_section(name: str, body: str, machine: str = "one core") -> None:
     """Replace the text between <!-- name --> markers (appending the section if new)."""
     stamp = (f"_Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
-             f"Python {platform.python_version()}, one core._")
+             f"Python {platform.python_version()}, {machine}._")
     block = f"<!-- {name} -->\n{body}\n\n{stamp}\n<!-- /{name} -->"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     pattern = re.compile(rf"<!-- {name} -->.*?<!-- /{name} -->", re.S)

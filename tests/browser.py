@@ -165,6 +165,16 @@ def kernels(base: str) -> list[str]:
     return [k["id"] for k in get_json(f"{base}/api/kernels?token={TOKEN}")]
 
 
+def end_sessions(base: str, kernel_ids: set[str]) -> None:
+    """Delete the server's sessions of these kernels, which shuts the kernels down."""
+    for session in get_json(f"{base}/api/sessions?token={TOKEN}"):
+        if session["kernel"]["id"] in kernel_ids:
+            request = urllib.request.Request(
+                f"{base}/api/sessions/{session['id']}?token={TOKEN}", method="DELETE")
+            with contextlib.suppress(OSError):   # already gone
+                urllib.request.urlopen(request, timeout=60).close()
+
+
 def voila_url(base: str, path: str) -> str:
     """The Voila app route of the README (and Binder's ``urlpath=voila/render/...``)."""
     return f"{base}/voila/render/{path}?token={TOKEN}"
@@ -248,18 +258,18 @@ _COMMAND_JS = """([command, args]) => {
   window.jupyterapp.commands.execute(command, args);   // not awaited: run-all resolves at the end
   return true;
 }"""
+# Documents only: JupyterLab opens a Launcher whenever the main area empties.
 _CLOSE_ALL_JS = """() => {
   const app = window.jupyterapp, ids = [];
-  for (const w of Array.from(app.shell.widgets('main'))) {
+  for (const w of Array.from(app.shell.widgets('main')).filter(w => w.context)) {
     const kernel = w.sessionContext?.session?.kernel;
     if (kernel) ids.push(kernel.id);
-    if (w.context) w.context.model.dirty = false;     // no "save changes?" dialog
-    w.sessionContext?.shutdown();
+    w.context.model.dirty = false;     // no "save changes?" dialog
     w.dispose();
   }
   return ids;
 }"""
-_TABS_JS = "() => Array.from(window.jupyterapp.shell.widgets('main')).length"
+_TABS_JS = "() => Array.from(window.jupyterapp.shell.widgets('main')).filter(w => w.context).length"
 _RESTORED_JS = """() => {
   window.jupyterapp.restored.then(() => { window.vmemlabRestored = true; });
   return true;
@@ -356,10 +366,11 @@ class Lab:
              f"{path} to open in JupyterLab", timeout)
 
     def close_all(self, timeout: float = 90) -> None:
-        """Close every tab and shut its kernel down; wait until the server has stopped them."""
+        """Close every document and shut its kernel down; wait until the server stopped them."""
         ids = set(js(self.page, _CLOSE_ALL_JS))
-        poll(lambda: js(self.page, _TABS_JS), lambda n: n == 0, "JupyterLab's tabs to close",
+        poll(lambda: js(self.page, _TABS_JS), lambda n: n == 0, "JupyterLab's documents to close",
              timeout)
+        end_sessions(self.base, ids)
         poll(lambda: ids & set(kernels(self.base)), lambda left: not left,
              "the closed notebooks' kernels to shut down", timeout)
 

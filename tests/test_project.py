@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import argparse
 import re
+import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,23 +35,55 @@ def test_readme_has_exactly_two_setup_commands():
                                                            "python3 lab.py test"]
 
 
-def test_the_open_command_serves_the_start_notebook(tmp_path):
-    """`python3 lab.py` (here with --no-browser) starts JupyterLab on 00_start_here."""
-    from .browser import free_port, server
+def test_lab_py_runs_the_command_line_from_the_callers_folder(tmp_path):
+    """`python3 lab.py run SCENARIO.toml` is `python -m vmemlab run ...` in the .venv."""
+    shutil.copy(ROOT / "scenarios" / "00_happy_path.toml", tmp_path / "s.toml")
+    res = subprocess.run([sys.executable, str(ROOT / "lab.py"), "run", "s.toml", "--check"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert res.stdout.startswith("vmemlab run s.toml:")
 
-    port, token = free_port(), "vmemlab-front-door"
-    cmd = [sys.executable, str(ROOT / "lab.py"), "--no-browser", f"--port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
-    # Given a file, JupyterLab serves its folder (notebooks/) and opens the file.
-    url = f"http://127.0.0.1:{port}/api/contents/00_start_here.ipynb"
-    query = f"{url}?content=0&token={token}"
-    with (server(cmd, query, tmp_path, timeout=120),       # entered in order: server first
-          urllib.request.urlopen(query, timeout=10) as reply):
-        assert json.load(reply)["type"] == "notebook"
-    with pytest.raises(OSError):                             # and it was stopped
-        urllib.request.urlopen(query, timeout=5)
-    log = (tmp_path / "server.log").read_text()
-    assert "Running as root is not recommended" not in log, log[-1000:]
+
+def test_lab_py_passes_every_cli_subcommand_through():
+    from vmemlab.cli import build_parser
+
+    sys.path.insert(0, str(ROOT))
+    import lab
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(lab.CLI) == set(sub.choices)
+
+
+_NO_MATPLOTLIB = """import importlib.abc, sys
+class NoMatplotlib(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] == "matplotlib":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoMatplotlib())
+from vmemlab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_run_png_without_matplotlib_says_so_before_running(tmp_path):
+    png = tmp_path / "final.png"
+    res = subprocess.run([sys.executable, "-c", _NO_MATPLOTLIB, "run",
+                          str(ROOT / "scenarios" / "00_happy_path.toml"), "--png", str(png)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "--png" in res.stderr and "needs vmemlab.viz with matplotlib" in res.stderr
+    assert res.stdout == "" and not png.exists()          # the scenario never ran
+
+
+def test_readme_commands_work_from_a_fresh_clone():
+    """Every command the README shows runs through lab.py (which sets up the .venv)."""
+    readme = (ROOT / "README.md").read_text()
+    shell = [ln.strip().removeprefix("$ ") for block in re.findall(
+        r"```(?:sh|bash|console)\n(.*?)```", readme, re.S) for ln in block.splitlines()
+        if ln.strip().startswith(("$ ", "python"))]
+    assert shell and all(ln.startswith("python3 lab.py") for ln in shell), shell
+    bare = re.findall(r"(?<!\.venv/bin/)python3? -m vmemlab", readme)
+    assert not bare, "python -m vmemlab needs the .venv: write python3 lab.py ..."
 
 
 def test_ci_runs_the_readme_test_command():
