@@ -114,8 +114,7 @@ def main(argv: list[str]) -> int:
     python = ensure_env()
     cwd: Path | None = ROOT
     if argv[:1] == ["test"]:
-        cmd = [str(python), "-m", "pytest", "-n", TEST_WORKERS, "--dist", "loadgroup",
-               *argv[1:]]
+        cmd = [str(python), "-m", "pytest", "-n", TEST_WORKERS, *argv[1:]]
     elif argv[:1] in (["setup"], ["install"]):
         return 0
     elif argv[:1] == ["student"]:

@@ -19,7 +19,8 @@ import vmemlab as vm
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACH_PAGES = 256  # 16 order-4 blocks, 32 pageblocks, 4 memory blocks
-HARD_GRACE = 120   # seconds past a test's pytest-timeout before the hard stop
+# Seconds past a test's pytest-timeout before the hard stop (the variable is for its test).
+HARD_GRACE = float(os.environ.get("VMEMLAB_TEST_HARD_GRACE", "120"))
 
 
 def teaching(kernel: str = "6.12", pages: int = TEACH_PAGES, **kw) -> vm.Machine:
@@ -38,23 +39,39 @@ def any_kernel(request) -> str:
 
 
 # -- scheduling: what must run in one process under pytest-xdist ----------------
-@pytest.hookimpl(tryfirst=True)     # before xdist reads the groups
-def pytest_collection_modifyitems(config, items) -> None:
-    """Group tests that share expensive state, for ``--dist loadgroup`` (lab.py test).
+def xdist_scope(nodeid: str) -> str:
+    """The unit of work a test belongs to when ``python3 lab.py test`` spreads tests over
+    pytest-xdist's workers; tests with the same scope run in one worker, in order.
 
-    The browser tests share one JupyterLab server and page; nbval's cells of
-    one notebook run in one kernel, in order; a module-scoped fixture (the
-    nbgrader course) is built once.  Other tests are spread one by one.
+    The browser tests (files named ``*browser*``) share one JupyterLab server and page;
+    nbval's cells of one notebook run in one kernel, in order; a module in
+    :data:`ONE_PROCESS` (the nbgrader course) builds its fixture once.  Any other test
+    is its own unit.
     """
-    for item in items:
-        if item.get_closest_marker("browser"):
-            group = "browser"
-        elif ".ipynb::" in item.nodeid or getattr(getattr(item, "module", None),
-                                                   "XDIST_ONE_PROCESS", False):
-            group = item.nodeid.split("::")[0]
-        else:
-            continue
-        item.add_marker(pytest.mark.xdist_group(group))
+    path = nodeid.split("::", 1)[0]
+    if "browser" in Path(path).name:
+        return "browser"
+    if path.endswith(".ipynb") or path in ONE_PROCESS:
+        return path
+    return nodeid
+
+
+ONE_PROCESS = {"tests/test_nbgrader.py"}   # modules whose module-scoped fixture is costly
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's "load" scheduling over :func:`xdist_scope` units.
+
+    (``--dist loadgroup`` cannot do this with pytest 9: it renames items through
+    an attribute pytest 9 no longer reads.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ScopeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return ScopeScheduling(config, log)
 
 
 # -- a hard bound on every test ---------------------------------------------------
@@ -84,10 +101,14 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _hard_stop(nodeid: str, seconds: float) -> None:
+def _hard_stop(item, seconds: float) -> None:
     """Print where every thread is, end every process the test started, then exit."""
-    sys.__stderr__.write(f"\n{nodeid}: still running after {seconds:.0f} s, past its "
-                         "timeout; stopping its servers and this test process\n")
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture(in_=False)    # write to the terminal, not the test's
+    sys.__stderr__.write(f"\n{item.nodeid}: still running after {seconds:.0f} s, past its "
+                         "timeout; stopping what it started and this test process\n")
+    sys.__stderr__.flush()
     faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
     pids = _descendants(os.getpid()) if os.path.isdir("/proc") else []
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -103,7 +124,7 @@ def pytest_runtest_protocol(item, nextitem) -> Iterator[None]:
     """pytest-timeout fails a test that overruns (its fixtures then stop its servers);
     if even that does not end it, this timer does, :data:`HARD_GRACE` s later."""
     seconds = _timeout(item) + HARD_GRACE
-    timer = threading.Timer(seconds, _hard_stop, args=(item.nodeid, seconds))
+    timer = threading.Timer(seconds, _hard_stop, args=(item, seconds))
     timer.daemon = True
     timer.start()
     try:

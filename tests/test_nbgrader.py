@@ -26,7 +26,6 @@ from student_version import comparable, instructor_sources, student_notebook  # 
 
 pytest.importorskip("nbgrader", reason="needs nbgrader (in requirements.txt)")
 pytestmark = pytest.mark.timeout(1200)   # the course fixture runs every notebook twice
-XDIST_ONE_PROCESS = True                 # tests/conftest.py: build the course once
 
 CONFIG = """\
 c = get_config()

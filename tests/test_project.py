@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +86,48 @@ def test_readme_commands_work_from_a_fresh_clone():
     assert shell and all(ln.startswith("python3 lab.py") for ln in shell), shell
     bare = re.findall(r"(?<!\.venv/bin/)python3? -m vmemlab", readme)
     assert not bare, "python -m vmemlab needs the .venv: write python3 lab.py ..."
+
+
+_HANG = """\
+import subprocess, time
+from pathlib import Path
+
+import pytest
+
+@pytest.mark.timeout(2)
+def test_ignores_its_timeout():
+    child = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    Path("child.pid").write_text(str(child.pid))
+    try:
+        time.sleep(60)
+    except BaseException:     # pytest-timeout's Failed, swallowed
+        time.sleep(60)
+"""
+
+
+def test_a_test_past_its_timeout_is_stopped_with_what_it_started(tmp_path):
+    """pytest-timeout fails it; if it does not end, tests/conftest.py's hard stop does."""
+    (tmp_path / "conftest.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+        "from tests.conftest import pytest_runtest_protocol  # noqa: F401\n")
+    (tmp_path / "test_hang.py").write_text(_HANG)
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "-p", "no:xdist", "test_hang.py"], cwd=tmp_path, text=True,
+                         capture_output=True,
+                         env={**os.environ, "VMEMLAB_TEST_HARD_GRACE": "2"}, timeout=240)
+    assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "test_ignores_its_timeout: still running after 4 s" in res.stderr
+    pid = int((tmp_path / "child.pid").read_text())
+
+    def alive() -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+        except OSError:
+            return False
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(), "the test's child process outlived it"
 
 
 def test_ci_runs_the_readme_test_command():
