@@ -91,6 +91,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--write", action="store_true", help="add the rows to RESULTS.md")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="vmemlab-test-command-"))
+    work.chmod(0o755)     # as a clone in a home folder: other users may read it
     rows = []
     for n in range(args.runs):
         rows.append(one_run(work, n))
