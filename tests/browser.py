@@ -180,6 +180,22 @@ def voila_url(base: str, path: str) -> str:
     return f"{base}/voila/render/{path}?token={TOKEN}"
 
 
+def lab_url(base: str, notebook: str) -> str:
+    """``notebook`` alone in a fresh JupyterLab workspace (for a test with its own page)."""
+    workspace = Path(notebook).stem.replace("_", "-")
+    return f"{base}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={TOKEN}"
+
+
+@contextlib.contextmanager
+def voila(root: Path, notebook: str) -> Iterator[str]:
+    """A server of its own showing ``root/notebook`` as a Voila app; yields the app's URL.
+
+    (Tests on the shared server use ``voila_url(lab_server, path)`` instead.)
+    """
+    with jupyterlab(root) as base:
+        yield voila_url(base, notebook)
+
+
 class PageProblems:
     """Collects a page's JavaScript errors (uncaught or logged) and failed requests.
 
