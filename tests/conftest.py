@@ -59,6 +59,7 @@ def xdist_scope(nodeid: str) -> str:
 ONE_PROCESS = {"tests/test_nbgrader.py"}   # modules whose module-scoped fixture is costly
 
 
+@pytest.hookimpl(optionalhook=True)    # a hook of pytest-xdist, when it is there
 def pytest_xdist_make_scheduler(config, log):
     """pytest-xdist's "load" scheduling over :func:`xdist_scope` units.
 
