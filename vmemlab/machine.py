@@ -671,7 +671,8 @@ class Machine:
         mm = self.node.mm
         extra = {"pagetypeinfo": self.proc.pagetypeinfo(),
                  "virtio_mem": [dev.driver.view() for dev in self.virtio_mem
-                                if dev.driver.mode is not None]}
+                                if dev.driver.mode is not None],
+                 "contig": self.node.contig_runs()}
         return Snapshot(self.now, self.geometry, mm.state.copy(), mm.kind.copy(), mm.flags.copy(),
                         mm.pb_mt.copy(), mm.pb_zone.copy(), self.proc.buddyinfo(),
                         self.proc.meminfo(), extra)

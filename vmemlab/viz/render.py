@@ -11,10 +11,10 @@ artist, which cell every pixel of the axes shows.  A new state then costs
 a grid, ``set_data`` on the same image artists (so they stay the truth), a
 numpy gather of cell colours into the pixels, the overlay pixels blended
 on top, and the PNG encoding; matplotlib draws again only when the grid's
-shape or the overlays changed (memory added, a zone grew), or to hatch the
-cells of small maps.  The PNG bytes go straight into an ``ipywidgets.Image``,
-which works in JupyterLab, Voila and nbval alike (no ipympl, no ``Output``
-capture).
+shape, the overlays (memory added, a zone grew) or the legend (a class
+appeared or went) changed, or to hatch the cells of small maps.  The PNG
+bytes go straight into an ``ipywidgets.Image``, which works in JupyterLab,
+Voila and nbval alike (no ipympl, no ``Output`` capture).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .figures import DPI, FIGSIZE
+from .figures import DPI, FIGSIZE, min_text_px
 from .heatmap import draw_heatmap, image_alpha, update_heatmap
 from .palette import class_rgb
 
@@ -106,6 +106,11 @@ class HeatmapRenderer:
         self._capture_background()
 
     @property
+    def min_text_px(self) -> float:
+        """The smallest text of the picture, in pixels of the PNG."""
+        return min_text_px(self.figure)
+
+    @property
     def grid(self) -> Any:
         """The grid now shown."""
         return self.artists.grid
@@ -160,13 +165,14 @@ class HeatmapRenderer:
 
     def update(self, src: Any) -> bytes:
         """Show ``src`` (Machine, Snapshot or Frame) and return the PNG."""
-        old = self.artists.grid
+        old, old_legend = self.artists.grid, self.artists.legend
         grid = update_heatmap(self.artists, src)
         for a in self.artists.artists():
             a.set_animated(True)
         if (grid.cells.shape, grid.start_pfn, grid.pages_per_cell) != (
-                old.cells.shape, old.start_pfn, old.pages_per_cell):
-            self._capture_background()        # new axes: draw everything again
+                old.cells.shape, old.start_pfn, old.pages_per_cell) \
+                or self.artists.legend is not old_legend:
+            self._capture_background()        # new axes or legend: draw everything again
             return self.png()
         if id(getattr(self.artists, "overlay", None)) != self._overlay_key:
             self._draw_overlay()              # outlines moved: only their layer
