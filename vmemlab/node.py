@@ -71,6 +71,7 @@ class Node:
         # PageKind -> driver that migrates its own non-LRU pages (struct movable_operations)
         self.movable_ops: dict[int, Any] = {}
         self.clock = lambda: 0.0
+        self.compaction: Any = None   # vmemlab.compaction.NodeCompaction, made on first use
 
     def printk(self, message: str) -> None:
         """Append a line to the kernel log (``Machine.dmesg()`` shows it)."""

@@ -9,9 +9,10 @@ another type (``rmqueue_claim``/``rmqueue_steal`` in 6.12, the older
 ``rmqueue_fallback`` in 5.8), possibly claiming a whole pageblock.
 
 Simplifications (also in docs/glossary.md): no per-CPU page lists (a page is
-freed straight into the buddy allocator), no compaction, no OOM killer (an
-allocation that cannot be satisfied returns None), no highatomic reserve and
-no CMA (the simulated kernel is built without CONFIG_CMA).
+freed straight into the buddy allocator), no OOM killer (an allocation that
+reclaim and compaction cannot satisfy returns None), no highatomic reserve
+and no CMA (the simulated kernel is built without CONFIG_CMA).  Compaction
+is vmemlab.compaction's, with its own simplifications.
 
 Kernel: mm/page_alloc.c
 """
@@ -560,14 +561,16 @@ class AllocRequest:
 
 
 def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
-    """Allocate one block: fast path, then kswapd, the min watermark, direct reclaim.
+    """Allocate one block: fast path, then kswapd, the min watermark, direct compaction
+    and direct reclaim (``vmemlab.compaction``: order > 0 only).
 
     Returns (zone, head pfn) of a block still marked FREE in the memmap;
     ``prep_new_page`` hands it to its owner.
 
     Kernel: mm/page_alloc.c, __alloc_pages() and __alloc_pages_slowpath()
     """
-    from .reclaim import direct_reclaim, wakeup_kswapd  # reclaim frees via this module
+    from .compaction import direct_compact_after_reclaim, direct_compact_first
+    from .reclaim import direct_reclaim, wakeup_kswapd  # both free via this module
 
     zonelist = node.zonelist(req.highest)
     if not zonelist:
@@ -580,12 +583,16 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
         return got
     slow = gfp_to_alloc_flags(req.gfp, req.order)
     if slow & AllocFlags.KSWAPD:
-        wakeup_kswapd(node, req.order, req.highest)
+        wakeup_kswapd(node, req.order, req.highest, req.gfp)
     got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+    if got is None and req.order and req.gfp & _GFP_DIRECT:
+        got = direct_compact_first(node, req, slow)
     while got is None and req.gfp & _GFP_DIRECT:
         if not direct_reclaim(node, req.order, req.highest):
             break
         got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+    if got is None and req.order and req.gfp & _GFP_DIRECT:
+        got = direct_compact_after_reclaim(node, req, slow)
     if got is None and not req.gfp & _GFP_NOWARN:
         warn_alloc(node, req)
     return got
