@@ -197,10 +197,23 @@ def add_legend(ax: Any, classes: Iterable[CellClass], title: str | None = None,
                 "frameon": False, "title": title, "title_fontsize": LEGEND_PT}
         opts.update(kw)
         return ax.figure.legend(handles=handles, **opts)
-    opts = {"loc": "upper left", "bbox_to_anchor": (1.15, 1.0), "fontsize": LEGEND_PT,
-            "frameon": False, "title": title, "title_fontsize": LEGEND_PT}
+    opts = {"fontsize": LEGEND_PT, "frameon": False, "title": title,
+            "title_fontsize": LEGEND_PT}
+    if _alone_in_constrained_figure(ax):      # the layout makes room right of everything
+        opts.update({k: v for k, v in kw.items() if k != "bbox_to_anchor"})
+        opts["loc"] = "outside right upper"
+        return ax.figure.legend(handles=handles, **opts)
+    opts.update({"loc": "upper left", "bbox_to_anchor": (1.15, 1.0)})
     opts.update(kw)
     return ax.legend(handles=handles, **opts)
+
+
+def _alone_in_constrained_figure(ax: Any) -> bool:
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    fig = ax.figure
+    return (len(fig.axes) == 1 and fig.axes[0] is ax
+            and isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine))
 
 
 def legend_classes(leg: Any) -> list[CellClass]:

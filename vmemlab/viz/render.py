@@ -20,6 +20,7 @@ Voila and nbval alike (no ipympl, no ``Output`` capture).
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,12 +210,15 @@ class PlugSeriesRenderer:
     """A plugged-vs-requested chart that redraws only its lines while the time axis fits.
 
     The y axis is fixed (0 to the device's region); the time axis starts at
-    the first sample and doubles its span when a sample falls past it, the
-    only time the axes are drawn again.
+    the first sample and spans a round length (1, 2 or 5 times a power of
+    ten, at least ``min_span`` seconds) just longer than the samples, so a
+    0.3 s unplug fills the chart instead of a sliver of a minute.  When a
+    sample falls past it, the span grows to the next round length and the
+    axes are drawn again.
     """
 
     def __init__(self, series: Any, *, figsize: tuple[float, float] = FIGSIZE["series"],
-                 dpi: int = DPI, min_span: float = 60.0) -> None:
+                 dpi: int = DPI, min_span: float = 0.1) -> None:
         from .subblocks import draw_plug_series
 
         self.figure = Figure(figsize=figsize, dpi=dpi, layout="constrained")
@@ -228,6 +232,11 @@ class PlugSeriesRenderer:
         self._background: Any = None
         self._span: tuple[float, float] = (0.0, 0.0)
         self.update(series)
+
+    @property
+    def min_text_px(self) -> float:
+        """The smallest text of the chart, in pixels of the PNG."""
+        return min_text_px(self.figure)
 
     def _scaled(self, series: Any) -> list[Any]:
         scale = 1 << (30 if self.unit == "GiB" else 20)
@@ -243,10 +252,7 @@ class PlugSeriesRenderer:
         t1 = float(t[-1]) if len(t) else 0.0
         lo, hi = self._span
         if self._background is None or t0 < lo or t1 > hi:
-            span = self.min_span
-            while t0 + span <= t1:
-                span *= 2
-            self._span = (t0, t0 + span)
+            self._span = (t0, t0 + round_span(1.05 * (t1 - t0), self.min_span))
             self.ax.set_xlim(*self._span)
             for line in self.lines:
                 line.set_animated(True)
@@ -262,3 +268,13 @@ class PlugSeriesRenderer:
     def png(self) -> bytes:
         """The current pixels as PNG bytes."""
         return canvas_png(self.canvas)
+
+
+def round_span(length: float, minimum: float) -> float:
+    """The smallest of 1, 2, 5 x 10**k that is at least ``length`` and ``minimum``."""
+    want = max(float(length), float(minimum))
+    k = math.floor(math.log10(want))
+    for m in (1.0, 2.0, 5.0, 10.0):
+        if m * 10.0 ** k >= want * (1 - 1e-12):
+            return m * 10.0 ** k
+    return 10.0 ** (k + 1)
