@@ -50,7 +50,7 @@ WORKLOADS = ("page_cache", "anon", "tmpfs", "ramfs", "slab", "kernel", "page_tab
 # Sized to be shown at their natural size (one figure pixel per screen pixel) in a
 # notebook's output area at a 1400 px wide window: the maps sit side by side where
 # there is room and one above the other where not, never shrunk below it.
-PANEL_FIGSIZE = {"heatmap": (6.0, 4.8), "subblock": (5.4, 4.8), "series": (9.6, 2.6)}
+PANEL_FIGSIZE = {"heatmap": (5.3, 4.8), "subblock": (4.3, 4.8), "series": (9.6, 2.6)}
 MEMINFO_HEAD = 8
 
 
