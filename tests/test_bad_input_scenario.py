@@ -28,7 +28,7 @@ EXAMPLES = {
     "start": 'kind = "page_cache"\nrate = "4k"\nname = "bg"', "stop": 'name = "bg"',
     "release": 'name = "a"\nfraction = 0.5', "churn": "ops = 20", "online": "",
     "migration": "busy = false", "shrink_usable_region": "", "balloon": 'size = "768k"',
-    "reboot": "",
+    "drop_caches": "value = 3", "reboot": "",
 }
 BASE = """\
 title = "every action once, on a teaching machine"

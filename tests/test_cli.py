@@ -17,6 +17,7 @@ import vmemlab as vm
 from vmemlab import workload
 from vmemlab.cli import buddy_homework, main, random_ops
 from vmemlab.cli_vmem import VmemProblem, random_vmem_ops, vmem_homework
+from vmemlab.profiles import PROFILES
 
 from .conftest import teaching
 
@@ -125,7 +126,7 @@ def test_buddy_prints_null_when_memory_runs_out(capsys):
 
 
 @pytest.mark.parametrize("seed", range(25))
-@pytest.mark.parametrize("kernel", ["6.12", "5.8"])
+@pytest.mark.parametrize("kernel", list(PROFILES))
 def test_buddy_answers_equal_a_replay_on_a_fresh_machine(seed, kernel):
     """The -c answers, checked against direct alloc_pages/free_pages calls."""
     spec = random_ops(seed, 30, 60, 4, "MUR", lambda: teaching(kernel))
@@ -321,10 +322,10 @@ def test_run_prints_every_step(capsys):
     assert "  vmem0: virtio-mem-pci at 0x100000000, region 4 GiB, block 2 MiB, " \
            "requested-size 2 GiB (SBM)\n" in out
     assert ("[4] t=0.011 s  resize vmem0: requested-size 0 B  -- the host wants all of it back\n"
-            "    vmem0: requested 0 B, plugged 334 MiB, NOT reached\n"
+            "    vmem0: requested 0 B, plugged 338 MiB, NOT reached\n"
             "           last pass -EBUSY: retry later: memory could not be freed; "
             "retry timer fires at t=50.4 s\n") in out
-    assert "    vmem0: retry at t=350.4 s: -EBUSY, plugged 334 MiB\n" in out
+    assert "    vmem0: retry at t=350.4 s: -EBUSY, plugged 338 MiB\n" in out
     assert out.endswith("expectations: all 3 met\n")
 
 
@@ -366,7 +367,7 @@ def test_run_png(capsys, tmp_path):
     (["run", str(SCEN / "00_happy_path.toml"), "--param", "machine.seed=1,2"],
      "run takes one value (sweep takes several)"),
     (["run", str(SCEN / "00_happy_path.toml"), "--param", "machine.kernel=4.19"],
-     "00_happy_path.toml: machine.kernel: expected one of '5.8', '6.12', got 4.19 "
+     "00_happy_path.toml: machine.kernel: expected one of '5.8', '6.1', '6.12', '6.15', got 4.19 "
      "(set by --param)"),
     (["run", str(SCEN / "00_happy_path.toml"), "--png", "/no/such/dir/x.png"],
      "--png '/no/such/dir/x.png': No such file or directory"),

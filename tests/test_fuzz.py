@@ -9,7 +9,9 @@ sysfs writes (online, offline, online_kernel, online_movable, the online
 attribute, auto_online_blocks, the parameters, and garbage), DIMMs added
 and removed, virtio-mem requested-size changes and live migration, the
 balloon, guest activities of every kind, background activities, churn,
-run() and settle(), reboots, and bad input (which must change nothing).
+overcommit that calls the OOM killer, compaction (whole node or one zone
+to an order), drop_caches, run() and settle(), reboots, and bad input
+(which must change nothing).
 After every step: ``validate()`` and page conservation.
 
 A failure names the configuration, the seed and the step, and the last
@@ -321,6 +323,31 @@ class Fuzz:
                   max_order=int(self.rng.integers(0, self.geo.max_page_order + 1)))
         return f"{s.allocated} allocated, {s.freed} freed"
 
+    def op_oom(self) -> str:
+        """Anonymous memory beyond what is free: reclaim, then the OOM killer picks."""
+        free = self.m.proc.meminfo_kb("MemFree") << 10
+        size = (free + self.pages(free >> self.geo.page_shift)) >> self.geo.page_shift
+        act = self.m.activity("anon", size=max(1, size) << self.geo.page_shift,
+                              oom_score_adj=self.pick((-1000, 0, 0, 500, 1000)))
+        return f"{act!r}, {self.m.node.vm_events.get('oom_kill', 0)} killed so far"
+
+    def op_compact(self) -> str:
+        if self.chance(0.5):
+            runs = self.m.compact_memory()
+            return f"compact_memory: {sum(cc.stats.nr_migrated for cc in runs)} moved"
+        zone = self.pick([z for z in self.m.node.zones if z.managed()])
+        order = int(self.rng.integers(-1, self.geo.max_page_order + 1))
+        cc = self.m.compact_zone(zone.name, order)
+        return f"{zone.name} order {order}: {cc.result.name}, {cc.stats.nr_migrated} moved"
+
+    def op_drop_caches(self) -> str:
+        value = self.pick((1, 2, 3))
+        if self.chance(0.5):
+            self.m.drop_caches(value)
+        else:
+            self.m.sysfs.write("/proc/sys/vm/drop_caches", f"{value}\n")
+        return f"drop_caches {value}"
+
     # -- time and reboot ----------------------------------------------------------
     def op_time(self) -> str:
         if self.chance(0.5):
@@ -348,8 +375,8 @@ class Fuzz:
 
 WEIGHTS = {"alloc": 14, "free": 10, "bulk": 4, "contig": 8, "contig_free": 4,
            "contig_pages": 2, "sysfs": 8, "dimm": 2, "remove": 1, "resize": 6, "balloon": 2,
-           "activity": 8, "release": 6, "background": 2, "churn": 2, "time": 8, "reboot": 1,
-           "bad": 3}
+           "activity": 8, "release": 6, "background": 2, "churn": 2, "oom": 1, "compact": 3,
+           "drop_caches": 2, "time": 8, "reboot": 1, "bad": 3}
 
 # The test suite fuzzes TOTAL_STEPS steps whatever the number of profiles.  An x86-64
 # step validates a 4.5 GiB address space and costs about 20 teaching steps, so each

@@ -9,6 +9,9 @@ import pytest
 
 import vmemlab as vm
 from vmemlab.constants import MigrateType
+from vmemlab.freelist import add_to_free_list, del_page_from_free_list
+from vmemlab.page_isolation import start_isolate_page_range
+from vmemlab.profiles import PROFILES
 
 from .conftest import teaching
 
@@ -164,9 +167,9 @@ def test_offline_of_an_8g_guest_with_a_2s_budget_is_quick():
     and one with only anonymous memory give -EINTR after 2 simulated seconds; one with a
     kernel page -EBUSY at once."""
     m = vm.Machine(boot_memory=8 * vm.GiB, seed=0)
-    m.activity("anon", size="1G")
-    pin = m.activity("pin", size=16 * 4096)
-    m.activity("anon", size=m.proc.meminfo_kb("MemFree") * 1024)
+    m.activity("anon", size="1G", oom_score_adj=-1000)
+    pin = m.activity("pin", size=16 * 4096, oom_score_adj=-1000)
+    m.activity("anon", size=m.proc.meminfo_kb("MemFree") * 1024, oom_score_adj=-1000)
     mm, per = m.node.mm, m.geometry.pages_per_memory_block
     kinds = {b.id: set(mm.kind[b.start_pfn:b.end_pfn][mm.state[b.start_pfn:b.end_pfn]
                                                       == vm.PageState.ALLOCATED].tolist())
@@ -198,6 +201,38 @@ def test_validate_between_contig_range_phases(kernel, lo, hi):
         m.validate()
     assert phases[0] == [("alloc_contig_range", c.phases[1])]
     assert phases[-1] == [] and isolated_pageblocks(m) == []
+
+
+def split_free_block(zone, head: int) -> None:
+    """Leave the two halves of the free block at ``head`` unmerged, on the same list."""
+    mm = zone.node.mm
+    order, mt = int(mm.order[head]), int(mm.owner[head])
+    del_page_from_free_list(zone, head, order, mt)
+    for half in (head, head + (1 << order - 1)):
+        add_to_free_list(zone, half, order - 1, mt)
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+def test_validate_accepts_exactly_the_unmerged_buddies_the_kernel_leaves(kernel):
+    """Two isolated pageblocks may keep free buddies of pageblock order unmerged (isolation
+    moves free blocks without merging them); smaller buddies, or buddies in Movable
+    pageblocks, always merge."""
+    m = teaching(kernel)
+    zone, pb = m.zone("Normal"), m.geometry.pageblock_nr_pages
+    split_free_block(zone, 4 * pb)
+    with pytest.raises(vm.ValidationError, match="were not merged"):
+        m.validate()
+    m = teaching(kernel)
+    zone = m.zone("Normal")
+    m.node.begin_isolation("test", 0, 2 * pb)
+    assert start_isolate_page_range(m.node, 0, 2 * pb) == 0
+    if m.node.mm.order[0] > m.geometry.pageblock_order:     # 5.8 moves the block whole
+        split_free_block(zone, 0)
+    assert m.node.mm.order[0] == m.node.mm.order[pb] == m.geometry.pageblock_order
+    m.validate()
+    split_free_block(zone, 0)
+    with pytest.raises(vm.ValidationError, match="free buddies 0x0 and 0x4 of order 2"):
+        m.validate()
 
 
 def test_an_abandoned_contig_range_stays_owned():
@@ -356,4 +391,70 @@ def test_a_folio_freed_while_its_destination_is_allocated_is_done(monkeypatch, b
     else:
         assert migrate.move_folio(m.node, int(srcs[0]), gfp) == 0
     assert anon.resident == 0
+    m.validate()
+
+
+def test_compaction_for_a_reclaimable_allocation_moves_balloon_pages():
+    """Direct compaction for a __GFP_RECLAIMABLE allocation moved balloon pages with that
+    gfp plus __GFP_MOVABLE, which the allocator refuses (mutually exclusive): the fuzz's
+    churn met it as a ValueError.  A balloon page's new home is a movable page."""
+    from vmemlab.compaction import CompactControl, compact_zone
+
+    m = teaching()
+    anon = m.activity("anon", size=64 * 4096)
+    m.add_virtio_balloon().set_memory(128 * 4096)
+    m.run(1)
+    anon.release(1.0)
+    gfp = int(vm.parse_gfp("GFP_KERNEL | __GFP_RECLAIMABLE"))
+    cc = CompactControl(m.zone("Normal"), -1, gfp=gfp, migratetype=int(MigrateType.RECLAIMABLE))
+    compact_zone(cc)
+    assert m.node.vm_events.get("balloon_migrate", 0) > 0
+    m.validate()
+
+
+def test_compaction_leaves_pages_another_migration_has_isolated():
+    """A page taken off the LRU by a migration in progress (alloc_contig_range, offline)
+    is not on the LRU for compaction's migrate scanner either (PageLRU clear)."""
+    from vmemlab.compaction import CompactControl, compact_zone
+    from vmemlab.constants import PageFlag
+
+    m = teaching()
+    anon = m.activity("anon", size=64 * 4096)
+    anon.release(0.5)
+    taken = anon.pages()[:4]
+    m.node.mm.set_flag(taken, PageFlag.ISOLATED)
+    cc = CompactControl(m.zone("Normal"), -1)
+    compact_zone(cc)
+    assert cc.stats.nr_migrated > 0 and not set(cc.stats.failed) & set(taken.tolist())
+    assert np.isin(m.node.mm.owner[taken], anon.owner_ids).all()          # not moved
+    assert (m.node.mm.flags[taken] & PageFlag.ISOLATED).all()
+    m.node.mm.clear_flag(taken, PageFlag.ISOLATED)
+    assert set(taken.tolist()) <= set(anon.pages().tolist())
+    m.validate()
+
+
+def test_a_later_folio_of_the_batch_freed_meanwhile_is_done(monkeypatch):
+    """The OOM killer, invoked while one folio's destination is allocated, kills the
+    process of a folio later in the same batch: when its turn comes it is gone, so
+    there is nothing to move (migrate_folio_unmap(): freed from under us)."""
+    from vmemlab import migrate
+
+    m = teaching()
+    first = m.activity("anon", size=4 * 4096)
+    later = m.activity("anon", size=4 * 4096)
+    start, end = int(first.pages()[0]), int(later.pages()[-1]) + 1
+    held = first.resident
+    real = migrate.alloc_block
+    monkeypatch.setattr(migrate, "_fast_path_room", lambda node, gfp: 0)   # the batch loop
+
+    def oom_kills_later(*args, **kw):
+        if not later.killed:
+            later.exit()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(migrate, "alloc_block", oom_kills_later)
+    gfp = int(vm.parse_gfp("GFP_HIGHUSER_MOVABLE"))
+    rc, stats = migrate.migrate_range(m.node, start, end, gfp, int(vm.ZoneType.NORMAL))
+    assert rc == 0 and stats.nr_migrated == len(first.pages()) >= 4
+    assert later.resident == 0 and first.resident == held
     m.validate()

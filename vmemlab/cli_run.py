@@ -14,7 +14,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from .cli_common import UsageError, check_output_path, write_png
+from .cli_common import UsageError, check_output_path, load_viz, write_png
 from .scenario import (
     ACTION_HELP,
     ACTIONS,
@@ -110,6 +110,8 @@ def run_run(args: argparse.Namespace) -> int:
 
     check_output_path("--png", args.png)
     sc = load(args.scenario, args.param)
+    if args.png:
+        load_viz("--png", args.png)   # no matplotlib: say so now, not after the whole run
 
     def show(result: RunResult, res: StepResult) -> None:
         i = len(result.steps) - 1

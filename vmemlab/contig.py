@@ -4,11 +4,13 @@
 allocator, whatever is in it now.  The kernel does it in phases, and so does
 ``ContigRange``, which can run one phase at a time for a step-through:
 
-1. **isolate**: mark the range's pageblocks MIGRATE_ISOLATE (6.12: the
+0. **gfp** (6.14+): unsupported gfp flags give -EINVAL before anything
+   else; __GFP_COMP asks for one compound page (profile ``contig_gfp_check``).
+1. **isolate**: mark the range's pageblocks MIGRATE_ISOLATE (5.19+: the
    pageblocks covering it; 5.8: the 4 MiB-aligned blocks around it, so an
    unmovable page in the *neighbouring* pageblock makes a 2 MiB request
    fail).  An unmovable page: -EBUSY.
-2. **drain**: empty per-CPU free lists (vmemlab has none; shown as a no-op).
+2. **drain**: empty the per-CPU free lists of the zone (drain_all_pages()).
 3. **migrate**: move every movable page out (-ENOMEM, -EINTR stop here;
    -EBUSY is noted and left for the test to catch).
 4. **test**: every page must now be free on an isolated block, else -EBUSY.
@@ -34,8 +36,18 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from .checks import check_int
-from .constants import EBUSY, EINTR, EINVAL, ENOMEM, MigrateType, PageKind, PageState, errname
-from .freelist import del_page_from_free_list
+from .constants import (
+    EBUSY,
+    EINTR,
+    EINVAL,
+    ENOMEM,
+    MIGRATE_TYPES,
+    MigrateType,
+    PageKind,
+    PageState,
+    errname,
+)
+from .freelist import account_freepages, del_page_from_free_list, groups
 from .gfp import Gfp, format_gfp, gfp_zone, parse_gfp
 from .migrate import MigrateStats, migrate_range
 from .page_isolation import (
@@ -101,7 +113,7 @@ def check_range(node: Node, start: int, end: int) -> None:
 
 
 def verify_gfp(gfp: int) -> int:
-    """0, or -EINVAL for flags alloc_contig_range() does not support (6.12.y).
+    """0, or -EINVAL for flags alloc_contig_range() does not support (6.14+).
 
     Zone, mobility and placement hints are ignored; only reclaim flags and
     a few action flags are allowed.  Kernel: __alloc_contig_verify_gfp_mask()
@@ -202,10 +214,13 @@ class ContigRange:
         return 0, f"pageblocks [{lo:#x}, {hi:#x}) are MIGRATE_ISOLATE"
 
     def _drain(self) -> tuple[int, str]:
+        from .pcp import drain_all_pages
+
         self.cost_ns += DRAIN_NS
-        what = ("lru_add_drain_all()" if self.node.profile.drain_per_pageblock
+        what = ("lru_add_drain_all(), drain_all_pages()" if self.node.profile.drain_per_pageblock
                 else "drain_all_pages(zone)")
-        return 0, f"{what}: vmemlab keeps no per-CPU lists, nothing to drain"
+        freed = drain_all_pages(self.node, self.zone)
+        return 0, f"{what}: {freed} pages back from the per-CPU lists"
 
     def _migrate(self) -> tuple[int, str]:
         zone_idx = self.zone.zid if self.zone is not None else -1
@@ -243,6 +258,8 @@ class ContigRange:
         owner = node.new_owner(PageKind.KERNEL, f"{self.name} [{self.start:#x}, {self.end:#x})")
         owner.contig = True
         self.owner = owner.id
+        if self._take_tiled():
+            return 0, f"took [{self.outer_start:#x}, {self.outer_end:#x}) off the free lists"
         pfn, taken = self.outer_start, []
         while pfn < self.end:
             zone = node.page_zone(pfn)
@@ -261,6 +278,34 @@ class ContigRange:
         self.cost_ns += (self.outer_end - self.outer_start) * NS_PER_PAGE_SCANNED
         return 0, f"took [{self.outer_start:#x}, {self.outer_end:#x}) off the free lists"
 
+    def _take_tiled(self) -> bool:
+        """_take() at once when free blocks of the zone tile the range (the usual case).
+
+        Taking blocks off lists in another order leaves the same lists; the
+        pages end up as the block-by-block walk leaves them.  False (nothing
+        changed) when the walk would stop somewhere: it then runs as is.
+        """
+        node, mm = self.node, self.node.mm
+        lo, hi = self.outer_start, self.end
+        heads = lo + np.flatnonzero((mm.state[lo:hi] == _FREE) & (mm.order[lo:hi] >= 0))
+        orders = mm.order[heads].astype(np.int64)
+        ends = heads + np.left_shift(1, orders)
+        if (self.zone is None or not len(heads) or heads[0] != lo or ends[-1] < hi
+                or np.any(heads[1:] != ends[:-1])
+                or np.any(mm.pb_zone[heads >> node.geo.pageblock_order] != self.zone.zid)):
+            return False
+        lists = mm.owner[heads].astype(np.int64)
+        area = self.zone.free_area
+        for key, sel in groups(orders * MIGRATE_TYPES + lists):
+            order, mt = divmod(key, MIGRATE_TYPES)
+            area[order].free_list[mt].remove_many(heads[sel])
+            account_freepages(self.zone, -int(np.left_shift(1, orders[sel]).sum()), mt)
+        self.outer_end = int(ends[-1])
+        mm.mark_allocated(self.outer_start, self.outer_end, PageKind.KERNEL, self.owner, 0)
+        self.zone.nr_kind[PageKind.KERNEL] += self.outer_end - self.outer_start
+        self.cost_ns += (self.outer_end - self.outer_start) * NS_PER_PAGE_SCANNED
+        return True
+
     def _release(self, taken: list[tuple[int, int]]) -> None:
         from .freelist import add_to_free_list
 
@@ -269,7 +314,7 @@ class ContigRange:
 
     def _trim(self) -> tuple[int, str]:
         node = self.node
-        if self.gfp & int(Gfp.COMP):
+        if node.profile.contig_gfp_check and self.gfp & int(Gfp.COMP):   # 6.14+
             nr = self.end - self.start
             if nr & (nr - 1) or self.start & (nr - 1):
                 node.printk(f"WARNING: alloc_contig_range: [{self.start:x}, {self.end:x}) "
@@ -296,8 +341,8 @@ class ContigRange:
     def _undo_after_failed_isolation(self) -> bool:
         """Whether a failed isolation still runs the undo step.
 
-        6.12 jumps to ``done:`` (undo_isolate_page_range(), a no-op there);
-        5.8 returned at once, and so does the -EINVAL gfp check, which runs
+        5.19+ jumps to ``done:`` (undo_isolate_page_range(), a no-op there);
+        5.8 returned at once, and so does 6.14's -EINVAL gfp check, which runs
         before anything is isolated.  The same v5.19 rework that made
         isolation pageblock-granular (``contig_align``) added the jump.
         """

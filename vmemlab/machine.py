@@ -24,8 +24,17 @@ from typing import Any
 import numpy as np
 
 from . import charmap
-from .activity import ACTIVITY_CLASSES, SPECS, Activity, FilesActivity
-from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all
+from .activity import (
+    ACTIVITY_CLASSES,
+    FILE_SYSTEMS,
+    SPECS,
+    Activity,
+    FilesActivity,
+    UnitActivity,
+    round_pipe_size,
+)
+from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all, q35_reserve
+from .bootmem import BootMemory, boot_kernel
 from .bulk import alloc_pages_bulk
 from .checks import (
     INT_MAX,
@@ -35,6 +44,13 @@ from .checks import (
     check_int,
     check_number,
     check_seconds,
+)
+from .compaction import (
+    CompactControl,
+    MigrateMode,
+    compact_nodes,
+    compact_zone,
+    compaction_cost_s,
 )
 from .constants import (
     ENODEV,
@@ -48,11 +64,16 @@ from .constants import (
     parse_size,
 )
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
+from .drop_caches import drop_caches
 from .hypervisor import VIRTIO_MEM_MIN_BLOCK_SIZE, VirtioMemDevice, check_requested_size
+from .kernel_activity import KernelActivity
+from .memblock import KERNEL_SECTIONS, boot_config
 from .memory_hotplug import ONLINE_TYPES, MemoryHotplug
 from .node import Node
+from .oom import check_oom_score_adj
 from .page_alloc import AllocRequest, alloc_pages, free_pages
 from .page_offline import generic_online_page
+from .pcp import Pagesets
 from .procfs import ProcFS
 from .profiles import DEFAULT_KERNEL, KernelProfile, profile
 from .slab import DENTRY
@@ -64,6 +85,7 @@ from .virtio_mem_driver import VirtioMemDriver
 from .zone import init_per_zone_wmark_min
 
 LARGE_BLOCK_BOOT_END = 64 * GiB     # MEM_SIZE_FOR_LARGE_BLOCK
+FIRST_PID = 1000                    # pids of the lab's processes start here
 MAX_BLOCK_SIZE = 2 * GiB
 
 
@@ -150,18 +172,30 @@ class Machine:
     """A booted guest.
 
     ``boot_memory`` is the RAM QEMU gives the guest (``-m``); ``kernel``
-    picks the profile ("6.12" or "5.8"); ``geometry`` is "x86_64" (a q35
-    guest) or "teaching" (a tiny flat machine for hand exercises).
+    picks the profile, an upstream release ("5.8", "6.1", "6.12", "6.15");
+    ``geometry`` is "x86_64" (a q35 guest) or "teaching" (a tiny flat
+    machine for hand exercises).
     ``online_policy`` and ``auto_online_blocks`` are the memory-hotplug
-    settings of the same names.  ``seed`` seeds the one random generator;
-    ``trace=True`` records events and frames.
+    settings of the same names.  ``cpus``, ``maxmem`` and ``slots`` are
+    QEMU's ``-smp`` and ``-m size,maxmem=,slots=``: the default (2 CPUs,
+    maxmem sized for whatever devices are added) is the reference VM of a
+    virtio-mem guest; ``maxmem=boot_memory`` is a guest without memory
+    hotplug, which has no swiotlb below 4 GiB of RAM (vmemlab.memblock).
+    ``seed`` seeds the one random generator (and, with the boot count, the
+    boot's KASLR slot and timing); ``trace=True`` records events and frames.
+    ``kernel_activity`` turns the kernel's own allocations after boot on or
+    off (hotplug metadata and a steady slab churn, see
+    vmemlab.kernel_activity); by default it is on for the x86-64 geometry
+    and off for the teaching one.
     """
 
     def __init__(self, boot_memory: int | str = 2 * GiB, kernel: str = DEFAULT_KERNEL,
                  online_policy: str = "contig-zones", auto_online_blocks: str = "online",
                  seed: int = 0, geometry: str | Geometry = "x86_64",
                  trace: bool | Trace = False, min_free_kbytes: int | None = None,
-                 mobility_grouping: bool = True, auto_movable_ratio: int = 301) -> None:
+                 mobility_grouping: bool = True, auto_movable_ratio: int = 301,
+                 cpus: int = 2, maxmem: int | str | None = None,
+                 slots: int | None = None, kernel_activity: bool | None = None) -> None:
         geo = _geometry(geometry)
         prof = profile(kernel)
         asked, boot_memory = boot_memory, parse_size(boot_memory)
@@ -174,8 +208,12 @@ class Machine:
         check_bool("mobility_grouping", mobility_grouping)
         if not isinstance(trace, Trace):
             check_bool("trace", trace)
+        if kernel_activity is not None and not isinstance(kernel_activity, (bool, np.bool_)):
+            raise ValueError(f"kernel_activity={kernel_activity!r} must be True, False or None "
+                             "(None: on for the x86-64 geometry)")
         layout = boot_layout(geo, boot_memory)
         check_capacity(geo, layout.end_pfn, f"boot_memory={asked!r}")
+        self.boot_config = boot_config(boot_memory, cpus, maxmem, slots)
         geo = dataclasses.replace(geo, memory_block_size=probe_memory_block_size(
             geo, layout.end_pfn << geo.page_shift))
         self.geometry = geo
@@ -187,14 +225,17 @@ class Machine:
         # The kernel command line / config: every boot starts from these.
         self.boot_settings = {"online_policy": online_policy,
                               "auto_online_blocks": auto_online_blocks,
-                              "auto_movable_ratio": auto_movable_ratio}
+                              "auto_movable_ratio": auto_movable_ratio,
+                              "kernel_activity": (geo.layout == "q35" if kernel_activity is None
+                                                  else kernel_activity)}
         self.min_free_kbytes = min_free_kbytes
         self.mobility_grouping = mobility_grouping
         self.now = 0.0
         self._timers: list[tuple[float, int, Callable[[], None], bool, int]] = []
         self._seq = itertools.count()
         self._pending_work = 0
-        self._ticking: list[tuple[Activity, float, int, int | None]] = []  # start_activity()
+        self._ticking: list[tuple[Activity, float, int, int | None, bool]] = []
+        self._until = 0.0     # where the running run()/settle() stops
         self.epoch = 0        # guest boots; events of an earlier boot are dropped
         self.boots = 0
         self.trace: Trace | NullTrace = self._make_trace(trace)
@@ -220,16 +261,34 @@ class Machine:
         self.auto_movable_ratio: int = self.boot_settings["auto_movable_ratio"]
         self.activities: list[Activity] = []
         self.slab_caches: dict = {}
+        self._pids = itertools.count(FIRST_PID)
+        self.shell_pid = self.new_pid()     # the root shell that echoes into /proc
+        self.drop_caches_quiet = False      # drop_caches' "stfu" (bit 4 written once)
+        boot_rng = np.random.default_rng([self.seed, self.boots])   # KASLR, boot timing
+        if geo.layout == "q35":
+            q35_reserve(geo, self.layout, self.boot_config, self.max_possible_pfn, boot_rng)
         self.node = Node(geo, prof, self.layout.end_pfn, self.trace, self.min_free_kbytes,
                          self.mobility_grouping)
         self.node.clock = lambda: self.now
+        self.node.pagesets = Pagesets(self.node, self.boot_config.cpus)
+        self.node.activities = self.activities      # the OOM killer's task list
         if self.device_regions:
             self.ensure_pfns(max(a + s for a, s, _ in self.device_regions) >> geo.page_shift)
         free_area_init(self.node, self.layout)
         memblock_free_all(self.node, self.layout)
-        init_per_zone_wmark_min(self.node)
+        self.hotplug = MemoryHotplug(self)      # memory_dev_init(), during the boot
+        self.kernel_activity: KernelActivity | None = None
+        if self.boot_settings["kernel_activity"]:
+            self.kernel_activity = KernelActivity(self)
+        kernel_objects = self.kernel_activity.boot if self.kernel_activity else None
+        self.bootmem: BootMemory | None = None
+        if geo.layout == "q35":
+            self.bootmem = boot_kernel(self, self.boot_config, boot_rng, kernel_objects)
+        else:
+            init_per_zone_wmark_min(self.node)
+            if kernel_objects:
+                kernel_objects()
         self.proc = ProcFS(self)
-        self.hotplug = MemoryHotplug(self)
         self.sysfs = Sysfs(self)
         for dimm in self.dimms:       # ACPI finds the DIMMs again at boot
             self._add_dimm_memory(dimm)
@@ -277,12 +336,56 @@ class Machine:
         end = self.layout.end_pfn << geo.page_shift
         return -(-end // geo.memory_block_size) * geo.memory_block_size
 
+    @property
+    def device_memory_size(self) -> int | None:
+        """Bytes of QEMU's device-memory region: maxmem - RAM, plus 1 GiB per slot.
+
+        None when ``maxmem`` was left to be sized for the devices.
+        QEMU: hw/i386/pc.c pc_memory_init() (enforce_aligned_dimm)
+        """
+        cfg = self.boot_config
+        if cfg.maxmem is None:
+            return None
+        return cfg.maxmem - self.boot_memory + GiB * (cfg.slots or 0)
+
+    @property
+    def max_possible_pfn(self) -> int:
+        """The highest pfn memory may ever have: RAM, or the hotpluggable range QEMU's
+        SRAT announces (the device-memory region).  Kernel: max_possible_pfn,
+        drivers/acpi/numa/srat.c acpi_numa_memory_affinity_init()
+        """
+        end = self.layout.end_pfn
+        size = self.device_memory_size
+        if size is None or size > 0:
+            region = size if size else max(self.geometry.memory_block_size,
+                                           sum(s for _, s, _ in self.device_regions))
+            end = max(end, (self.device_memory_base + region) >> self.geometry.page_shift)
+        return end
+
+    def _check_device_memory(self, size: int) -> None:
+        """QEMU's memory_device_check_addable(): maxmem bounds what devices may add."""
+        total = self.device_memory_size
+        if total is None:
+            return
+        if total == 0:
+            raise ValueError("the configuration is not prepared for memory devices (e.g., "
+                             "for memory hotplug), consider specifying the maxmem option "
+                             f"(maxmem={self.boot_config.maxmem} equals boot_memory)")
+        used = sum(s for _, s, _ in self.device_regions)
+        if used + size > self.boot_config.maxmem - self.boot_memory:
+            raise ValueError(f"not enough space, currently {used:#x} in use of total space "
+                             f"for memory devices {self.boot_config.maxmem - self.boot_memory:#x}"
+                             f" (size={size:#x}, maxmem={self.boot_config.maxmem:#x})")
+
     def allocate_device_region(self, size: int, align: int, name: str,
                                what: str = "") -> int:
         """Place a memory device in the device-memory region, first fit, aligned.
 
-        QEMU: hw/mem/memory-device.c, memory_device_get_free_addr()
+        With ``maxmem`` given, QEMU refuses a device that does not fit.
+        QEMU: hw/mem/memory-device.c, memory_device_pre_plug(),
+        memory_device_get_free_addr()
         """
+        self._check_device_memory(size)
         addr = self.device_region_addr(size, align, what or f"{name}: size={size}")
         self.device_regions.append((addr, size, name))
         self.ensure_pfns((addr + size) >> self.geometry.page_shift)
@@ -325,6 +428,10 @@ class Machine:
         if size <= 0 or size % bsize:
             raise ValueError(f"size={size} must be a positive multiple of the memory block "
                              f"size ({format_size(bsize)})")
+        slots = self.boot_config.slots
+        if slots is not None and len(self.dimms) >= slots:
+            raise ValueError("no slots where allocated, please specify the 'slots' option"
+                             if not slots else f"no free slots available (slots={slots})")
         name = f"dimm{len(self.dimms)}"
         addr = self.allocate_device_region(size, bsize, name, f"{name}: size={size}")
         dimm = Dimm(name, addr, size, 0)
@@ -526,14 +633,24 @@ class Machine:
         return "".join(f"[{t:12.6f}] {msg}\n" for t, msg in entries)
 
     def _memory_line(self) -> str:
-        """The "Memory: .../... available" line of mem_init()."""
+        """The "Memory: .../... available" line of mem_init_print_info().
+
+        Available is what memblock_free_all() and deferred init hand out;
+        the kernel image's parts are listed as the kernel lists them.
+        """
         shift = self.geometry.page_shift
         phys = sum(e - s for s, e in self.layout.memory) << shift
         reserved = sum(min(r.end_pfn, e) - max(r.start_pfn, s) for r in self.layout.reserved
                        for s, e in self.layout.memory if max(r.start_pfn, s) < min(r.end_pfn, e))
         total = phys - (reserved << shift)
+        parts = ""
+        if self.geometry.layout == "q35":
+            sizes = {s.name: s.size >> 10 for s in KERNEL_SECTIONS}
+            parts = (f"{sizes['text']}K kernel code, {sizes['data']}K rwdata, "
+                     f"{sizes['rodata']}K rodata, {sizes['init']}K init, "
+                     f"{sizes['bss'] + sizes['brk']}K bss, ")
         return (f"Memory: {total >> 10}K/{phys >> 10}K available "
-                f"({reserved << shift >> 10}K reserved)")
+                f"({parts}{reserved << shift >> 10}K reserved, 0K cma-reserved)")
 
     def __repr__(self) -> str:
         rows = dict(self.proc.meminfo_rows())
@@ -584,34 +701,63 @@ class Machine:
         """Give back pages from alloc_contig_range(); returns the count still in use."""
         return free_contig_range(self.node, pfn, nr_pages)
 
+    def compact_memory(self) -> list[CompactControl]:
+        """``echo 1 > /proc/sys/vm/compact_memory``: compact every zone, synchronously.
+
+        Returns one CompactControl per zone (``compaction_summary`` prints
+        them); the simulated clock advances by their cost.
+        """
+        runs = compact_nodes(self.node)
+        self.advance(compaction_cost_s(runs, self.geometry.page_shift))
+        return runs
+
+    def compact_zone(self, zone: str | ZoneType, order: int = -1) -> CompactControl:
+        """Compact one zone synchronously from both ends; with ``order`` >= 0, stop as soon
+        as a free block of that order exists (what kcompactd does for an order)."""
+        if not isinstance(order, int) or isinstance(order, bool) \
+                or not -1 <= order <= self.geometry.max_page_order:
+            raise ValueError(f"order={order!r} must be -1 (the whole zone) or 0.."
+                             f"{self.geometry.max_page_order}")
+        z = self.zone(zone)
+        if not z.managed():
+            raise ValueError(f"zone {z.name} has no memory to compact")
+        cc = CompactControl(z, order, MigrateMode.MIGRATE_SYNC, highest_zoneidx=z.idx)
+        compact_zone(cc)
+        self.advance(compaction_cost_s([cc], self.geometry.page_shift))
+        return cc
+
     def alloc_contig_pages(self, nr_pages: int, gfp: str | int = "GFP_KERNEL") -> int | None:
         """Find and take ``nr_pages`` contiguous pages; the first pfn or None."""
         return alloc_contig_pages(self.node, nr_pages, gfp)
 
     # -- activities ----------------------------------------------------------
     def activity(self, kind: str, size: int | str | None = None, count: int | None = None,
-                 name: str | None = None) -> Activity:
+                 name: str | None = None, pipe_size: int | str | None = None,
+                 oom_score_adj: int = 0, fs: str = "tmpfs") -> Activity:
         """Start a named guest activity holding memory; see vmemlab.activity.
 
         ``size`` (bytes, or "256M") for page-based kinds; ``count`` for files
-        (number of files) and pipes (number of full 64 KiB pipes).
+        (number of files, on ``fs`` "tmpfs" or "ext4") and pipes (number of
+        full pipes of ``pipe_size`` bytes, 64 KiB by default).  Processes
+        (anon, pin, pipes) take an ``oom_score_adj`` for the OOM killer.
         """
-        _check_kind(kind, SPECS)
+        self._check_activity(kind, pipe_size, oom_score_adj)
         _check_name(name)
         if kind == "files":
             if count is None or size is not None:
                 raise ValueError(f"files take count= (the number of files), not "
                                  f"size={size!r}")
             _check_count(count, self._max_files())
+            if fs not in FILE_SYSTEMS:
+                raise ValueError(f"fs={fs!r} is not one of {list(FILE_SYSTEMS)}")
         else:
-            nr_pages = self._activity_pages(kind, size, count)
-        act = ACTIVITY_CLASSES.get(kind, Activity)(self, kind,
-                                                    name or f"{kind}#{len(self.activities)}")
+            nr_pages = self._activity_pages(kind, size, count, pipe_size)
+        act = self._new_activity(kind, name, pipe_size, oom_score_adj, fs)
+        self.activities.append(act)
         if isinstance(act, FilesActivity):
             act.create(count)
         else:
             act.allocate(nr_pages)
-        self.activities.append(act)
         return act
 
     def _max_files(self) -> int:
@@ -621,30 +767,40 @@ class Machine:
 
     def start_activity(self, kind: str, rate: int | str, interval: float = 1.0,
                        limit: int | str | None = None, release_fraction: float = 0.0,
-                       name: str | None = None) -> Activity:
+                       name: str | None = None, pipe_size: int | str | None = None,
+                       oom_score_adj: int = 0, repeat: bool = False) -> Activity:
         """An activity that keeps running on the simulated clock.
 
         Every ``interval`` seconds it allocates ``rate`` bytes per second
         (a growing page cache, a leaking daemon) and, with
         ``release_fraction``, frees that share of what it holds (churn).
-        It stops at ``limit`` bytes requested, or when ``act.stop()`` is called.
+        It stops at ``limit`` bytes requested, when ``act.stop()`` is called,
+        or when the OOM killer kills it.  With ``repeat`` it instead frees
+        everything once it holds ``limit`` bytes and starts over, as
+        ``stress --vm`` does (malloc, touch, free, again).
         """
+        check_bool("repeat", repeat)
+        if repeat and limit is None:
+            raise ValueError("repeat=True needs a limit= (the bytes touched per round)")
         if not isinstance(kind, str) or kind not in SPECS or kind in ("files", "pin"):
             raise ValueError(f"kind={kind!r} cannot run in the background; use one of "
                              f"{sorted(set(SPECS) - {'files', 'pin'})}")
         check_seconds("interval", interval, positive=True)
         check_number("release_fraction", release_fraction, 0.0, 1.0)
         _check_name(name)
-        per_tick = self._activity_pages(kind, int(parse_size(rate) * interval), None)
+        self._check_activity(kind, pipe_size, oom_score_adj)
+        per_tick = self._activity_pages(kind, int(parse_size(rate) * interval), None, pipe_size)
         cap = None if limit is None else parse_size(limit)
-        act = ACTIVITY_CLASSES.get(kind, Activity)(self, kind,
-                                                   name or f"{kind}#{len(self.activities)}")
+        act = self._new_activity(kind, name, pipe_size, oom_score_adj)
         self.activities.append(act)
-        self._ticking.append((act, float(interval), per_tick << self.geometry.page_shift, cap))
+        self._ticking.append((act, float(interval), per_tick << self.geometry.page_shift, cap,
+                              repeat))
 
         def tick() -> None:
-            if act.stopped or (cap is not None and act.requested >= cap):
+            if act.stopped or (cap is not None and not repeat and act.requested >= cap):
                 return
+            if repeat and cap is not None and act.resident >= cap:
+                act.release(1.0)
             if release_fraction:
                 act.release(release_fraction)
             act.allocate(per_tick)
@@ -653,8 +809,44 @@ class Machine:
         self.call_later(0.0, tick)
         return act
 
-    def _activity_pages(self, kind: str, size: int | str | None, count: int | None) -> int:
-        unit = SPECS[kind].unit_pages
+    def drop_caches(self, value: int = 3) -> None:
+        """``echo VALUE > /proc/sys/vm/drop_caches``: 1 page cache, 2 dentries/inodes, 3 both.
+
+        See vmemlab.drop_caches; ValueError unless VALUE is 1 to 4.
+        """
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4:
+            raise ValueError(f"value={value!r} must be an int from 1 to 4 (1 page cache, "
+                             "2 dentries and inodes, 3 both, 4 quiet)")
+        drop_caches(self, value)
+
+    def new_pid(self) -> int:
+        """The next process id of this boot (alloc_pid())."""
+        return next(self._pids)
+
+    @staticmethod
+    def _check_activity(kind: str, pipe_size: int | str | None, oom_score_adj: int) -> None:
+        _check_kind(kind, SPECS)
+        check_oom_score_adj(oom_score_adj)
+        if oom_score_adj and not SPECS[kind].process:
+            raise ValueError(f"oom_score_adj={oom_score_adj} needs a process: {kind} is not one "
+                             f"({sorted(k for k in SPECS if SPECS[k].process)} are)")
+        if pipe_size is not None and kind != "pipes":
+            raise ValueError(f"pipe_size={pipe_size!r} is for pipes, not {kind}")
+
+    def _new_activity(self, kind: str, name: str | None, pipe_size: int | str | None,
+                      oom_score_adj: int, fs: str = "tmpfs") -> Activity:
+        name = name or f"{kind}#{len(self.activities)}"
+        if kind == "files":
+            return FilesActivity(self, kind, name, fs)
+        if kind == "pipes":
+            return UnitActivity(self, kind, name, oom_score_adj, pipe_size)
+        return ACTIVITY_CLASSES.get(kind, Activity)(self, kind, name,
+                                                    oom_score_adj=oom_score_adj)
+
+    def _activity_pages(self, kind: str, size: int | str | None, count: int | None,
+                        pipe_size: int | str | None = None) -> int:
+        unit = (SPECS[kind].unit_pages if pipe_size is None else
+                round_pipe_size(pipe_size, self.geometry.page_size))
         if kind == "pipes" and count is not None and size is None:
             _check_count(count)
             return count * unit
@@ -728,8 +920,10 @@ class Machine:
                              f"{ticks:.3g} times; one call fires at most {MAX_TICKS} "
                              "(stop them, or run a shorter time)")
         end = self.now + seconds
+        outer, self._until = self._until, end
         while self._timers and self._timers[0][0] <= end:
             self._fire_next()
+        self._until = outer
         self.now = max(self.now, end)
 
     def settle(self, limit: float = 3600.0) -> float:
@@ -741,24 +935,35 @@ class Machine:
         does the time in which background activities tick MAX_TICKS times.
         """
         check_seconds("limit", limit, positive=True)
-        rate = sum(1 / interval for _, interval, _, _ in self._live_ticking())
+        rate = sum(1 / t[1] for t in self._live_ticking())
         limit = min(limit, MAX_TICKS / rate) if rate else limit
         start = self.now
+        outer, self._until = self._until, start + limit
         while self._pending_work and self._timers and self._timers[0][0] - start <= limit:
             self._fire_next()
+        self._until = outer
         return self.now - start
 
-    def _live_ticking(self) -> list[tuple[Activity, float, int, int | None]]:
-        """Background activities that still tick: (activity, interval, bytes per tick, cap)."""
+    def idle_until(self) -> float:
+        """Until when nothing is due but the caller: the next timer or work item, or
+        where the running ``run()``/``settle()`` stops (a periodic timer may skip
+        ahead to it, see vmemlab.kernel_activity)."""
+        nxt = self.next_event
+        return self._until if nxt is None else min(nxt, self._until)
+
+    def _live_ticking(self) -> list[tuple[Activity, float, int, int | None, bool]]:
+        """Background activities that still tick: (activity, interval, bytes per tick,
+        cap, repeat)."""
         self._ticking = [t for t in self._ticking
                          if t[0] in self.activities and not t[0].stopped]
         return self._ticking
 
     def _ticks(self, seconds: float) -> float:
-        """How often background activities tick in ``seconds`` (at most, caps counted)."""
+        """How often background activities tick in ``seconds`` (at most; a capped
+        activity that does not repeat stops at its cap)."""
         ticks = 0.0
-        for act, interval, per_tick, cap in self._live_ticking():
-            left = math.inf if cap is None or not per_tick else \
+        for act, interval, per_tick, cap, repeat in self._live_ticking():
+            left = math.inf if cap is None or repeat or not per_tick else \
                 math.ceil(max(0, cap - act.requested) / per_tick)
             ticks += min(seconds / interval + 1, left)
         return ticks
@@ -790,7 +995,8 @@ class Machine:
         mm = self.node.mm
         extra = {"pagetypeinfo": self.proc.pagetypeinfo(),
                  "virtio_mem": [dev.driver.view() for dev in self.virtio_mem
-                                if dev.driver.mode is not None]}
+                                if dev.driver.mode is not None],
+                 "contig": self.node.contig_runs()}
         return Snapshot(self.now, self.geometry, mm.state.copy(), mm.kind.copy(), mm.flags.copy(),
                         mm.pb_mt.copy(), mm.pb_zone.copy(), self.proc.buddyinfo(),
                         self.proc.meminfo(), extra)
@@ -800,6 +1006,8 @@ class Machine:
         """Check every invariant; raise vmemlab.ValidationError naming the pfn."""
         validate_node(self.node)
         validate_hotplug(self.hotplug)
+        for cache in self.slab_caches.values():
+            cache.validate()
         for dev in self.virtio_mem:
             validate_virtio_mem(self, dev)
 

@@ -16,8 +16,10 @@ isolates up to 32 pages at a time, drops clean page cache instead of
 copying it, and calls ``migrate_pages``; a batch that still holds a page
 after 5 calls ends the walk with -EBUSY (the rest of the range is never
 even scanned), and a destination that cannot be allocated ends it with
--ENOMEM.  Destinations come from the normal allocator with __GFP_MOVABLE,
-so they are never inside isolated pageblocks.
+-ENOMEM.  pgmigrate_fail counts as migrate_pages() does: the pages that
+failed *in each call*, so a stuck page counts 5 times.  Destinations come
+from the normal allocator with __GFP_MOVABLE, so they are never inside
+isolated pageblocks.
 
 When the allocator's fast path can supply every destination (no reclaim can
 run in between), all batches are migrated in one vectorized step, which is
@@ -67,6 +69,7 @@ class MigrateStats:
     failed: list[int] = field(default_factory=list)        # pfns left behind
     migrate_calls: int = 0
     scanned: int = 0
+    nr_failed_pages: int = 0    # summed over migrate_pages() calls: pgmigrate_fail
 
     def record(self, src: np.ndarray, dst: np.ndarray, order: np.ndarray) -> None:
         self.src.append(src)
@@ -84,17 +87,22 @@ class MigrateStats:
 
 
 def migration_gfp(node: Node, src_zone: int, gfp: int) -> int:
-    """The gfp for a destination page.
+    """The gfp for a destination page of alloc_contig_range().
 
-    The caller's reclaim flags plus __GFP_MOVABLE|__GFP_HARDWALL|
-    __GFP_RETRY_MAYFAIL; __GFP_HIGHMEM only when the source is in
-    ZONE_MOVABLE, so a ZONE_NORMAL page moves within the kernel zones.
+    Since 6.14 the caller's reclaim flags (and __GFP_NOWARN) plus
+    __GFP_MOVABLE|__GFP_RETRY_MAYFAIL; before, always GFP_USER |
+    __GFP_MOVABLE | __GFP_RETRY_MAYFAIL (profile ``contig_gfp_check``).
+    __GFP_HIGHMEM is added only when the source is in ZONE_MOVABLE, so a
+    ZONE_NORMAL page moves within the kernel zones.
 
-    Kernel: mm/page_alloc.c __alloc_contig_verify_gfp_mask(); mm/migrate.c
-    alloc_migration_target()
+    Kernel: mm/page_alloc.c __alloc_contig_verify_gfp_mask() (6.14+),
+    __alloc_contig_migrate_range(); mm/migrate.c alloc_migration_target()
     """
-    keep = int(Gfp.IO | Gfp.FS | Gfp.DIRECT_RECLAIM | Gfp.KSWAPD_RECLAIM | Gfp.NOWARN)
-    mask = (gfp & keep) | int(Gfp.HARDWALL | Gfp.MOVABLE | Gfp.RETRY_MAYFAIL)
+    if node.profile.contig_gfp_check:
+        keep = int(Gfp.IO | Gfp.FS | Gfp.DIRECT_RECLAIM | Gfp.KSWAPD_RECLAIM | Gfp.NOWARN)
+        mask = (gfp & keep) | int(Gfp.MOVABLE | Gfp.RETRY_MAYFAIL)
+    else:
+        mask = int(GFP_USER | Gfp.MOVABLE | Gfp.RETRY_MAYFAIL)
     if src_zone == ZoneType.MOVABLE:
         mask |= int(Gfp.HIGHMEM)
     return mask
@@ -150,11 +158,14 @@ def migrate_range(node: Node, start: int, end: int, gfp: int, zone_idx: int,
     take = batch <= last
     rc = _migrate_batches(node, cands[take], batch[take], outcome[take], gfp, zone_idx, stats)
     if rc == 0 and len(stuck):
-        stats.failed = [int(p) for p in cands[take][outcome[take] != 0]]
+        left = cands[take][outcome[take] != 0]
+        stats.failed = [int(p) for p in left]
         stats.migrate_calls += CONTIG_MIGRATE_TRIES - 1
+        # Every one of the batch's migrate_pages() calls fails them again.
+        stats.nr_failed_pages += _nr_pages(node, left) * CONTIG_MIGRATE_TRIES
         rc = EBUSY
     node.count_event("pgmigrate_success", stats.nr_migrated)
-    node.count_event("pgmigrate_fail", len(stats.failed))
+    node.count_event("pgmigrate_fail", stats.nr_failed_pages)
     node.emit(MmMigratePages(stats.nr_migrated, len(stats.failed), "MIGRATE_SYNC",
                              "contig_range"))
     return rc, stats
@@ -187,6 +198,7 @@ def _migrate_batches(node: Node, pfns: np.ndarray, batch: np.ndarray, outcome: n
         # Headroom guarantees order-0 pages; a shortfall would be a bug, but stay correct.
         for pfn in movers[done:].tolist():
             if move_folio(node, pfn, target_gfp, stats) != 0:
+                stats.nr_failed_pages += 1
                 return ENOMEM
         return 0
     scanned = _identity(node, pfns)
@@ -198,11 +210,16 @@ def _migrate_batches(node: Node, pfns: np.ndarray, batch: np.ndarray, outcome: n
         free_pages_bulk(node, pfns[clean])
         stats.dropped += int(clean.sum())
         stats.migrate_calls += 1
-        batch_pfns = pfns[sel & ~clean & (outcome == 0)]
+        idx = np.flatnonzero(sel & ~clean & (outcome == 0))
+        batch_pfns = pfns[idx]
         node.mm.set_flag(batch_pfns, _ISOLATED)
-        for i, pfn in enumerate(batch_pfns.tolist()):
-            if move_folio(node, pfn, target_gfp, stats) != 0:
+        for i, (pfn, j) in enumerate(zip(batch_pfns.tolist(), idx.tolist(), strict=True)):
+            if move_folio(node, pfn, target_gfp, stats, scanned[:, j]) != 0:
                 node.mm.clear_flag(batch_pfns[i:], _ISOLATED)    # putback_movable_pages()
+                # -ENOMEM ends migrate_pages(): this folio and the batch's
+                # failures met before it count once.
+                stuck_before = pfns[sel & (outcome != 0) & (pfns < pfn)]
+                stats.nr_failed_pages += _nr_pages(node, np.append(stuck_before, pfn))
                 return ENOMEM
     return 0
 
@@ -211,6 +228,11 @@ def _identity(node: Node, pfns: np.ndarray) -> np.ndarray:
     """What a scanned folio head was: its state, order and owner (rows), per pfn."""
     mm = node.mm
     return np.stack([mm.state[pfns].astype(np.int64), mm.order[pfns], mm.owner[pfns]])
+
+
+def _nr_pages(node: Node, heads: np.ndarray) -> int:
+    """Pages of the folios at ``heads`` (nr_failed_pages counts pages, not folios)."""
+    return int(np.sum(np.left_shift(1, node.mm.order[heads].astype(np.int64))))
 
 
 def _fast_path_room(node: Node, gfp: int) -> int:
@@ -246,29 +268,48 @@ def move_folios_bulk(node: Node, srcs: np.ndarray, gfp: int, stats: MigrateStats
         srcs = srcs[alive]
         free_pages_bulk(node, dsts[len(srcs):])
         dsts = dsts[:len(srcs)]
+    return move_folios_to(node, srcs[:len(dsts)], dsts, stats)
+
+
+def move_folios_to(node: Node, srcs: np.ndarray, dsts: np.ndarray, stats: MigrateStats) -> int:
+    """Migrate order-0 folios ``srcs[i]`` to ``dsts[i]``, in order; returns how many.
+
+    The destinations are already allocated as anonymous pages of no owner
+    (what ``alloc_pages_bulk(..., PageKind.ANON, -1)`` gives, or compaction's
+    ``compaction_alloc``): each takes its source's kind, owner and flags, and
+    the sources are freed.  Kernel: mm/migrate.c, migrate_pages_batch()
+    """
     if not len(dsts):
         return 0
-    moved = srcs[:len(dsts)]
-    _transfer_identity(node, moved, dsts, from_kind=PageKind.ANON)
-    free_pages_bulk(node, moved)
+    _transfer_identity(node, srcs, dsts, from_kind=PageKind.ANON)
+    free_pages_bulk(node, srcs)
     if node.trace.enabled:
-        for s, d in zip(moved.tolist(), dsts.tolist(), strict=True):
+        for s, d in zip(srcs.tolist(), dsts.tolist(), strict=True):
             node.emit(MigrateFolioMove(s, d, 0))
-    stats.record(moved, dsts, np.zeros(len(dsts), np.int64))
+    stats.record(srcs, dsts, np.zeros(len(dsts), np.int64))
     return len(dsts)
 
 
-def move_folio(node: Node, src: int, gfp: int, stats: MigrateStats | None = None) -> int:
+def move_folio(node: Node, src: int, gfp: int, stats: MigrateStats | None = None,
+               scanned: np.ndarray | None = None) -> int:
     """Migrate one folio (any order); 0 or -ENOMEM if no destination exists.
 
     Pages of a driver with movable_ops (balloon pages) are moved by that driver.
     The folio is off the LRU while its destination is allocated; if it was
     freed meanwhile all the same (its process exited), there is nothing
     left to move: the destination goes back and the move counts as done.
-    Kernel: mm/migrate.c, migrate_folio_unmap() ("Folio was freed from
-    under us") + migrate_folio_move()
+    So does a folio of a batch that is no longer what the scan isolated
+    (``scanned``, its ``_identity`` column) when its turn comes: an earlier
+    folio's allocation freed it.  Kernel: mm/migrate.c,
+    migrate_folio_unmap() ("Folio was freed from under us") +
+    migrate_folio_move()
     """
     mm = node.mm
+    now = _identity(node, np.array([src]))[:, 0]
+    if scanned is None:
+        scanned = now
+    elif not np.array_equal(now, scanned):
+        return 0
     if mm.state.item(src) == _PAGE_OFFLINE:
         rc, dst = node.movable_ops[mm.kind.item(src)].migrate_page(src, gfp)
         if rc == 0:
@@ -279,15 +320,15 @@ def move_folio(node: Node, src: int, gfp: int, stats: MigrateStats | None = None
     order = int(mm.order[src])
     n = 1 << order
     req = AllocRequest(node, order, gfp, PageKind(int(mm.kind[src])))
-    flags, scanned = mm.flags[src:src + n].copy(), _identity(node, np.array([src]))
+    flags = mm.flags[src:src + n].copy()
     mm.flags[src:src + n] |= _ISOLATED      # off the LRU: reclaim cannot drop it meanwhile
     got = alloc_block(node, req)
     if got is None:
         mm.flags[src:src + n] = flags
         return ENOMEM
     zone, dst = got
-    prep_new_page(zone, dst, req, int(scanned[2, 0]))
-    if not np.array_equal(_identity(node, np.array([src])), scanned):
+    prep_new_page(zone, dst, req, int(scanned[2]))
+    if not np.array_equal(_identity(node, np.array([src]))[:, 0], scanned):
         free_block(node, dst, order)          # freed from under us: nothing to move
         return 0
     mm.flags[dst:dst + n] = flags & ~_ISOLATED
@@ -320,10 +361,12 @@ def _transfer_identity(node: Node, srcs: np.ndarray, dsts: np.ndarray,
 
 def _follow_raw_owner(node: Node, srcs: np.ndarray, dsts: np.ndarray) -> None:
     """alloc_pages() allocations remember where their (moved) block now starts."""
-    raw = node.raw_owner_ids()
-    if not len(raw):
-        return
     owners = node.mm.owner[dsts]
+    held = node.owners
+    raw = [o for o in np.unique(owners).tolist()   # the few owners at hand, not every owner
+           if o >= 0 and held[o].raw and held[o].pfn >= 0]
+    if not raw:
+        return
     for i in np.flatnonzero(np.isin(owners, raw)).tolist():
         rec = node.owners[int(owners[i])]
         if rec.pfn == int(srcs[i]):

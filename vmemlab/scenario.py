@@ -15,11 +15,12 @@ The format (``python -m vmemlab run --help`` prints the same)::
 
     [machine]                 # vmemlab.Machine(...); every key is optional
     boot_memory = "2G"        # QEMU -m
-    kernel = "6.12"           # "6.12" or "5.8"
+    kernel = "6.12"           # "5.8", "6.1", "6.12" or "6.15"
     online_policy = "contig-zones"       # or "auto-movable" (6.12)
     auto_online_blocks = "online"        # offline, online, online_kernel, online_movable
     seed = 1
     geometry = "x86_64"       # or "teaching"
+    kernel_activity = true    # the kernel's own allocations (default: on for x86_64)
 
     [[devices]]               # virtio-mem-pci devices, named vmem0, vmem1, ...
     region_size = "4G"        # the memory backend (max-size)
@@ -35,8 +36,9 @@ The format (``python -m vmemlab run --help`` prints the same)::
     note = "the host asks for everything back"   # optional, printed
     settle = true             # optional: run until no work is left (default)
     [steps.expect]            # optional: checked by `run --check` and tests
-    size = "334M"
+    size = "338M"
     last_rc = "-EBUSY"
+    # or a band for outcomes "in kind": min_size = "2M", max_size = "16M"
 
 Kernel and QEMU names are kept: ``requested_size`` is QEMU's
 ``requested-size``, ``auto_online_blocks`` is
@@ -53,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .activity import SPECS
+from .activity import FILE_SYSTEMS, SPECS, round_pipe_size
 from .checks import INT_MAX, MAX_SECONDS, check_number
 from .constants import GEOMETRIES, errname, geometry, parse_size
 from .memory_hotplug import ONLINE_TYPES
@@ -204,6 +206,8 @@ MACHINE_KEYS = {
     "seed": Key(integer(0), 0, "seeds the machine's random generator"),
     "geometry": Key(choice(*GEOMETRIES), "x86_64", "x86_64 (a q35 guest) or teaching"),
     "min_free_kbytes": Key(integer(0, INT_MAX), None, "vm.min_free_kbytes (default: computed)"),
+    "kernel_activity": Key(boolean, None, "the kernel's allocations after boot (default: "
+                                          "on for x86_64, off for teaching)"),
 }
 DEVICE_KEYS = {
     "region_size": Key(size, help="memory backend size (max-size)"),
@@ -218,6 +222,8 @@ BALLOON_KEYS = {"compaction": Key(boolean, True, "balloon compaction (movable pa
 EXPECT_KEYS = {
     "device": Key(device_ref, None, "which device (default: the step's, or the only one)"),
     "size": Key(size, None, "plugged size (QEMU 'size')"),
+    "min_size": Key(size, None, "plugged size at least this"),
+    "max_size": Key(size, None, "plugged size at most this"),
     "requested_size": Key(size, None, "requested-size"),
     "last_rc": Key(rc_name, None, "the driver's last run_wq result"),
     "broken": Key(boolean, None, "the driver marked the device broken"),
@@ -227,6 +233,8 @@ EXPECT_KEYS = {
 }
 _DEVICE = Key(device_ref, None, "device name or index (default: the only device)")
 _NAME = Key(text, None, "activity name (default: the kind)")
+_PIPE_SIZE = Key(size, None, "pipes: buffer size (F_SETPIPE_SZ), at most 1M")
+_OOM_ADJ = Key(integer(-1000, 1000), 0, "processes (anon, pin, pipes): oom_score_adj")
 ACTIONS: dict[str, dict[str, Key]] = {
     "resize": {"device": _DEVICE,
                "requested_size": Key(size, help="qom-set vmemN requested-size")},
@@ -239,13 +247,17 @@ ACTIONS: dict[str, dict[str, Key]] = {
     "activity": {"kind": Key(choice(*KINDS), help="what holds the memory"),
                  "size": Key(size, None, "bytes (page-based kinds)"),
                  "count": Key(integer(0, INT_MAX), None, "files, or full pipes"),
-                 "name": _NAME},
+                 "name": _NAME, "pipe_size": _PIPE_SIZE, "oom_score_adj": _OOM_ADJ,
+                 "fs": Key(choice(*FILE_SYSTEMS), "tmpfs", "files: the filesystem")},
     "start": {"kind": Key(choice(*BACKGROUND_KINDS), help="what keeps allocating"),
               "rate": Key(size, help="bytes per second"),
               "interval": Key(seconds(positive=True), 1.0, "tick"),
               "limit": Key(size, None, "stop after this many bytes"),
               "release_fraction": Key(number(0, 1), 0.0, "share freed each tick (churn)"),
-              "name": _NAME},
+              "repeat": Key(boolean, False, "free all at limit and start over (stress --vm)"),
+              "name": _NAME, "pipe_size": _PIPE_SIZE, "oom_score_adj": _OOM_ADJ},
+    "drop_caches": {"value": Key(integer(1, 4), 3,
+                                 "echo VALUE > /proc/sys/vm/drop_caches (1, 2, 3)")},
     "stop": {"name": Key(text, help="a background activity")},
     "release": {"name": Key(text, help="an activity"),
                 "fraction": Key(number(0, 1), 1.0, "share to free")},
@@ -281,6 +293,7 @@ ACTION_HELP = {
     "migration": "the host starts (busy = true) or ends live migration",
     "shrink_usable_region": "a buggy host cuts the usable region to what is plugged",
     "balloon": "set the virtio-balloon target (QEMU 'balloon SIZE')",
+    "drop_caches": "drop clean page cache (1), dentries and inodes (2) or both (3)",
 }
 
 
@@ -295,6 +308,7 @@ class MachineSpec:
     seed: int
     geometry: str
     min_free_kbytes: int | None
+    kernel_activity: bool | None
 
 
 @dataclass(frozen=True)
@@ -319,6 +333,8 @@ class Expect:
 
     device: str
     size: int | None = None
+    min_size: int | None = None
+    max_size: int | None = None
     requested_size: int | None = None
     last_rc: int | None = None
     broken: bool | None = None
@@ -540,6 +556,11 @@ class _Loader:
                                  f"({dev.region_size} bytes)")
         elif do == "activity":
             self.check_activity(args, path)
+            self.check_process(args, path)
+        elif do == "start":
+            self.check_process(args, path)
+            if args["repeat"] and args["limit"] is None:
+                raise self.error((*path, "repeat"), "repeat needs a limit (bytes per round)")
         elif do == "balloon" and not balloon:
             raise self.error(path, "a balloon step needs a [balloon] table (the device)")
 
@@ -552,6 +573,22 @@ class _Loader:
             raise self.error(path, "kind 'pipes' takes size or count (full 64 KiB pipes)")
         if kind not in ("files", "pipes") and (has_count or not has_size):
             raise self.error(path, f"kind {kind!r} takes size (bytes), not count")
+
+    def check_process(self, args: dict[str, Any], path: Path_) -> None:
+        """pipe_size fits pipes only (and pipe-max-size); oom_score_adj processes only."""
+        kind = args["kind"]
+        if args["pipe_size"] is not None:
+            if kind != "pipes":
+                raise self.error((*path, "pipe_size"), f"pipe_size is for pipes, not {kind}")
+            try:
+                round_pipe_size(args["pipe_size"])
+            except ValueError as e:
+                raise self.error((*path, "pipe_size"), str(e)) from None
+        if args["oom_score_adj"] and not SPECS[kind].process:
+            raise self.error((*path, "oom_score_adj"), f"{kind} is not a process; "
+                             "oom_score_adj is for anon, pin and pipes")
+        if args.get("fs", "tmpfs") != "tmpfs" and kind != "files":
+            raise self.error((*path, "fs"), f"fs is for files, not {kind}")
 
     def expect(self, raw: Any, path: Path_, step_device: str | None,
                devices: tuple[DeviceSpec, ...]) -> Expect:

@@ -42,6 +42,8 @@ import string
 from typing import TYPE_CHECKING
 
 from .constants import EACCES, EINVAL, EISDIR, ENODEV, ENOENT, ENOTDIR, ERANGE
+from .drop_caches import SYSCTL_PATH as DROP_CACHES
+from .drop_caches import write_drop_caches
 from .memory_hotplug import ONLINE_TYPES
 
 if TYPE_CHECKING:
@@ -56,7 +58,10 @@ _BLOCK_FILES = {"online": True, "phys_device": False, "phys_index": False,
                 "removable": False, "state": True, "valid_zones": False}   # name: writable
 _ROOT_FILES = {"auto_online_blocks": True, "block_size_bytes": False}
 _PARAM_FILES = {"auto_movable_ratio": True, "online_policy": True}
-_ANCESTORS = ("/", "/sys", "/sys/devices", "/sys/devices/system", "/sys/module")
+_ANCESTORS = ("/", "/sys", "/sys/devices", "/sys/devices/system", "/sys/module", "/proc",
+              "/proc/sys")
+SYSCTL_VM = DROP_CACHES.rpartition("/")[0]
+_SYSCTL_FILES = {"drop_caches": True}          # 0200: written, never read
 
 
 class Sysfs:
@@ -72,6 +77,8 @@ class Sysfs:
             return _ROOT_FILES
         if directory == PARAMS and self._has_params():
             return _PARAM_FILES
+        if directory == SYSCTL_VM:
+            return _SYSCTL_FILES
         if self._block(directory) is not None:
             return _BLOCK_FILES
         return None
@@ -115,8 +122,9 @@ class Sysfs:
         """The text of a sysfs file, newline included."""
         path, slash = _resolve(path)
         kind = self._kind(path)
-        if kind not in ("rw", "ro") or slash:
-            what = "is a directory" if kind == "dir" else "no such sysfs file"
+        if kind not in ("rw", "ro") or slash or path == DROP_CACHES:
+            what = ("is a directory" if kind == "dir" else "is write-only (0200)"
+                    if path == DROP_CACHES and not slash else "no such sysfs file")
             raise ValueError(f"path={path!r}: {what}")
         directory, _, name = path.rpartition("/")
         if directory == ROOT:
@@ -136,9 +144,11 @@ class Sysfs:
         rc = self._open_for_write(path, slash)
         if rc:
             return rc
-        text = value[:WRITE_BUFFER].split("\0", 1)[0]
         if not value:
-            return 0                       # sysfs_kf_write(): nothing to store
+            return 0                       # sysfs_kf_write(), __do_proc_dointvec(): nothing
+        if path == DROP_CACHES:
+            return write_drop_caches(self.m, value)     # procfs: NUL bytes are data
+        text = value[:WRITE_BUFFER].split("\0", 1)[0]
         directory, _, name = path.rpartition("/")
         if directory == ROOT:
             return self._store_auto_online_blocks(text)
@@ -247,9 +257,10 @@ def _resolve(path: str) -> tuple[str, bool]:
         elif part not in ("", "."):
             parts.append(part)
     resolved = "/" + "/".join(parts)
-    if not (resolved.startswith((ROOT, "/sys/module/memory_hotplug"))
+    if not (resolved.startswith((ROOT, "/sys/module/memory_hotplug", SYSCTL_VM))
             or resolved in _ANCESTORS):
-        raise ValueError(f"path={path!r}: vmemlab models {ROOT} and {PARAMS} only")
+        raise ValueError(f"path={path!r}: vmemlab models {ROOT}, {PARAMS} and {DROP_CACHES} "
+                         "only")
     return resolved, path.endswith("/") and resolved != "/"
 
 

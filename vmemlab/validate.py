@@ -126,7 +126,17 @@ def _only_free(state: np.ndarray, bounds: np.ndarray) -> bool:
 
 
 def validate_merged(node: Node) -> None:
-    """No two free buddies that the rules let merge are left unmerged."""
+    """No two free buddies are left unmerged unless the kernel leaves them so.
+
+    __free_one_page() merges buddies below pageblock_order always; at and
+    above it the profile's merge barrier (``_merge_blocked``) may refuse.
+    Isolation moves free blocks to the ISOLATE lists without merging them
+    (move_freepages_block(); since 6.10 it splits a larger block into its
+    pageblocks, split_large_buddy()), so two isolated pageblocks may hold
+    unmerged free buddies of pageblock order or more until the isolation is
+    undone (unset_migratetype_isolate() merges them then).  Nothing else.
+    Kernel: mm/page_alloc.c __free_one_page(); mm/page_isolation.c
+    """
     from .page_alloc import _merge_blocked
 
     mm, geo = node.mm, node.geo
@@ -139,14 +149,11 @@ def validate_merged(node: Node) -> None:
     pbo = geo.pageblock_order
     mergeable = ((mm.state[buddies] == PageState.FREE) & (mm.order[buddies] == orders)
                  & (mm.pb_zone[buddies >> pbo] == mm.pb_zone[heads >> pbo]))
-    in_flight = isolated_in_flight(node)
     for pfn, buddy, order in zip(heads[mergeable].tolist(), buddies[mergeable].tolist(),
                                  orders[mergeable].tolist(), strict=True):
-        if in_flight[pfn >> pbo] and in_flight[buddy >> pbo]:
-            continue    # isolation splits free blocks per pageblock; undo merges them
-        zone = node.page_zone(pfn)
-        if order >= pbo and _merge_blocked(zone, int(mm.pb_mt[pfn >> pbo]),
-                                           int(mm.pb_mt[buddy >> pbo])):
+        mt, buddy_mt = int(mm.pb_mt[pfn >> pbo]), int(mm.pb_mt[buddy >> pbo])
+        if order >= pbo and (mt == buddy_mt == MigrateType.ISOLATE
+                             or _merge_blocked(node.page_zone(pfn), mt, buddy_mt)):
             continue
         _fail(f"free buddies {pfn:#x} and {buddy:#x} of order {order} were not merged")
 

@@ -35,6 +35,11 @@ def demo_guest(trace: bool = True) -> tuple[vm.Machine, Any, Activity]:
     return m, dev, app
 
 
+def fresh_machine() -> vm.Machine:
+    """The notebook's guest for your own experiments: ``demo_guest()`` without a trace."""
+    return demo_guest(trace=False)[0]
+
+
 def shrink(m: vm.Machine, dev: Any, size: int = SHRUNK, every: float = 0.025) -> float:
     """qom-set requested-size, then run the guest until the driver is done.
 

@@ -22,6 +22,11 @@ def machine() -> vm.Machine:
     return vm.Machine(boot_memory=4 * GiB, seed=0)
 
 
+def fresh_machine() -> vm.Machine:
+    """A new copy of the notebook's 4 GiB guest, for your own experiments."""
+    return machine()
+
+
 @cache
 def _guest() -> vm.Machine:
     """One booted guest the checkers share and only read."""

@@ -29,6 +29,11 @@ def machine(trace: bool = False) -> vm.Machine:
     return vm.Machine(boot_memory=PAGES * 4096, geometry="teaching", seed=0, trace=trace)
 
 
+def fresh_machine() -> vm.Machine:
+    """A new traced copy of the notebook's 64-page machine, for your own experiments."""
+    return machine(trace=True)
+
+
 def free_blocks(m: vm.Machine, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """(pfn, order) of every free block with its head in [start, end), by pfn."""
     end = m.node.mm.nr_pfns if end is None else end

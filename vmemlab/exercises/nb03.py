@@ -16,16 +16,20 @@ import vmemlab as vm
 from vmemlab import workload
 from vmemlab.constants import GiB, MigrateType
 from vmemlab.metrics import fragmentation_index, unusable_index
+from vmemlab.profiles import PROFILES
 
 from . import Case, FunctionExercise, ValueExercise
 from .answers import whole_number
 
 TEACH_PAGES = 64
 KERNEL_GFP = "GFP_KERNEL"
+# The first profile whose fallback claims a pageblock, then steals the smallest block
+# (Linux 6.15, c2f6ea38fc1b); 5.8 takes the largest block first.
+CLAIM_STEAL = next(name for name, p in PROFILES.items() if p.fallback == "claim_steal")
 
 
 # -- the notebook's machines ---------------------------------------------------
-def teaching(kernel: str = "6.12", trace: bool = False, **kw: Any) -> vm.Machine:
+def teaching(kernel: str = CLAIM_STEAL, trace: bool = False, **kw: Any) -> vm.Machine:
     """A fresh 64-page teaching machine: four order-4 blocks, 8 Movable pageblocks."""
     return vm.Machine(boot_memory=TEACH_PAGES * 4096, geometry="teaching", kernel=kernel,
                       seed=0, trace=trace, **kw)
@@ -34,7 +38,7 @@ def teaching(kernel: str = "6.12", trace: bool = False, **kw: Any) -> vm.Machine
 FALLBACK_OPS = ",".join(["+0:M"] * TEACH_PAGES + ["-6", "-7", "-15"])
 
 
-def fallback_machine(kernel: str = "6.12", trace: bool = False) -> vm.Machine:
+def fallback_machine(kernel: str = CLAIM_STEAL, trace: bool = False) -> vm.Machine:
     """Every page taken by user memory, then pfns 6, 7 and 15 freed again.
 
     Pageblock 0 (pfns 0-7) keeps a free order-1 block at pfn 6; pageblock 1
@@ -44,6 +48,11 @@ def fallback_machine(kernel: str = "6.12", trace: bool = False) -> vm.Machine:
     m = teaching(kernel, trace)
     workload.run_ops(m, FALLBACK_OPS)
     return m
+
+
+def fresh_machine() -> vm.Machine:
+    """A new traced 64-page teaching machine, for your own experiments."""
+    return teaching(trace=True)
 
 
 def sparse_machine() -> vm.Machine:
@@ -196,7 +205,7 @@ first_claim = ValueExercise(
 
 
 # -- 03.fallback_pfn ----------------------------------------------------------
-def _fallback_pfn(kernel: str = "6.12") -> int:
+def _fallback_pfn(kernel: str = CLAIM_STEAL) -> int:
     return fallback_machine(kernel).alloc_pages(0, KERNEL_GFP)
 
 
@@ -213,8 +222,8 @@ def _explain_fallback(pfn: int) -> str:
             f"unmovable request only non-movable pages are alike); the page at pfn 15 "
             f"({free[1]} free in its pageblock) fails the same test. Then "
             f"__rmqueue_steal() takes the *smallest* fallback block and leaves its "
-            f"pageblock Movable: pfn {pfn}. (mm/page_alloc.c, 6.12.y with the 6.15 "
-            f"rework \"don't steal single pages from biggest buddy\".) Linux 5.8 took the "
+            f"pageblock Movable: pfn {pfn}. (mm/page_alloc.c, Linux 6.15, the rework "
+            f"\"don't steal single pages from biggest buddy\".) Linux 5.8 to 6.14 took the "
             f"largest fallback block instead (__rmqueue_fallback()) and returns pfn {old}, "
             f"splitting the order-1 block and leaving pfn {old + 1} free on the Unmovable "
             f"list inside a Movable pageblock.")
@@ -222,10 +231,11 @@ def _explain_fallback(pfn: int) -> str:
 
 fallback_pfn = ValueExercise(
     "03.fallback_pfn",
-    "On the machine above (Linux 6.12), which pfn does alloc_pages(0, GFP_KERNEL) return?",
+    "On the machine above (claim, then steal: Linux 6.15 and later), which pfn does "
+    "alloc_pages(0, GFP_KERNEL) return?",
     _fallback_pfn, _explain_fallback, _pfn,
-    hints={6: "pfn 6 is what Linux 5.8 returns: it took the largest fallback block first. "
-              "6.12 claims largest-first, but *steals* smallest-first.",
+    hints={6: "pfn 6 is what Linux 5.8 to 6.14 return: they took the largest fallback block "
+              "first. 6.15 claims largest-first, but *steals* smallest-first.",
            7: "The allocator hands out the first page of a block."})
 
 

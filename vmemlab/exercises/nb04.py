@@ -11,18 +11,27 @@ from __future__ import annotations
 import vmemlab as vm
 from vmemlab.constants import errname
 from vmemlab.page_isolation import isolation_range as _isolation_range
+from vmemlab.profiles import PROFILES
 
 from . import Case, FunctionExercise, ValueExercise
 from .answers import Rc, errno_rc, whole_number
 
 PHASES = ("isolate", "drain", "migrate", "test", "take", "trim", "undo")
 TEACH_PAGES = 256
+# The first profile that refuses unsupported gfp flags (Linux 6.14,
+# __alloc_contig_verify_gfp_mask()).
+GFP_CHECK = next(name for name, p in PROFILES.items() if p.contig_gfp_check)
 
 
 def teaching(kernel: str = "6.12", pages: int = TEACH_PAGES, **kw) -> vm.Machine:
     """A flat teaching machine: one Normal zone, ``pages`` pages, nothing allocated."""
     return vm.Machine(boot_memory=pages * 4096, geometry="teaching", kernel=kernel, seed=0,
                       **kw)
+
+
+def fresh_machine() -> vm.Machine:
+    """A new empty 256-page teaching machine, traced, for your own experiments."""
+    return teaching(trace=True)
 
 
 def machine(trace: bool = False) -> vm.Machine:

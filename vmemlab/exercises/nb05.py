@@ -19,6 +19,22 @@ MEM = "/sys/devices/system/memory"
 BLOCK = 128 * vm.MiB
 
 
+def fresh_machine() -> vm.Machine:
+    """The notebook's 2 GiB guest, just booted, for your own experiments."""
+    return vm.Machine(boot_memory=2 * vm.GiB, seed=0)
+
+
+def where(m: vm.Machine, act: object, zones: bool = False) -> dict[str, int]:
+    """How many of an activity's pages sit in each memory block (and its zone)."""
+    pages = act.pages()
+    counts = {}
+    for blk in m.memory_blocks:
+        n = int(((pages >= blk.start_pfn) & (pages < blk.end_pfn)).sum())
+        if n:
+            counts[f"memory{blk.id} ({blk.valid_zones})" if zones else f"memory{blk.id}"] = n
+    return counts
+
+
 def dimm_zones(m: vm.Machine, dimm: object) -> set[str]:
     """The zones of a DIMM's memory blocks, as valid_zones prints them."""
     return {b.valid_zones for b in m.memory_blocks if b.group == dimm.name}
@@ -145,11 +161,6 @@ def offline_machine() -> tuple[vm.Machine, object]:
     return m, anon
 
 
-def _pages_in(act: object, block: object) -> int:
-    p = act.pages()
-    return int(((p >= block.start_pfn) & (p < block.end_pfn)).sum())
-
-
 def _offline_movable() -> Rc:
     m, _ = offline_machine()
     return Rc(m.offline_memory_block(33))
@@ -157,15 +168,14 @@ def _offline_movable() -> Rc:
 
 def _explain_offline_movable(rc: Rc) -> str:
     m, anon = offline_machine()
-    b33 = m.hotplug.blocks[33]
-    before = _pages_in(anon, b33)
+    before = where(m, anon).get("memory33", 0)
     m.offline_memory_block(33)
     return (f"memory33 held {before} pages of anonymous memory. In ZONE_MOVABLE "
-            "has_unmovable_pages() does not even look (mm/page_isolation.c): only movable "
-            "allocations may be there. Isolation succeeds, offline_pages() migrates every "
-            f"page to ZONE_NORMAL or DMA32, and the block goes offline: {rc}. Afterwards "
-            f"memory32 holds {_pages_in(anon, m.hotplug.blocks[32])} of the anonymous pages; "
-            "the process never noticed.")
+            "has_unmovable_pages() (mm/page_isolation.c) refuses only reserved pages and "
+            "trusts the rest: only movable allocations may be there. Isolation succeeds, "
+            "offline_pages() migrates every page to ZONE_NORMAL or DMA32, and the block goes "
+            f"offline: {rc}. Afterwards memory32 holds {where(m, anon).get('memory32', 0)} of "
+            "the anonymous pages; the process never noticed.")
 
 
 offline_movable_rc = ValueExercise(
