@@ -52,6 +52,11 @@ def machine(requested: int | str = 0, region: int | str = REGION_SIZE, trace: bo
     return m, dev
 
 
+def fresh_machine() -> vm.Machine:
+    """The notebook's guest (2 GiB, a 1 GiB device ``m.virtio_mem[0]``), nothing requested."""
+    return machine()[0]
+
+
 def mb_id(m: vm.Machine, addr: int) -> int:
     """The Linux memory block holding guest-physical ``addr``."""
     return addr // m.geometry.memory_block_size
@@ -379,7 +384,7 @@ def _explain_drop(ans: tuple[int, int]) -> str:
             f"alloc_contig_range(), marks its pages PageOffline and calls "
             f"adjust_managed_page_count(-nr_pages): MemTotal drops by 10 x 2 MiB = {ans[0]} "
             f"kB at once.  The memory block stays ({ans[1]} removed): it still has 54 plugged "
-            "subblocks, so it is online and MEMORY_PARTIAL (KERNEL_PARTIAL), memmap and all.  "
+            "subblocks, so it stays online, in state KERNEL_PARTIAL, memmap and all.  "
             "Only when its last subblock goes does offline_and_remove_memory() take it away.")
 
 
@@ -437,6 +442,14 @@ def pass_times(m: vm.Machine, dev: Any, seconds: float,
     if rec is not None:
         rec.record(m)
     return out
+
+
+def draw_passes(ax: Any, log: list[tuple[float, int, int]]) -> None:
+    """Mark each pass of ``log`` (from ``pass_times``) with a dotted line, named in the legend."""
+    for i, (t, _, _) in enumerate(log):
+        ax.axvline(t, color="#555555", linewidth=1.0, linestyle=":",
+                   label="a pass of run_wq" if i == 0 else None)
+    ax.legend(fontsize="small", frameon=False)
 
 
 def _retry_times() -> tuple[int, ...]:
@@ -594,7 +607,8 @@ def race(kind: str = "page_cache") -> RaceResult:
 
     2 GiB guest, 4 GiB device onlined to ZONE_MOVABLE, seed 3; the writer is
     ``kind`` ("page_cache": a file being read; "anon": a process touching
-    memory) and asks for 5 GiB in all.  The host shrinks at t = 9 s.
+    memory) and asks for 5 GiB in all.  The host shrinks at t = 9 s; the
+    sample at 9 s is taken just after its qom-set, before the driver runs.
     Sampled every second for 60 s after the shrink, then every 20 s.
     """
     if kind not in ("page_cache", "anon"):
@@ -613,8 +627,8 @@ def race(kind: str = "page_cache") -> RaceResult:
     for _ in range(int(RACE_START)):
         sample()
         m.run(1.0)
-    sample()
     dev.requested_size = 512 * MiB               # qom-set vmem0 requested-size 512M
+    sample()                                     # t = 9 s: asked for, not yet unplugged
     while m.now < RACE_START + RACE_SECONDS:
         m.run(1.0 if m.now < RACE_START + 60 else 20.0)
         sample()
