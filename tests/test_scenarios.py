@@ -27,7 +27,7 @@ FINAL = {
     "07_device_error_broken": (640 * MiB, vm.EINVAL),
     "08_page_cache_race": (512 * MiB, 0),
     "09_long_term_pins": (0, 0),
-    "10_memmap_needs_kernel_memory": (1280 * MiB, vm.ENOMEM),
+    "10_memmap_needs_kernel_memory": (1024 * MiB, vm.ENOMEM),
     "11_larger_request_applies_at_once": (398 * MiB, 0),
     "12_online_movable_5.8": (2048 * MiB, vm.EBUSY),
     "13_online_movable_6.12": (1024 * MiB, 0),

@@ -7,22 +7,27 @@ and the rest goes above 4 GiB.  SeaBIOS reports the map as e820 entries.
 Linux then
 
 1. builds memblock.memory from the usable entries, dropping page 0
-   (trim_bios_range());
-2. reserves early memory that becomes PageReserved: the first 1 MiB, the
-   kernel image at 16 MiB, the memmap (64 bytes per page, allocated
-   top-down from the end of memory), and a 64 MiB swiotlb bounce buffer below
-   4 GiB when RAM reaches above 4 GiB;
-3. sets zone spans from the zone limits (DMA below 16 MiB, DMA32 below
-   4 GiB, Normal above), marks every pageblock MOVABLE
-   (memmap_init_range()), and frees all unreserved memory to the buddy
-   allocator in the largest aligned chunks, to list tails
-   (memblock_free_all()).
+   (trim_bios_range()), and reserves early memory with memblock
+   (vmemlab.memblock: the first 1 MiB, the initrd, the kernel image, the
+   memmap, percpu, the printk buffer, hashes, the swiotlb...);
+2. sets zone spans from the zone limits (DMA below 16 MiB, DMA32 below
+   4 GiB, Normal above) and initialises struct pages (memmap_init()),
+   typing a pageblock MOVABLE when its first pfn is memory.  With
+   CONFIG_DEFERRED_STRUCT_PAGE_INIT (as Debian builds) only the first
+   section of the highest zone is initialised now: the rest waits for
+   deferred_init_memmap(), which types only pageblocks whose first pfn is
+   free, so pageblocks starting in reserved memory keep type 0, Unmovable;
+3. frees all unreserved initialised memory to the buddy allocator in the
+   largest aligned chunks, to list tails (memblock_free_all()), and the
+   deferred rest later, from a kernel thread (page_alloc_init_late()).
 
 The "flat" layout of the teaching geometry is one Normal zone from pfn 0
 with nothing reserved.  Assumed sizes are named in docs/glossary.md.
 
-Kernel: arch/x86/kernel/e820.c, arch/x86/kernel/setup.c, mm/mm_init.c,
-mm/memblock.c; QEMU hw/i386/pc_q35.c (pc_q35_init lowmem split)
+Kernel: arch/x86/kernel/e820.c, arch/x86/kernel/setup.c, mm/mm_init.c
+(memmap_init_range(), defer_init(), deferred_init_memmap(),
+deferred_free_pages()), mm/memblock.c; QEMU hw/i386/pc_q35.c (pc_q35_init
+lowmem split)
 """
 
 from __future__ import annotations
@@ -33,16 +38,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import MIGRATE_TYPES, Geometry, GiB, KiB, MiB, MigrateType, PageState, ZoneType
+from .memblock import (
+    BootConfig,
+    Memblock,
+    Reservation,
+    reserve_q35,
+    subtract_ranges,
+)
 from .page_alloc import free_pages_ok
 
 if TYPE_CHECKING:
     from .node import Node
 
-KERNEL_LOAD_ADDR = 16 * MiB      # CONFIG_PHYSICAL_START
-KERNEL_IMAGE_SIZE = 32 * MiB     # _text.._end of a distribution kernel, approximately
-SWIOTLB_SIZE = 64 * MiB          # IO_TLB_DEFAULT_SIZE
-SEABIOS_HIGH_RESERVED = 144 * KiB  # top of low RAM that SeaBIOS keeps for its tables
-STRUCT_PAGE_SIZE = 64            # sizeof(struct page)
+# SeaBIOS keeps the top of low RAM for its tables: e820 reserves
+# [0x3ffdf000, 0x40000000) on QEMU 7.2's q35 with 1 GiB (the reference VM).
+SEABIOS_HIGH_RESERVED = 132 * KiB
+Q35_MIN_BOOT_MEMORY = 96 * MiB
 Q35_MMIO_RESERVED = ((0xB000_0000, 0xC000_0000), (0xFED1_C000, 0xFED2_0000),
                      (0xFEFF_C000, 0xFF00_0000), (0xFFFC_0000, 0x1_0000_0000))
 
@@ -59,18 +70,14 @@ class E820Entry:
         return f"BIOS-e820: [mem {self.start:#018x}-{self.end - 1:#018x}] {self.type}"
 
 
-@dataclass(frozen=True)
-class Reservation:
-    """An early (memblock) allocation, [start_pfn, end_pfn): PageReserved forever."""
-
-    start_pfn: int
-    end_pfn: int
-    name: str
-
-
 @dataclass
 class BootLayout:
-    """The machine's physical memory at boot."""
+    """The machine's physical memory at boot.
+
+    ``reserved`` holds the memblock reservations of the current boot (they
+    move with KASLR); ``first_deferred_pfn`` is where deferred struct page
+    initialisation starts (None: everything is initialised at once).
+    """
 
     e820: list[E820Entry]
     memory: list[tuple[int, int]]          # memblock.memory, in pfns
@@ -78,6 +85,7 @@ class BootLayout:
     zone_limits: tuple[int, int] = (0, 0)  # DMA end pfn, DMA32 end pfn
     below_4g: int = 0
     above_4g: int = 0
+    first_deferred_pfn: int | None = None
 
     @property
     def end_pfn(self) -> int:
@@ -86,6 +94,10 @@ class BootLayout:
     def dmesg(self) -> str:
         """The e820 lines a guest prints at boot."""
         return "\n".join(str(e) for e in self.e820)
+
+    def reserved_pages(self, prefix: str) -> int:
+        """Pages of reservations whose name starts with ``prefix``."""
+        return sum(r.nr_pages for r in self.reserved if r.name.startswith(prefix))
 
 
 def q35_layout(geo: Geometry, boot_memory: int) -> BootLayout:
@@ -109,32 +121,39 @@ def q35_layout(geo: Geometry, boot_memory: int) -> BootLayout:
         memory.append((4 * GiB >> shift, (4 * GiB + above) >> shift))
     layout = BootLayout(e820, memory, zone_limits=(geo.dma_end_pfn, geo.dma32_end_pfn),
                         below_4g=below, above_4g=above)
-    layout.reserved = _q35_reservations(geo, layout)
+    layout.first_deferred_pfn = first_deferred_pfn(geo, layout)
     return layout
 
 
-def _q35_reservations(geo: Geometry, layout: BootLayout) -> list[Reservation]:
-    shift = geo.page_shift
-    res = [Reservation(0, MiB >> shift, "first 1 MiB (x86 always reserves it)"),
-           Reservation(KERNEL_LOAD_ADDR >> shift,
-                       (KERNEL_LOAD_ADDR + KERNEL_IMAGE_SIZE) >> shift, "kernel image")]
-    memmap_pages = _boot_memmap_pages(geo, layout.memory)
-    end = layout.end_pfn
-    res.append(Reservation(end - memmap_pages, end, "memmap (struct pages)"))
-    if layout.above_4g:
-        low_end = layout.memory[1][1]
-        swiotlb = SWIOTLB_SIZE >> shift
-        res.append(Reservation(low_end - swiotlb, low_end, "swiotlb bounce buffer"))
-    return res
+def q35_reserve(geo: Geometry, layout: BootLayout, config: BootConfig,
+                max_possible_pfn: int, rng: np.random.Generator) -> None:
+    """Make this boot's memblock reservations (they differ per boot with KASLR)."""
+    mb = Memblock(list(layout.memory))
+    reserve_q35(mb, geo, config, layout.below_4g, max_possible_pfn, rng)
+    layout.reserved = sorted(mb.reserved, key=lambda r: r.start_pfn)
 
 
-def _boot_memmap_pages(geo: Geometry, memory: list[tuple[int, int]]) -> int:
-    """Pages of struct page for every section that has memory (sparse_init())."""
-    per_section = geo.pages_per_section
-    sections = set()
-    for start, end in memory:
-        sections.update(range(start // per_section, -(-end // per_section)))
-    return len(sections) * per_section * STRUCT_PAGE_SIZE >> geo.page_shift
+def first_deferred_pfn(geo: Geometry, layout: BootLayout) -> int | None:
+    """Where CONFIG_DEFERRED_STRUCT_PAGE_INIT stops memmap_init(), or None.
+
+    Only the zone that ends the node defers, after its first section: at
+    the first section boundary once more than PAGES_PER_SECTION of its
+    pages were initialised.  Kernel: mm/mm_init.c, defer_init()
+    """
+    per = geo.pages_per_section
+    node_end = layout.end_pfn
+    dma_end, dma32_end = layout.zone_limits
+    zone_start = max((b for b in (dma_end, dma32_end) if b < node_end), default=0)
+    seen = 0
+    for start, end in layout.memory:
+        start = max(start, zone_start)
+        if start >= end:
+            continue
+        pfn = -(-max(start, start + per - seen) // per) * per
+        if pfn < end:
+            return pfn
+        seen += end - start
+    return None
 
 
 def flat_layout(geo: Geometry, boot_memory: int) -> BootLayout:
@@ -151,9 +170,10 @@ def boot_layout(geo: Geometry, boot_memory: int) -> BootLayout:
         raise ValueError(f"boot_memory={boot_memory} must be a positive multiple of "
                          f"the pageblock size ({unit} bytes)")
     if geo.layout == "q35":
-        if boot_memory < 64 * MiB:
+        if boot_memory < Q35_MIN_BOOT_MEMORY:
             raise ValueError(f"boot_memory={boot_memory} is too small for an x86-64 "
-                             "guest (at least 64 MiB)")
+                             "guest (at least 96 MiB: the kernel image and its boot "
+                             "memory need about 70 MiB)")
         return q35_layout(geo, boot_memory)
     return flat_layout(geo, boot_memory)
 
@@ -185,7 +205,29 @@ def free_area_init(node: Node, layout: BootLayout) -> None:
         mm.set_zone(lo >> node.geo.pageblock_order << node.geo.pageblock_order,
                     -(-hi >> node.geo.pageblock_order) << node.geo.pageblock_order, zid)
     build_all_zonelists(node)
-    mm.pb_mt[:] = mm.pageblock_type(MigrateType.MOVABLE)
+    memmap_init_pageblocks(node, layout)
+
+
+def memmap_init_pageblocks(node: Node, layout: BootLayout) -> None:
+    """Type pageblocks as memmap_init() does: MOVABLE where the first pfn is memory.
+
+    The pageblock bitmap starts zeroed (MIGRATE_UNMOVABLE).  memmap_init_range()
+    sets MOVABLE at each pageblock-aligned pfn it initialises, so a
+    pageblock whose first pfn is a hole (pfn 0 on x86) stays Unmovable, and
+    so does every deferred pageblock until deferred_init_memmap() frees its
+    first page.  Pageblocks beyond boot memory are typed when memory is
+    added there.  Kernel: mm/mm_init.c, memmap_init_range(), defer_init()
+    """
+    mm, pbo = node.mm, node.geo.pageblock_order
+    movable = mm.pageblock_type(MigrateType.MOVABLE)
+    mm.pb_mt[:] = movable
+    mm.pb_mt[:-(-layout.end_pfn >> pbo)] = mm.pageblock_type(MigrateType.UNMOVABLE)
+    limit = layout.first_deferred_pfn or layout.end_pfn
+    for start, end in layout.memory:
+        end = min(end, limit)
+        first = -(-start >> pbo)
+        if start < end:
+            mm.pb_mt[first:-(-end >> pbo)] = movable
 
 
 def build_all_zonelists(node: Node) -> None:
@@ -203,57 +245,79 @@ def build_all_zonelists(node: Node) -> None:
 
 
 def memblock_free_all(node: Node, layout: BootLayout) -> None:
-    """Reserve early allocations, then free all other memory to the buddy allocator.
+    """Reserve early allocations, then free the initialised rest to the buddy allocator.
 
     Memory is freed in the largest naturally aligned chunks, in ascending
-    address order, each to the tail of its list (FPI_TO_TAIL).
+    address order, each to the tail of its list (FPI_TO_TAIL).  Pages past
+    ``first_deferred_pfn`` stay untouched (held as reserved here) until
+    ``deferred_init_memmap()``.  ``managed_pages`` counts what was freed.
 
-    Kernel: mm/memblock.c, memblock_free_all(), __free_pages_memory();
-    mm/mm_init.c, reserve_bootmem_region()
+    Kernel: mm/memblock.c, memblock_free_all(), __free_pages_memory(),
+    memblock_free_pages() (early_page_initialised()); mm/mm_init.c,
+    reserve_bootmem_region()
     """
     mm = node.mm
-    for r in layout.reserved:
-        for start, end in _intersect([(r.start_pfn, r.end_pfn)], layout.memory):
-            mm.mark_reserved(start, end)
+    for start, end in layout.memory:
+        mm.mark_reserved(start, end)
+    free = boot_free_ranges(layout)
+    limit = layout.first_deferred_pfn or layout.end_pfn
+    for start, end in free:
+        if start < limit:
+            free_range(node, start, min(end, limit))
     for zone in node.zones:
         if zone.present_pages:
             s, e = zone.zone_start_pfn, zone.zone_end_pfn
             zone.managed_pages = zone.present_pages - int(
                 np.count_nonzero(mm.state[s:e] == PageState.RESERVED))
-    reserved = sorted((r.start_pfn, r.end_pfn) for r in layout.reserved)
-    for start, end in _subtract(layout.memory, reserved):
+
+
+def deferred_init_memmap(node: Node, layout: BootLayout) -> None:
+    """Free the deferred free memory; type a pageblock MOVABLE only if its first pfn is free.
+
+    Kernel: mm/mm_init.c, deferred_init_memmap(), deferred_free_pages()
+    """
+    if layout.first_deferred_pfn is None:
+        return
+    mm, pbo = node.mm, node.geo.pageblock_order
+    movable = mm.pageblock_type(MigrateType.MOVABLE)
+    for start, end in boot_free_ranges(layout):
+        start = max(start, layout.first_deferred_pfn)
+        if start >= end:
+            continue
+        mm.pb_mt[-(-start >> pbo):-(-end >> pbo)] = movable
         free_range(node, start, end)
+        node.page_zone(start).managed_pages += end - start
 
 
-def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Pairwise overlaps of two lists of half-open ranges."""
-    return [(max(s1, s2), min(e1, e2)) for s1, e1 in a for s2, e2 in b
-            if max(s1, s2) < min(e1, e2)]
+def boot_free_ranges(layout: BootLayout) -> list[tuple[int, int]]:
+    """Memory no reservation covers: for_each_free_mem_range()."""
+    return subtract_ranges(layout.memory,
+                           sorted((r.start_pfn, r.end_pfn) for r in layout.reserved))
 
 
-def _subtract(ranges: list[tuple[int, int]], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``ranges`` minus the sorted ``holes``: for_each_free_mem_range()."""
-    out = []
-    for start, end in ranges:
-        for hs, he in holes:
-            if he <= start or hs >= end:
-                continue
-            if hs > start:
-                out.append((start, hs))
-            start = max(start, he)
-        if start < end:
-            out.append((start, end))
-    return out
+def free_reserved_area(node: Node, start: int, end: int) -> np.ndarray:
+    """Reserved pages become managed; returns their pfns for the caller to free.
+
+    The caller frees them one by one (to a per-CPU list or the buddy
+    allocator), as free_reserved_page() does.
+    Kernel: mm/page_alloc.c, free_reserved_area(), adjust_managed_page_count()
+    """
+    pfns = np.arange(start, end, dtype=np.int64)
+    pfns = pfns[node.mm.state[start:end] == PageState.RESERVED]
+    if len(pfns):
+        node.page_zone(int(pfns[0])).managed_pages += len(pfns)
+    return pfns
 
 
 def free_range(node: Node, start: int, end: int, to_tail: bool = True) -> None:
-    """Free [start, end) in the largest aligned chunks that fit.
+    """Free [start, end) in the largest aligned chunks that fit (counted in pgfree).
 
-    Kernel: mm/memblock.c, __free_pages_memory()
+    Kernel: mm/memblock.c, __free_pages_memory(); mm/page_alloc.c, free_one_page()
     """
     max_order = node.geo.max_page_order
     mm = node.mm
     mm.mark_free(start, end)
+    node.count_event("pgfree", end - start)
     while start < end:
         order = max_order if start == 0 else min(max_order, (start & -start).bit_length() - 1)
         while start + (1 << order) > end:

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 PAGE_CHARS = {PageKind.ANON: "A", PageKind.FILE: "F", PageKind.SHMEM: "T",
               PageKind.RAMFS: "Q", PageKind.SLAB: "S", PageKind.SLAB_RECLAIMABLE: "D",
               PageKind.PAGETABLE: "P", PageKind.PIPE: "|", PageKind.KERNEL: "K",
-              PageKind.MEMMAP: "W", PageKind.BALLOON: "B"}
+              PageKind.MEMMAP: "W", PageKind.BALLOON: "B", PageKind.STACK: "E",
+              PageKind.PERCPU: "C", PageKind.VMALLOC: "V"}
 STATE_CHARS = {PageState.ABSENT: " ", PageState.OFFLINE: "o", PageState.RESERVED: "#",
                PageState.FREE: ".", PageState.PAGE_OFFLINE: "x"}
 MT_CHARS = {MigrateType.UNMOVABLE: "U", MigrateType.MOVABLE: "M",
@@ -41,7 +42,8 @@ MT_CHARS = {MigrateType.UNMOVABLE: "U", MigrateType.MOVABLE: "M",
             MigrateType.ISOLATE: "I"}
 
 PAGE_LEGEND = (". free  A anon  F page cache  T tmpfs  Q ramfs  S slab  D reclaimable slab  "
-               "P page table  | pipe  K kernel  W memmap  B balloon  # reserved  "
+               "P page table  | pipe  K kernel  E kernel stack  C percpu  V vmalloc  W memmap  "
+               "B balloon  # reserved  "
                "x PageOffline  o offline  (lower case: pinned)")
 PAGEBLOCK_LEGEND = ("U unmovable  M movable  R reclaimable  H highatomic  I isolated "
                     "(lower case: all free)  - no memory  o offline  x PageOffline")

@@ -141,9 +141,12 @@ class PageKind(IntEnum):
     SLAB_RECLAIMABLE = 6  # reclaimable slab (dentries, inodes)
     PAGETABLE = 7     # page-table page
     PIPE = 8          # pipe buffer
-    KERNEL = 9        # other kernel memory (stacks, vmalloc, drivers, raw alloc_pages)
+    KERNEL = 9        # other kernel memory (drivers, DMA pools, raw alloc_pages)
     MEMMAP = 10       # struct pages of hot-added memory
     BALLOON = 11      # virtio-balloon page (movable_ops with balloon compaction)
+    STACK = 12        # kernel stack (vmalloc'd; meminfo KernelStack and VmallocUsed)
+    PERCPU = 13       # page of a dynamic percpu chunk (meminfo Percpu)
+    VMALLOC = 14      # other vmalloc memory: modules, large tables (meminfo VmallocUsed)
 
     def __str__(self) -> str:
         return self.name.lower()

@@ -8,7 +8,7 @@ allocator, whatever is in it now.  The kernel does it in phases, and so does
    pageblocks covering it; 5.8: the 4 MiB-aligned blocks around it, so an
    unmovable page in the *neighbouring* pageblock makes a 2 MiB request
    fail).  An unmovable page: -EBUSY.
-2. **drain**: empty per-CPU free lists (vmemlab has none; shown as a no-op).
+2. **drain**: empty the per-CPU free lists of the zone (drain_all_pages()).
 3. **migrate**: move every movable page out (-ENOMEM, -EINTR stop here;
    -EBUSY is noted and left for the test to catch).
 4. **test**: every page must now be free on an isolated block, else -EBUSY.
@@ -193,10 +193,13 @@ class ContigRange:
         return 0, f"pageblocks [{lo:#x}, {hi:#x}) are MIGRATE_ISOLATE"
 
     def _drain(self) -> tuple[int, str]:
+        from .pcp import drain_all_pages
+
         self.cost_ns += DRAIN_NS
-        what = ("lru_add_drain_all()" if self.node.profile.drain_per_pageblock
+        what = ("lru_add_drain_all(), drain_all_pages()" if self.node.profile.drain_per_pageblock
                 else "drain_all_pages(zone)")
-        return 0, f"{what}: vmemlab keeps no per-CPU lists, nothing to drain"
+        freed = drain_all_pages(self.node, self.zone)
+        return 0, f"{what}: {freed} pages back from the per-CPU lists"
 
     def _migrate(self) -> tuple[int, str]:
         zone_idx = self.zone.zid if self.zone is not None else -1

@@ -24,15 +24,18 @@ import numpy as np
 
 from . import charmap
 from .activity import ACTIVITY_CLASSES, SPECS, Activity, FilesActivity
-from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all
+from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all, q35_reserve
+from .bootmem import BootMemory, boot_kernel
 from .bulk import alloc_pages_bulk
 from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
 from .hypervisor import VIRTIO_MEM_MIN_BLOCK_SIZE, VirtioMemDevice
+from .memblock import KERNEL_SECTIONS, boot_config
 from .memory_hotplug import ONLINE_TYPES, MemoryHotplug
 from .node import Node
 from .page_alloc import alloc_pages, free_pages
 from .page_offline import generic_online_page
+from .pcp import Pagesets
 from .procfs import ProcFS
 from .profiles import DEFAULT_KERNEL, KernelProfile, profile
 from .sysfs import Sysfs
@@ -132,15 +135,22 @@ class Machine:
     picks the profile ("6.12" or "5.8"); ``geometry`` is "x86_64" (a q35
     guest) or "teaching" (a tiny flat machine for hand exercises).
     ``online_policy`` and ``auto_online_blocks`` are the memory-hotplug
-    settings of the same names.  ``seed`` seeds the one random generator;
-    ``trace=True`` records events and frames.
+    settings of the same names.  ``cpus``, ``maxmem`` and ``slots`` are
+    QEMU's ``-smp`` and ``-m size,maxmem=,slots=``: the default (2 CPUs,
+    maxmem sized for whatever devices are added) is the reference VM of a
+    virtio-mem guest; ``maxmem=boot_memory`` is a guest without memory
+    hotplug, which has no swiotlb below 4 GiB of RAM (vmemlab.memblock).
+    ``seed`` seeds the one random generator (and, with the boot count, the
+    boot's KASLR slot and timing); ``trace=True`` records events and frames.
     """
 
     def __init__(self, boot_memory: int | str = 2 * GiB, kernel: str = DEFAULT_KERNEL,
                  online_policy: str = "contig-zones", auto_online_blocks: str = "online",
                  seed: int = 0, geometry: str | Geometry = "x86_64",
                  trace: bool | Trace = False, min_free_kbytes: int | None = None,
-                 mobility_grouping: bool = True, auto_movable_ratio: int = 301) -> None:
+                 mobility_grouping: bool = True, auto_movable_ratio: int = 301,
+                 cpus: int = 2, maxmem: int | str | None = None,
+                 slots: int | None = None) -> None:
         geo = _geometry(geometry)
         prof = profile(kernel)
         boot_memory = parse_size(boot_memory)
@@ -152,6 +162,7 @@ class Machine:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ValueError(f"seed={seed!r} must be an integer")
         layout = boot_layout(geo, boot_memory)
+        self.boot_config = boot_config(boot_memory, cpus, maxmem, slots)
         geo = dataclasses.replace(geo, memory_block_size=probe_memory_block_size(
             geo, layout.end_pfn << geo.page_shift))
         self.geometry = geo
@@ -195,14 +206,22 @@ class Machine:
         self.auto_movable_ratio: int = self.boot_settings["auto_movable_ratio"]
         self.activities: list[Activity] = []
         self.slab_caches: dict = {}
+        boot_rng = np.random.default_rng([self.seed, self.boots])   # KASLR, boot timing
+        if geo.layout == "q35":
+            q35_reserve(geo, self.layout, self.boot_config, self.max_possible_pfn, boot_rng)
         self.node = Node(geo, prof, self.layout.end_pfn, self.trace, self.min_free_kbytes,
                          self.mobility_grouping)
         self.node.clock = lambda: self.now
+        self.node.pagesets = Pagesets(self.node, self.boot_config.cpus)
         if self.device_regions:
             self.ensure_pfns(max(a + s for a, s, _ in self.device_regions) >> geo.page_shift)
         free_area_init(self.node, self.layout)
         memblock_free_all(self.node, self.layout)
-        init_per_zone_wmark_min(self.node)
+        self.bootmem: BootMemory | None = None
+        if geo.layout == "q35":
+            self.bootmem = boot_kernel(self, self.boot_config, boot_rng)
+        else:
+            init_per_zone_wmark_min(self.node)
         self.proc = ProcFS(self)
         self.hotplug = MemoryHotplug(self)
         self.sysfs = Sysfs(self)
@@ -252,11 +271,55 @@ class Machine:
         end = self.layout.end_pfn << geo.page_shift
         return -(-end // geo.memory_block_size) * geo.memory_block_size
 
+    @property
+    def device_memory_size(self) -> int | None:
+        """Bytes of QEMU's device-memory region: maxmem - RAM, plus 1 GiB per slot.
+
+        None when ``maxmem`` was left to be sized for the devices.
+        QEMU: hw/i386/pc.c pc_memory_init() (enforce_aligned_dimm)
+        """
+        cfg = self.boot_config
+        if cfg.maxmem is None:
+            return None
+        return cfg.maxmem - self.boot_memory + GiB * (cfg.slots or 0)
+
+    @property
+    def max_possible_pfn(self) -> int:
+        """The highest pfn memory may ever have: RAM, or the hotpluggable range QEMU's
+        SRAT announces (the device-memory region).  Kernel: max_possible_pfn,
+        drivers/acpi/numa/srat.c acpi_numa_memory_affinity_init()
+        """
+        end = self.layout.end_pfn
+        size = self.device_memory_size
+        if size is None or size > 0:
+            region = size if size else max(self.geometry.memory_block_size,
+                                           sum(s for _, s, _ in self.device_regions))
+            end = max(end, (self.device_memory_base + region) >> self.geometry.page_shift)
+        return end
+
+    def _check_device_memory(self, size: int) -> None:
+        """QEMU's memory_device_check_addable(): maxmem bounds what devices may add."""
+        total = self.device_memory_size
+        if total is None:
+            return
+        if total == 0:
+            raise ValueError("the configuration is not prepared for memory devices (e.g., "
+                             "for memory hotplug), consider specifying the maxmem option "
+                             f"(maxmem={self.boot_config.maxmem} equals boot_memory)")
+        used = sum(s for _, s, _ in self.device_regions)
+        if used + size > self.boot_config.maxmem - self.boot_memory:
+            raise ValueError(f"not enough space, currently {used:#x} in use of total space "
+                             f"for memory devices {self.boot_config.maxmem - self.boot_memory:#x}"
+                             f" (size={size:#x}, maxmem={self.boot_config.maxmem:#x})")
+
     def allocate_device_region(self, size: int, align: int, name: str) -> int:
         """Place a memory device in the device-memory region, first fit, aligned.
 
-        QEMU: hw/mem/memory-device.c, memory_device_get_free_addr()
+        With ``maxmem`` given, QEMU refuses a device that does not fit.
+        QEMU: hw/mem/memory-device.c, memory_device_pre_plug(),
+        memory_device_get_free_addr()
         """
+        self._check_device_memory(size)
         addr = self.device_memory_base
         for start, length, _ in sorted(self.device_regions):
             if addr + size <= start:
@@ -286,6 +349,10 @@ class Machine:
         if size <= 0 or size % bsize:
             raise ValueError(f"size={size} must be a positive multiple of the memory block "
                              f"size ({format_size(bsize)})")
+        slots = self.boot_config.slots
+        if slots is not None and len(self.dimms) >= slots:
+            raise ValueError("no slots where allocated, please specify the 'slots' option"
+                             if not slots else f"no free slots available (slots={slots})")
         name = f"dimm{len(self.dimms)}"
         addr = self.allocate_device_region(size, bsize, name)
         dimm = Dimm(name, addr, size, 0)
@@ -449,14 +516,24 @@ class Machine:
         return "".join(f"[{t:12.6f}] {msg}\n" for t, msg in entries)
 
     def _memory_line(self) -> str:
-        """The "Memory: .../... available" line of mem_init()."""
+        """The "Memory: .../... available" line of mem_init_print_info().
+
+        Available is what memblock_free_all() and deferred init hand out;
+        the kernel image's parts are listed as the kernel lists them.
+        """
         shift = self.geometry.page_shift
         phys = sum(e - s for s, e in self.layout.memory) << shift
         reserved = sum(min(r.end_pfn, e) - max(r.start_pfn, s) for r in self.layout.reserved
                        for s, e in self.layout.memory if max(r.start_pfn, s) < min(r.end_pfn, e))
         total = phys - (reserved << shift)
+        parts = ""
+        if self.geometry.layout == "q35":
+            sizes = {s.name: s.size >> 10 for s in KERNEL_SECTIONS}
+            parts = (f"{sizes['text']}K kernel code, {sizes['data']}K rwdata, "
+                     f"{sizes['rodata']}K rodata, {sizes['init']}K init, "
+                     f"{sizes['bss'] + sizes['brk']}K bss, ")
         return (f"Memory: {total >> 10}K/{phys >> 10}K available "
-                f"({reserved << shift >> 10}K reserved)")
+                f"({parts}{reserved << shift >> 10}K reserved, 0K cma-reserved)")
 
     def __repr__(self) -> str:
         rows = dict(self.proc.meminfo_rows())

@@ -57,6 +57,7 @@ from .page_isolation import (
     undo_isolate_page_range,
 )
 from .page_offline import generic_online_page
+from .pcp import drain_all_pages
 from .zone import init_per_zone_wmark_min
 
 if TYPE_CHECKING:
@@ -493,6 +494,7 @@ class MemoryHotplug:
         if np.any(mm.pb_zone[start >> node.geo.pageblock_order:
                              end >> node.geo.pageblock_order] != zone.zid):
             return self._offline_failed(start, end, "multizone range", EINVAL)
+        drain_all_pages(node, zone)      # zone_pcp_disable()
         rc = start_isolate_page_range(node, start, end, MEMORY_OFFLINE | REPORT_FAILURE)
         if rc:
             return self._offline_failed(start, end, "failure to isolate range", rc)

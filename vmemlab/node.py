@@ -71,6 +71,8 @@ class Node:
         # PageKind -> driver that migrates its own non-LRU pages (struct movable_operations)
         self.movable_ops: dict[int, Any] = {}
         self.clock = lambda: 0.0
+        # Per-CPU page lists (vmemlab.pcp.Pagesets), set when the machine boots.
+        self.pagesets: Any = None
 
     def printk(self, message: str) -> None:
         """Append a line to the kernel log (``Machine.dmesg()`` shows it)."""

@@ -8,8 +8,9 @@ When the wanted migratetype has no free block, the allocator borrows from
 another type (``rmqueue_claim``/``rmqueue_steal`` in 6.12, the older
 ``rmqueue_fallback`` in 5.8), possibly claiming a whole pageblock.
 
-Simplifications (also in docs/glossary.md): no per-CPU page lists (a page is
-freed straight into the buddy allocator), no compaction, no OOM killer (an
+Simplifications (also in docs/glossary.md): per-CPU page lists only hold
+what boot left on them (vmemlab.pcp; a page is freed straight into the buddy
+allocator and allocations never take from the lists), no compaction, no OOM killer (an
 allocation that cannot be satisfied returns None), no highatomic reserve and
 no CMA (the simulated kernel is built without CONFIG_CMA).
 
@@ -31,6 +32,7 @@ from .freelist import (
     move_to_free_list,
 )
 from .gfp import Gfp, format_gfp, gfp_migratetype, gfp_zone, parse_gfp
+from .pcp import drain_all_pages
 from .trace import MmPageAlloc, MmPageAllocExtfrag, MmPageFree, WarnAlloc
 
 if TYPE_CHECKING:
@@ -563,7 +565,8 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
     """Allocate one block: fast path, then kswapd, the min watermark, direct reclaim.
 
     Returns (zone, head pfn) of a block still marked FREE in the memmap;
-    ``prep_new_page`` hands it to its owner.
+    ``prep_new_page`` hands it to its owner.  When reclaim found nothing, the
+    per-CPU lists are drained once before giving up.
 
     Kernel: mm/page_alloc.c, __alloc_pages() and __alloc_pages_slowpath()
     """
@@ -585,6 +588,8 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
     while got is None and req.gfp & _GFP_DIRECT:
         if not direct_reclaim(node, req.order, req.highest):
             break
+        got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+    if got is None and req.gfp & _GFP_DIRECT and drain_all_pages(node):
         got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
     if got is None and not req.gfp & _GFP_NOWARN:
         warn_alloc(node, req)

@@ -49,7 +49,8 @@ def unmovable_mask(node: Node, start: int, end: int, flags: int = 0) -> np.ndarr
 
     Reserved pages and holes always; in kernel zones also allocated pages
     that are neither LRU nor movable_ops, and PageOffline pages unless
-    offlining memory.
+    offlining memory.  Pages with a zero reference count (on a per-CPU
+    list, see vmemlab.pcp) are skipped, as the kernel skips them.
     """
     mm, pbo = node.mm, node.geo.pageblock_order
     state = mm.state[start:end]
@@ -57,7 +58,8 @@ def unmovable_mask(node: Node, start: int, end: int, flags: int = 0) -> np.ndarr
     zones = np.repeat(mm.pb_zone[start >> pbo:-(-end >> pbo)], 1 << pbo)
     off = start - (start >> pbo << pbo)
     kernel_zone = zones[off:off + (end - start)] != ZoneType.MOVABLE
-    used = (state == _ALLOCATED) & ~MOVABLE_KINDS[mm.kind[start:end]]
+    used = ((state == _ALLOCATED) & ~MOVABLE_KINDS[mm.kind[start:end]]
+            & ((mm.flags[start:end] & PageFlag.REFCOUNT_ZERO) == 0))
     if not flags & MEMORY_OFFLINE:
         held = (state == _PAGE_OFFLINE) & ((mm.flags[start:end] & PageFlag.REFCOUNT_ZERO) == 0)
         used |= held & ~movable_ops_mask(node, mm.kind[start:end])

@@ -76,6 +76,13 @@ class KernelProfile:
     def __str__(self) -> str:
         return f"Linux {self.name}"
 
+    @property
+    def release(self) -> tuple[int, int]:
+        """The upstream release as (major, minor): tables keyed by version ask this
+        (vmemlab.prockeys: which /proc lines the release prints)."""
+        major, minor = self.name.split(".")[:2]
+        return int(major), int(minor)
+
 
 _SBM_STATES_5_8 = ("UNUSED", "PLUGGED", "OFFLINE", "OFFLINE_PARTIAL",
                    "ONLINE", "ONLINE_PARTIAL", "ONLINE_MOVABLE")
