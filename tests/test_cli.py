@@ -321,10 +321,10 @@ def test_run_prints_every_step(capsys):
     assert "  vmem0: virtio-mem-pci at 0x100000000, region 4 GiB, block 2 MiB, " \
            "requested-size 2 GiB (SBM)\n" in out
     assert ("[4] t=0.011 s  resize vmem0: requested-size 0 B  -- the host wants all of it back\n"
-            "    vmem0: requested 0 B, plugged 334 MiB, NOT reached\n"
+            "    vmem0: requested 0 B, plugged 338 MiB, NOT reached\n"
             "           last pass -EBUSY: retry later: memory could not be freed; "
             "retry timer fires at t=50.4 s\n") in out
-    assert "    vmem0: retry at t=350.4 s: -EBUSY, plugged 334 MiB\n" in out
+    assert "    vmem0: retry at t=350.4 s: -EBUSY, plugged 338 MiB\n" in out
     assert out.endswith("expectations: all 3 met\n")
 
 

@@ -378,7 +378,7 @@ def test_background_page_cache_races_an_unplug():
 
 
 def test_work_pending_while_queued_and_next_event_is_the_retry_timer():
-    m = vm.Machine(boot_memory=2 * vm.GiB, seed=0)
+    m = vm.Machine(boot_memory=2 * vm.GiB, seed=0, kernel_activity=False)   # no background ticks
     dev = m.add_virtio_mem(region_size=1 * vm.GiB)
     m.settle()
     dev.requested_size = 256 * vm.MiB

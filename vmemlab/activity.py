@@ -44,7 +44,7 @@ import numpy as np
 
 from .bulk import alloc_bulk_runs, alloc_pages_bulk, free_pages_bulk
 from .constants import PageFlag, PageKind, PageState, format_size
-from .slab import DENTRY, EXT4_INODE, SlabCache
+from .slab import DENTRY, EXT4_INODE, kmem_cache
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -240,16 +240,10 @@ class FilesActivity(Activity):
 
     def __init__(self, machine: Machine, kind: str, name: str) -> None:
         super().__init__(machine, kind, name)
-        caches = machine.slab_caches
-        for spec in (DENTRY, EXT4_INODE):
-            if spec.name not in caches:
-                caches[spec.name] = SlabCache(spec, self.node, self._cache_owner(spec.name))
-        self.dentries, self.inodes = caches[DENTRY.name], caches[EXT4_INODE.name]
+        self.dentries = kmem_cache(machine.slab_caches, self.node, DENTRY)
+        self.inodes = kmem_cache(machine.slab_caches, self.node, EXT4_INODE)
         self.dentry_slab = np.zeros(0, np.int64)
         self.inode_slab = np.zeros(0, np.int64)
-
-    def _cache_owner(self, name: str) -> int:
-        return self.node.new_owner(PageKind.SLAB_RECLAIMABLE, f"slab cache {name}").id
 
     @property
     def count(self) -> int:
@@ -271,13 +265,7 @@ class FilesActivity(Activity):
 
     def pages(self) -> np.ndarray:
         """Slab pages holding at least one of this activity's objects."""
-        slabs = []
-        for cache, idx in ((self.dentries, self.dentry_slab), (self.inodes, self.inode_slab)):
-            used = np.unique(idx[idx >= 0])
-            for s in used.tolist():
-                pfn, order = int(cache._pfn[s]), int(cache._order[s])
-                slabs.append(np.arange(pfn, pfn + (1 << order)))
-        return np.sort(np.concatenate(slabs)) if slabs else np.zeros(0, np.int64)
+        return np.union1d(self.dentries.pages(self.dentry_slab), self.inodes.pages(self.inode_slab))
 
     def release(self, fraction: float = 1.0) -> int:
         """Unlink all or a seeded random ``fraction`` of the files.

@@ -31,6 +31,7 @@ from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geom
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
 from .hypervisor import VIRTIO_MEM_MIN_BLOCK_SIZE, VirtioMemDevice
 from .memblock import KERNEL_SECTIONS, boot_config
+from .kernel_activity import KernelActivity
 from .memory_hotplug import ONLINE_TYPES, MemoryHotplug
 from .node import Node
 from .page_alloc import alloc_pages, free_pages
@@ -142,6 +143,10 @@ class Machine:
     hotplug, which has no swiotlb below 4 GiB of RAM (vmemlab.memblock).
     ``seed`` seeds the one random generator (and, with the boot count, the
     boot's KASLR slot and timing); ``trace=True`` records events and frames.
+    ``kernel_activity`` turns the kernel's own allocations after boot on or
+    off (hotplug metadata and a steady slab churn, see
+    vmemlab.kernel_activity); by default it is on for the x86-64 geometry
+    and off for the teaching one.
     """
 
     def __init__(self, boot_memory: int | str = 2 * GiB, kernel: str = DEFAULT_KERNEL,
@@ -150,7 +155,7 @@ class Machine:
                  trace: bool | Trace = False, min_free_kbytes: int | None = None,
                  mobility_grouping: bool = True, auto_movable_ratio: int = 301,
                  cpus: int = 2, maxmem: int | str | None = None,
-                 slots: int | None = None) -> None:
+                 slots: int | None = None, kernel_activity: bool | None = None) -> None:
         geo = _geometry(geometry)
         prof = profile(kernel)
         boot_memory = parse_size(boot_memory)
@@ -161,6 +166,9 @@ class Machine:
                              "non-negative integer (percent)")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise ValueError(f"seed={seed!r} must be an integer")
+        if kernel_activity not in (None, True, False):
+            raise ValueError(f"kernel_activity={kernel_activity!r} must be True, False or None "
+                             "(None: on for the x86-64 geometry)")
         layout = boot_layout(geo, boot_memory)
         self.boot_config = boot_config(boot_memory, cpus, maxmem, slots)
         geo = dataclasses.replace(geo, memory_block_size=probe_memory_block_size(
@@ -174,7 +182,9 @@ class Machine:
         # The kernel command line / config: every boot starts from these.
         self.boot_settings = {"online_policy": online_policy,
                               "auto_online_blocks": auto_online_blocks,
-                              "auto_movable_ratio": auto_movable_ratio}
+                              "auto_movable_ratio": auto_movable_ratio,
+                              "kernel_activity": (geo.layout == "q35" if kernel_activity is None
+                                                  else kernel_activity)}
         self.min_free_kbytes = min_free_kbytes
         self.mobility_grouping = mobility_grouping
         self.now = 0.0
@@ -223,8 +233,12 @@ class Machine:
         else:
             init_per_zone_wmark_min(self.node)
         self.proc = ProcFS(self)
+        self.kernel_activity: KernelActivity | None = None
         self.hotplug = MemoryHotplug(self)
         self.sysfs = Sysfs(self)
+        if self.boot_settings["kernel_activity"]:
+            self.kernel_activity = KernelActivity(self)
+            self.kernel_activity.boot()
         for dimm in self.dimms:       # ACPI finds the DIMMs again at boot
             self._add_dimm_memory(dimm)
         for dev in self.virtio_mem:
@@ -758,6 +772,8 @@ class Machine:
         """Check every invariant; raise vmemlab.ValidationError naming the pfn."""
         validate_node(self.node)
         validate_hotplug(self.hotplug)
+        for cache in self.slab_caches.values():
+            cache.validate()
         for dev in self.virtio_mem:
             validate_virtio_mem(self, dev)
 

@@ -211,10 +211,12 @@ class MemoryHotplug:
         for bid in ids:
             block = MemoryBlock(bid, bid * self.block_pages, self.block_pages, group=group,
                                 resource=resource)
-            if self._populate_memmap(block):
+            failed = ("memmap" if self._populate_memmap(block) else
+                      "memory block" if self._alloc_metadata(block, bid == first) else "")
+            if failed:
                 for b in done:
                     self._remove_block(b)
-                self.node.printk(f"add_memory: memmap allocation failed for memory{bid}")
+                self.node.printk(f"add_memory: {failed} allocation failed for memory{bid}")
                 return ENOMEM
             self.node.mm.mark_offline(block.start_pfn, block.end_pfn)
             self.blocks[bid] = block
@@ -252,6 +254,17 @@ class MemoryHotplug:
                 block.memmap.append((pfn, 0))
         return 0
 
+    def _alloc_metadata(self, block: MemoryBlock, add_memory_call: bool) -> int:
+        """The block's kernel objects (struct memory_block, sysfs nodes, ...), if modelled.
+
+        On failure the memmap is freed too.  See vmemlab.kernel_activity.
+        """
+        ka = self.machine.kernel_activity
+        if ka is None or not ka.memory_block_added(block, add_memory_call):
+            return 0
+        self._free_memmap(block)
+        return ENOMEM
+
     def _free_memmap(self, block: MemoryBlock) -> None:
         """Free the block's struct pages (memmap pages never migrate)."""
         for pfn, order in block.memmap:
@@ -259,6 +272,8 @@ class MemoryHotplug:
         block.memmap.clear()
 
     def _remove_block(self, block: MemoryBlock) -> None:
+        if self.machine.kernel_activity is not None:
+            self.machine.kernel_activity.memory_block_removed(block)
         self._free_memmap(block)
         self.node.mm.mark_absent(block.start_pfn, block.end_pfn)
         self.node.mm.set_section_online(block.start_pfn, block.end_pfn, False)

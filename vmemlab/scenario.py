@@ -20,6 +20,7 @@ The format (``python -m vmemlab run --help`` prints the same)::
     auto_online_blocks = "online"        # offline, online, online_kernel, online_movable
     seed = 1
     geometry = "x86_64"       # or "teaching"
+    kernel_activity = true    # the kernel's own allocations (default: on for x86_64)
 
     [[devices]]               # virtio-mem-pci devices, named vmem0, vmem1, ...
     region_size = "4G"        # the memory backend (max-size)
@@ -35,8 +36,9 @@ The format (``python -m vmemlab run --help`` prints the same)::
     note = "the host asks for everything back"   # optional, printed
     settle = true             # optional: run until no work is left (default)
     [steps.expect]            # optional: checked by `run --check` and tests
-    size = "334M"
+    size = "338M"
     last_rc = "-EBUSY"
+    # or a band for outcomes "in kind": min_size = "2M", max_size = "16M"
 
 Kernel and QEMU names are kept: ``requested_size`` is QEMU's
 ``requested-size``, ``auto_online_blocks`` is
@@ -197,6 +199,8 @@ MACHINE_KEYS = {
     "seed": Key(integer(0), 0, "seeds the machine's random generator"),
     "geometry": Key(choice(*GEOMETRIES), "x86_64", "x86_64 (a q35 guest) or teaching"),
     "min_free_kbytes": Key(integer(0), None, "vm.min_free_kbytes (default: computed)"),
+    "kernel_activity": Key(boolean, None, "the kernel's allocations after boot (default: "
+                                          "on for x86_64, off for teaching)"),
 }
 DEVICE_KEYS = {
     "region_size": Key(size, help="memory backend size (max-size)"),
@@ -211,6 +215,8 @@ BALLOON_KEYS = {"compaction": Key(boolean, True, "balloon compaction (movable pa
 EXPECT_KEYS = {
     "device": Key(device_ref, None, "which device (default: the step's, or the only one)"),
     "size": Key(size, None, "plugged size (QEMU 'size')"),
+    "min_size": Key(size, None, "plugged size at least this"),
+    "max_size": Key(size, None, "plugged size at most this"),
     "requested_size": Key(size, None, "requested-size"),
     "last_rc": Key(rc_name, None, "the driver's last run_wq result"),
     "broken": Key(boolean, None, "the driver marked the device broken"),
@@ -289,6 +295,7 @@ class MachineSpec:
     seed: int
     geometry: str
     min_free_kbytes: int | None
+    kernel_activity: bool | None
 
 
 @dataclass(frozen=True)
@@ -313,6 +320,8 @@ class Expect:
 
     device: str
     size: int | None = None
+    min_size: int | None = None
+    max_size: int | None = None
     requested_size: int | None = None
     last_rc: int | None = None
     broken: bool | None = None

@@ -137,7 +137,8 @@ class Runner:
                          online_policy=spec.online_policy,
                          auto_online_blocks=spec.auto_online_blocks, seed=spec.seed,
                          geometry=spec.geometry, min_free_kbytes=spec.min_free_kbytes,
-                         auto_movable_ratio=spec.auto_movable_ratio)
+                         auto_movable_ratio=spec.auto_movable_ratio,
+                         kernel_activity=spec.kernel_activity)
         for dimm in sc.dimms:
             self.m.add_dimm(dimm.size, dimm.online)
         self.devs = {d.name: self.m.add_virtio_mem(
@@ -413,6 +414,11 @@ def check(step: Step, exp: Expect, res: StepResult) -> list[str]:
         if want is not None and want != have:
             out.append(f"steps[{step.index}] expect.{key} ({exp.device}): expected "
                        f"{_show(key, want)}, got {_show(key, have)}")
+    for key, words, sign in (("min_size", "at least", 1), ("max_size", "at most", -1)):
+        want = getattr(exp, key)
+        if want is not None and sign * (dev.size - want) < 0:
+            out.append(f"steps[{step.index}] expect.{key} ({exp.device}): expected {words} "
+                       f"{_show('size', want)}, got {_show('size', dev.size)}")
     return out
 
 
