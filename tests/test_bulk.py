@@ -14,6 +14,7 @@ from vmemlab.bulk import alloc_pages_bulk, free_pages_bulk
 from vmemlab.constants import MigrateType, PageKind
 from vmemlab.page_alloc import alloc_pages, free_block
 from vmemlab.page_isolation import start_isolate_page_range
+from vmemlab.profiles import PROFILES
 
 from .conftest import teaching
 
@@ -56,7 +57,7 @@ OPS = st.lists(st.tuples(st.integers(0, 1), st.integers(0, 4), st.integers(0, 2)
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS, n=st.integers(0, 300), gfp=st.integers(0, 2),
-       kernel=st.sampled_from(["6.12", "5.8"]), wmin=st.sampled_from([0, 64]),
+       kernel=st.sampled_from(sorted(PROFILES)), wmin=st.sampled_from([0, 64]),
        slices=st.sampled_from([0, 10**9]))
 def test_alloc_pages_bulk_equals_loop(ops, n, gfp, kernel, wmin, slices):
     m = scrambled(kernel, ops, wmin)
@@ -82,7 +83,7 @@ def test_alloc_pages_bulk_equals_loop(ops, n, gfp, kernel, wmin, slices):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS, fill=st.integers(1, 256), pick=st.randoms(use_true_random=False),
-       kernel=st.sampled_from(["6.12", "5.8"]))
+       kernel=st.sampled_from(sorted(PROFILES)))
 def test_free_pages_bulk_equals_loop(ops, fill, pick, kernel):
     m = scrambled(kernel, ops, 0)
     owner = m.node.new_owner(PageKind.ANON, "bulk").id
@@ -98,7 +99,7 @@ def test_free_pages_bulk_equals_loop(ops, fill, pick, kernel):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS, fill=st.integers(1, 256), first=st.integers(0, 31), blocks=st.integers(1, 8),
-       pick=st.randoms(use_true_random=False), kernel=st.sampled_from(["6.12", "5.8"]))
+       pick=st.randoms(use_true_random=False), kernel=st.sampled_from(sorted(PROFILES)))
 def test_free_into_isolated_pageblocks_equals_loop(ops, fill, first, blocks, pick, kernel):
     """Frees into MIGRATE_ISOLATE pageblocks (migration sources) rebuild the same blocks."""
     m = scrambled(kernel, ops, 0)

@@ -17,6 +17,7 @@ import vmemlab as vm
 from vmemlab import workload
 from vmemlab.cli import buddy_homework, main, random_ops
 from vmemlab.cli_vmem import VmemProblem, random_vmem_ops, vmem_homework
+from vmemlab.profiles import PROFILES
 
 from .conftest import teaching
 
@@ -125,7 +126,7 @@ def test_buddy_prints_null_when_memory_runs_out(capsys):
 
 
 @pytest.mark.parametrize("seed", range(25))
-@pytest.mark.parametrize("kernel", ["6.12", "5.8"])
+@pytest.mark.parametrize("kernel", list(PROFILES))
 def test_buddy_answers_equal_a_replay_on_a_fresh_machine(seed, kernel):
     """The -c answers, checked against direct alloc_pages/free_pages calls."""
     spec = random_ops(seed, 30, 60, 4, "MUR", lambda: teaching(kernel))
@@ -366,7 +367,7 @@ def test_run_png(capsys, tmp_path):
     (["run", str(SCEN / "00_happy_path.toml"), "--param", "machine.seed=1,2"],
      "run takes one value (sweep takes several)"),
     (["run", str(SCEN / "00_happy_path.toml"), "--param", "machine.kernel=4.19"],
-     "00_happy_path.toml: machine.kernel: expected one of '5.8', '6.12', got 4.19 "
+     "00_happy_path.toml: machine.kernel: expected one of '5.8', '6.1', '6.12', '6.15', got 4.19 "
      "(set by --param)"),
     (["run", str(SCEN / "00_happy_path.toml"), "--png", "/no/such/dir/x.png"],
      "--png '/no/such/dir/x.png': No such file or directory"),

@@ -167,16 +167,29 @@ def test_free_contig_range_reports_pages_still_in_use(teach):
     teach.validate()
 
 
-def test_unsupported_gfp_is_einval_in_6_12_only():
-    assert teaching("6.12").alloc_contig_range(0, 8, "GFP_KERNEL | __GFP_NOFAIL") == vm.EINVAL
-    assert teaching("5.8").alloc_contig_range(0, 16, "GFP_KERNEL | __GFP_NOFAIL") == 0
+def test_unsupported_gfp_is_einval_from_6_14_on():
+    assert teaching("6.15").alloc_contig_range(0, 8, "GFP_KERNEL | __GFP_NOFAIL") == vm.EINVAL
+    for kernel, end in (("6.12", 8), ("6.1", 8), ("5.8", 16)):
+        assert teaching(kernel).alloc_contig_range(0, end, "GFP_KERNEL | __GFP_NOFAIL") == 0
 
 
-def test_gfp_comp_needs_a_power_of_two_aligned_range(teach):
-    assert teach.alloc_contig_range(16, 32, "GFP_KERNEL | __GFP_COMP") == 0
-    assert teach.alloc_contig_range(40, 52, "GFP_KERNEL | __GFP_COMP") == vm.EINVAL
-    assert (teach.node.mm.state[40:52] == vm.PageState.FREE).all()
-    teach.validate()
+def test_gfp_comp_needs_a_power_of_two_aligned_range_from_6_14_on():
+    m = teaching("6.15")
+    assert m.alloc_contig_range(16, 32, "GFP_KERNEL | __GFP_COMP") == 0
+    assert m.alloc_contig_range(40, 52, "GFP_KERNEL | __GFP_COMP") == vm.EINVAL
+    assert (m.node.mm.state[40:52] == vm.PageState.FREE).all()
+    assert teaching("6.12").alloc_contig_range(40, 52, "GFP_KERNEL | __GFP_COMP") == 0
+    m.validate()
+
+
+def test_migration_targets_take_the_callers_reclaim_flags_from_6_14_on():
+    from vmemlab.migrate import migration_gfp
+
+    nowarn = int(vm.parse_gfp("GFP_KERNEL | __GFP_NOWARN"))
+    for kernel, expect in (("6.15", "GFP_KERNEL|__GFP_MOVABLE|__GFP_NOWARN|__GFP_RETRY_MAYFAIL"),
+                           ("6.12", "GFP_USER|__GFP_MOVABLE|__GFP_RETRY_MAYFAIL")):
+        mask = migration_gfp(teaching(kernel).node, vm.ZoneType.NORMAL, nowarn)
+        assert vm.format_gfp(mask) == expect
 
 
 def test_fatal_signal_is_eintr(teach):

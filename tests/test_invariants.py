@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vmemlab.profiles import PROFILES
+
 from .conftest import teaching
 
 KINDS = ["anon", "page_cache", "tmpfs", "ramfs", "pipes", "page_tables", "slab", "files"]
@@ -23,7 +25,7 @@ op = st.one_of(
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(op, max_size=40), kernel=st.sampled_from(["6.12", "5.8"]),
+@given(ops=st.lists(op, max_size=40), kernel=st.sampled_from(sorted(PROFILES)),
        wmin=st.sampled_from([0, 32]), seed=st.integers(0, 3))
 def test_random_sequences_keep_invariants(ops, kernel, wmin, seed):
     m = teaching(kernel, min_free_kbytes=wmin, seed=seed)
@@ -78,7 +80,7 @@ hp_op = st.one_of(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=st.lists(hp_op, max_size=30), kernel=st.sampled_from(["6.12", "5.8"]),
+@given(ops=st.lists(hp_op, max_size=30), kernel=st.sampled_from(sorted(PROFILES)),
        policy=st.sampled_from(["contig-zones", "auto-movable"]))
 def test_random_hotplug_sequences_keep_invariants(ops, kernel, policy):
     if kernel == "5.8" and policy == "auto-movable":

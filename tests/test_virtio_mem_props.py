@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vmemlab.profiles import PROFILES
+
 from .conftest import teaching
 
 SB = 32 * 1024          # teaching-geometry subblock
@@ -24,7 +26,7 @@ step = st.one_of(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=st.lists(step, max_size=25), kernel=st.sampled_from(["6.12", "5.8"]),
+@given(steps=st.lists(step, max_size=25), kernel=st.sampled_from(sorted(PROFILES)),
        auto_online=st.sampled_from(["online", "online_movable", "offline"]),
        seed=st.integers(0, 3))
 def test_random_timelines_keep_invariants(steps, kernel, auto_online, seed):

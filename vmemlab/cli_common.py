@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .profiles import DEFAULT_KERNEL, PROFILES
+
 PROG = "vmemlab"
 
 
@@ -38,8 +40,8 @@ def homework_parser(sub: argparse._SubParsersAction, name: str, help: str, descr
     p.add_argument("-s", "--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("-n", "--num-ops", type=count_arg, default=num_ops, metavar="N",
                    help=f"number of random operations (default {num_ops})")
-    p.add_argument("-k", "--kernel", default="6.12", choices=("6.12", "5.8"),
-                   help="kernel profile (default 6.12)")
+    p.add_argument("-k", "--kernel", default=DEFAULT_KERNEL, choices=tuple(PROFILES),
+                   help=f"kernel profile: an upstream release (default {DEFAULT_KERNEL})")
     return p
 
 

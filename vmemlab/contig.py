@@ -4,7 +4,9 @@
 allocator, whatever is in it now.  The kernel does it in phases, and so does
 ``ContigRange``, which can run one phase at a time for a step-through:
 
-1. **isolate**: mark the range's pageblocks MIGRATE_ISOLATE (6.12: the
+0. **gfp** (6.14+): unsupported gfp flags give -EINVAL before anything
+   else; __GFP_COMP asks for one compound page (profile ``contig_gfp_check``).
+1. **isolate**: mark the range's pageblocks MIGRATE_ISOLATE (5.19+: the
    pageblocks covering it; 5.8: the 4 MiB-aligned blocks around it, so an
    unmovable page in the *neighbouring* pageblock makes a 2 MiB request
    fail).  An unmovable page: -EBUSY.
@@ -100,7 +102,7 @@ def check_range(node: Node, start: int, end: int) -> None:
 
 
 def verify_gfp(gfp: int) -> int:
-    """0, or -EINVAL for flags alloc_contig_range() does not support (6.12.y).
+    """0, or -EINVAL for flags alloc_contig_range() does not support (6.14+).
 
     Zone, mobility and placement hints are ignored; only reclaim flags and
     a few action flags are allowed.  Kernel: __alloc_contig_verify_gfp_mask()
@@ -263,7 +265,7 @@ class ContigRange:
 
     def _trim(self) -> tuple[int, str]:
         node = self.node
-        if self.gfp & int(Gfp.COMP):
+        if node.profile.contig_gfp_check and self.gfp & int(Gfp.COMP):   # 6.14+
             nr = self.end - self.start
             if nr & (nr - 1) or self.start & (nr - 1):
                 node.printk(f"WARNING: alloc_contig_range: [{self.start:x}, {self.end:x}) "
@@ -290,8 +292,8 @@ class ContigRange:
     def _undo_after_failed_isolation(self) -> bool:
         """Whether a failed isolation still runs the undo step.
 
-        6.12 jumps to ``done:`` (undo_isolate_page_range(), a no-op there);
-        5.8 returned at once, and so does the -EINVAL gfp check, which runs
+        5.19+ jumps to ``done:`` (undo_isolate_page_range(), a no-op there);
+        5.8 returned at once, and so does 6.14's -EINVAL gfp check, which runs
         before anything is isolated.  The same v5.19 rework that made
         isolation pageblock-granular (``contig_align``) added the jump.
         """

@@ -23,17 +23,27 @@ from typing import Any
 import numpy as np
 
 from . import charmap
-from .activity import ACTIVITY_CLASSES, SPECS, Activity, FilesActivity
+from .activity import (
+    ACTIVITY_CLASSES,
+    FILE_SYSTEMS,
+    SPECS,
+    Activity,
+    FilesActivity,
+    UnitActivity,
+    round_pipe_size,
+)
 from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all, q35_reserve
 from .bootmem import BootMemory, boot_kernel
 from .bulk import alloc_pages_bulk
 from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
+from .drop_caches import drop_caches
 from .hypervisor import VIRTIO_MEM_MIN_BLOCK_SIZE, VirtioMemDevice
-from .memblock import KERNEL_SECTIONS, boot_config
 from .kernel_activity import KernelActivity
+from .memblock import KERNEL_SECTIONS, boot_config
 from .memory_hotplug import ONLINE_TYPES, MemoryHotplug
 from .node import Node
+from .oom import check_oom_score_adj
 from .page_alloc import alloc_pages, free_pages
 from .page_offline import generic_online_page
 from .pcp import Pagesets
@@ -47,6 +57,7 @@ from .virtio_mem_driver import VirtioMemDriver
 from .zone import init_per_zone_wmark_min
 
 LARGE_BLOCK_BOOT_END = 64 * GiB     # MEM_SIZE_FOR_LARGE_BLOCK
+FIRST_PID = 1000                    # pids of the lab's processes start here
 MAX_BLOCK_SIZE = 2 * GiB
 
 
@@ -133,8 +144,9 @@ class Machine:
     """A booted guest.
 
     ``boot_memory`` is the RAM QEMU gives the guest (``-m``); ``kernel``
-    picks the profile ("6.12" or "5.8"); ``geometry`` is "x86_64" (a q35
-    guest) or "teaching" (a tiny flat machine for hand exercises).
+    picks the profile, an upstream release ("5.8", "6.1", "6.12", "6.15");
+    ``geometry`` is "x86_64" (a q35 guest) or "teaching" (a tiny flat
+    machine for hand exercises).
     ``online_policy`` and ``auto_online_blocks`` are the memory-hotplug
     settings of the same names.  ``cpus``, ``maxmem`` and ``slots`` are
     QEMU's ``-smp`` and ``-m size,maxmem=,slots=``: the default (2 CPUs,
@@ -216,6 +228,9 @@ class Machine:
         self.auto_movable_ratio: int = self.boot_settings["auto_movable_ratio"]
         self.activities: list[Activity] = []
         self.slab_caches: dict = {}
+        self._pids = itertools.count(FIRST_PID)
+        self.shell_pid = self.new_pid()     # the root shell that echoes into /proc
+        self.drop_caches_quiet = False      # drop_caches' "stfu" (bit 4 written once)
         boot_rng = np.random.default_rng([self.seed, self.boots])   # KASLR, boot timing
         if geo.layout == "q35":
             q35_reserve(geo, self.layout, self.boot_config, self.max_possible_pfn, boot_rng)
@@ -223,6 +238,7 @@ class Machine:
                          self.mobility_grouping)
         self.node.clock = lambda: self.now
         self.node.pagesets = Pagesets(self.node, self.boot_config.cpus)
+        self.node.activities = self.activities      # the OOM killer's task list
         if self.device_regions:
             self.ensure_pfns(max(a + s for a, s, _ in self.device_regions) >> geo.page_shift)
         free_area_init(self.node, self.layout)
@@ -601,52 +617,64 @@ class Machine:
 
     # -- activities ----------------------------------------------------------
     def activity(self, kind: str, size: int | str | None = None, count: int | None = None,
-                 name: str | None = None) -> Activity:
+                 name: str | None = None, pipe_size: int | str | None = None,
+                 oom_score_adj: int = 0, fs: str = "tmpfs") -> Activity:
         """Start a named guest activity holding memory; see vmemlab.activity.
 
         ``size`` (bytes, or "256M") for page-based kinds; ``count`` for files
-        (number of files) and pipes (number of full 64 KiB pipes).
+        (number of files, on ``fs`` "tmpfs" or "ext4") and pipes (number of
+        full pipes of ``pipe_size`` bytes, 64 KiB by default).  Processes
+        (anon, pin, pipes) take an ``oom_score_adj`` for the OOM killer.
         """
-        if kind not in SPECS:
-            raise ValueError(f"kind={kind!r} is not one of {sorted(SPECS)}")
-        cls = ACTIVITY_CLASSES.get(kind, Activity)
-        act = cls(self, kind, name or f"{kind}#{len(self.activities)}")
+        self._check_activity(kind, pipe_size, oom_score_adj)
         if kind == "files":
             if count is None or size is not None:
                 raise ValueError("files take count= (the number of files), not size=")
             _check_count(count)
-            assert isinstance(act, FilesActivity)
+            if fs not in FILE_SYSTEMS:
+                raise ValueError(f"fs={fs!r} is not one of {list(FILE_SYSTEMS)}")
+        else:
+            nr_pages = self._activity_pages(kind, size, count, pipe_size)
+        act = self._new_activity(kind, name, pipe_size, oom_score_adj, fs)
+        self.activities.append(act)
+        if isinstance(act, FilesActivity):
             act.create(count)
         else:
-            nr_pages = self._activity_pages(kind, size, count)
             act.allocate(nr_pages)
-        self.activities.append(act)
         return act
 
     def start_activity(self, kind: str, rate: int | str, interval: float = 1.0,
                        limit: int | str | None = None, release_fraction: float = 0.0,
-                       name: str | None = None) -> Activity:
+                       name: str | None = None, pipe_size: int | str | None = None,
+                       oom_score_adj: int = 0, repeat: bool = False) -> Activity:
         """An activity that keeps running on the simulated clock.
 
         Every ``interval`` seconds it allocates ``rate`` bytes per second
         (a growing page cache, a leaking daemon) and, with
         ``release_fraction``, frees that share of what it holds (churn).
-        It stops at ``limit`` bytes requested, or when ``act.stop()`` is called.
+        It stops at ``limit`` bytes requested, when ``act.stop()`` is called,
+        or when the OOM killer kills it.  With ``repeat`` it instead frees
+        everything once it holds ``limit`` bytes and starts over, as
+        ``stress --vm`` does (malloc, touch, free, again).
         """
+        if repeat and limit is None:
+            raise ValueError("repeat=True needs a limit= (the bytes touched per round)")
         if kind not in SPECS or kind in ("files", "pin"):
             raise ValueError(f"kind={kind!r} cannot run in the background; use one of "
                              f"{sorted(set(SPECS) - {'files', 'pin'})}")
         if not isinstance(interval, (int, float)) or interval <= 0:
             raise ValueError(f"interval={interval!r} must be a positive number of seconds")
-        per_tick = self._activity_pages(kind, int(parse_size(rate) * interval), None)
+        self._check_activity(kind, pipe_size, oom_score_adj)
+        per_tick = self._activity_pages(kind, int(parse_size(rate) * interval), None, pipe_size)
         cap = None if limit is None else parse_size(limit)
-        act = ACTIVITY_CLASSES.get(kind, Activity)(self, kind,
-                                                   name or f"{kind}#{len(self.activities)}")
+        act = self._new_activity(kind, name, pipe_size, oom_score_adj)
         self.activities.append(act)
 
         def tick() -> None:
-            if act.stopped or (cap is not None and act.requested >= cap):
+            if act.stopped or (cap is not None and not repeat and act.requested >= cap):
                 return
+            if repeat and cap is not None and act.resident >= cap:
+                act.release(1.0)
             if release_fraction:
                 act.release(release_fraction)
             act.allocate(per_tick)
@@ -655,8 +683,45 @@ class Machine:
         self.call_later(0.0, tick)
         return act
 
-    def _activity_pages(self, kind: str, size: int | str | None, count: int | None) -> int:
-        unit = SPECS[kind].unit_pages
+    def drop_caches(self, value: int = 3) -> None:
+        """``echo VALUE > /proc/sys/vm/drop_caches``: 1 page cache, 2 dentries/inodes, 3 both.
+
+        See vmemlab.drop_caches; ValueError unless VALUE is 1 to 4.
+        """
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4:
+            raise ValueError(f"value={value!r} must be an int from 1 to 4 (1 page cache, "
+                             "2 dentries and inodes, 3 both, 4 quiet)")
+        drop_caches(self, value)
+
+    def new_pid(self) -> int:
+        """The next process id of this boot (alloc_pid())."""
+        return next(self._pids)
+
+    @staticmethod
+    def _check_activity(kind: str, pipe_size: int | str | None, oom_score_adj: int) -> None:
+        if kind not in SPECS:
+            raise ValueError(f"kind={kind!r} is not one of {sorted(SPECS)}")
+        check_oom_score_adj(oom_score_adj)
+        if oom_score_adj and not SPECS[kind].process:
+            raise ValueError(f"oom_score_adj={oom_score_adj} needs a process: {kind} is not one "
+                             f"({sorted(k for k in SPECS if SPECS[k].process)} are)")
+        if pipe_size is not None and kind != "pipes":
+            raise ValueError(f"pipe_size={pipe_size!r} is for pipes, not {kind}")
+
+    def _new_activity(self, kind: str, name: str | None, pipe_size: int | str | None,
+                      oom_score_adj: int, fs: str = "tmpfs") -> Activity:
+        name = name or f"{kind}#{len(self.activities)}"
+        if kind == "files":
+            return FilesActivity(self, kind, name, fs)
+        if kind == "pipes":
+            return UnitActivity(self, kind, name, oom_score_adj, pipe_size)
+        return ACTIVITY_CLASSES.get(kind, Activity)(self, kind, name,
+                                                    oom_score_adj=oom_score_adj)
+
+    def _activity_pages(self, kind: str, size: int | str | None, count: int | None,
+                        pipe_size: int | str | None = None) -> int:
+        unit = (SPECS[kind].unit_pages if pipe_size is None else
+                round_pipe_size(pipe_size, self.geometry.page_size))
         if kind == "pipes" and count is not None and size is None:
             _check_count(count)
             return count * unit

@@ -16,8 +16,10 @@ isolates up to 32 pages at a time, drops clean page cache instead of
 copying it, and calls ``migrate_pages``; a batch that still holds a page
 after 5 calls ends the walk with -EBUSY (the rest of the range is never
 even scanned), and a destination that cannot be allocated ends it with
--ENOMEM.  Destinations come from the normal allocator with __GFP_MOVABLE,
-so they are never inside isolated pageblocks.
+-ENOMEM.  pgmigrate_fail counts as migrate_pages() does: the pages that
+failed *in each call*, so a stuck page counts 5 times.  Destinations come
+from the normal allocator with __GFP_MOVABLE, so they are never inside
+isolated pageblocks.
 
 When the allocator's fast path can supply every destination (no reclaim can
 run in between), all batches are migrated in one vectorized step, which is
@@ -66,6 +68,7 @@ class MigrateStats:
     failed: list[int] = field(default_factory=list)        # pfns left behind
     migrate_calls: int = 0
     scanned: int = 0
+    nr_failed_pages: int = 0    # summed over migrate_pages() calls: pgmigrate_fail
 
     def record(self, src: np.ndarray, dst: np.ndarray, order: np.ndarray) -> None:
         self.src.append(src)
@@ -83,17 +86,22 @@ class MigrateStats:
 
 
 def migration_gfp(node: Node, src_zone: int, gfp: int) -> int:
-    """The gfp for a destination page.
+    """The gfp for a destination page of alloc_contig_range().
 
-    The caller's reclaim flags plus __GFP_MOVABLE|__GFP_HARDWALL|
-    __GFP_RETRY_MAYFAIL; __GFP_HIGHMEM only when the source is in
-    ZONE_MOVABLE, so a ZONE_NORMAL page moves within the kernel zones.
+    Since 6.14 the caller's reclaim flags (and __GFP_NOWARN) plus
+    __GFP_MOVABLE|__GFP_RETRY_MAYFAIL; before, always GFP_USER |
+    __GFP_MOVABLE | __GFP_RETRY_MAYFAIL (profile ``contig_gfp_check``).
+    __GFP_HIGHMEM is added only when the source is in ZONE_MOVABLE, so a
+    ZONE_NORMAL page moves within the kernel zones.
 
-    Kernel: mm/page_alloc.c __alloc_contig_verify_gfp_mask(); mm/migrate.c
-    alloc_migration_target()
+    Kernel: mm/page_alloc.c __alloc_contig_verify_gfp_mask() (6.14+),
+    __alloc_contig_migrate_range(); mm/migrate.c alloc_migration_target()
     """
-    keep = int(Gfp.IO | Gfp.FS | Gfp.DIRECT_RECLAIM | Gfp.KSWAPD_RECLAIM | Gfp.NOWARN)
-    mask = (gfp & keep) | int(Gfp.HARDWALL | Gfp.MOVABLE | Gfp.RETRY_MAYFAIL)
+    if node.profile.contig_gfp_check:
+        keep = int(Gfp.IO | Gfp.FS | Gfp.DIRECT_RECLAIM | Gfp.KSWAPD_RECLAIM | Gfp.NOWARN)
+        mask = (gfp & keep) | int(Gfp.MOVABLE | Gfp.RETRY_MAYFAIL)
+    else:
+        mask = int(GFP_USER | Gfp.MOVABLE | Gfp.RETRY_MAYFAIL)
     if src_zone == ZoneType.MOVABLE:
         mask |= int(Gfp.HIGHMEM)
     return mask
@@ -149,11 +157,14 @@ def migrate_range(node: Node, start: int, end: int, gfp: int, zone_idx: int,
     take = batch <= last
     rc = _migrate_batches(node, cands[take], batch[take], outcome[take], gfp, zone_idx, stats)
     if rc == 0 and len(stuck):
-        stats.failed = [int(p) for p in cands[take][outcome[take] != 0]]
+        left = cands[take][outcome[take] != 0]
+        stats.failed = [int(p) for p in left]
         stats.migrate_calls += CONTIG_MIGRATE_TRIES - 1
+        # Every one of the batch's migrate_pages() calls fails them again.
+        stats.nr_failed_pages += _nr_pages(node, left) * CONTIG_MIGRATE_TRIES
         rc = EBUSY
     node.count_event("pgmigrate_success", stats.nr_migrated)
-    node.count_event("pgmigrate_fail", len(stats.failed))
+    node.count_event("pgmigrate_fail", stats.nr_failed_pages)
     node.emit(MmMigratePages(stats.nr_migrated, len(stats.failed), "MIGRATE_SYNC",
                              "contig_range"))
     return rc, stats
@@ -186,6 +197,7 @@ def _migrate_batches(node: Node, pfns: np.ndarray, batch: np.ndarray, outcome: n
         # Headroom guarantees order-0 pages; a shortfall would be a bug, but stay correct.
         for pfn in movers[done:].tolist():
             if move_folio(node, pfn, target_gfp, stats) != 0:
+                stats.nr_failed_pages += 1
                 return ENOMEM
         return 0
     for b in np.unique(batch).tolist():
@@ -195,8 +207,17 @@ def _migrate_batches(node: Node, pfns: np.ndarray, batch: np.ndarray, outcome: n
         stats.migrate_calls += 1
         for pfn in pfns[sel & ~clean & (outcome == 0)].tolist():
             if move_folio(node, pfn, target_gfp, stats) != 0:
+                # -ENOMEM ends migrate_pages(): this folio and the batch's
+                # failures met before it count once.
+                stuck_before = pfns[sel & (outcome != 0) & (pfns < pfn)]
+                stats.nr_failed_pages += _nr_pages(node, np.append(stuck_before, pfn))
                 return ENOMEM
     return 0
+
+
+def _nr_pages(node: Node, heads: np.ndarray) -> int:
+    """Pages of the folios at ``heads`` (nr_failed_pages counts pages, not folios)."""
+    return int(np.sum(np.left_shift(1, node.mm.order[heads].astype(np.int64))))
 
 
 def _fast_path_room(node: Node, gfp: int) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .constants import NO_ZONE, Geometry, MigrateType, PageKind, PageState, ZoneType
 from .memmap import MemMap
+from .oom import OOM_RATELIMIT, Ratelimit
 from .profiles import KernelProfile
 from .trace import Event, NullTrace, Trace
 from .zone import Zone
@@ -66,7 +67,10 @@ class Node:
         self.page_group_by_mobility_disabled = not mobility_grouping
         self.vm_events: dict[str, int] = {}
         self.log: list[tuple[float, str]] = []
-        self.comm = "kworker/0:1"   # the task named in log lines (current->comm)
+        self.comm = "kworker/0:1"   # current->comm when no process allocates
+        self.current: Any = None    # the activity whose process is allocating (current)
+        self.activities: list[Any] = []   # the machine's activities: processes among them
+        self.oom_rs = Ratelimit(*OOM_RATELIMIT)
         self.last_warn_alloc = float("-inf")
         # PageKind -> driver that migrates its own non-LRU pages (struct movable_operations)
         self.movable_ops: dict[int, Any] = {}

@@ -5,14 +5,14 @@ A free block of order *o* is 2**o pages whose first pfn is a multiple of
 splits it (``expand``); freeing merges a block with its buddy
 (``pfn ^ (1 << order)``) for as long as the buddy is free (``free_one_page``).
 When the wanted migratetype has no free block, the allocator borrows from
-another type (``rmqueue_claim``/``rmqueue_steal`` in 6.12, the older
-``rmqueue_fallback`` in 5.8), possibly claiming a whole pageblock.
+another type (vmemlab.fallback), possibly claiming a whole pageblock.  When
+reclaim cannot free enough, the OOM killer may kill a process
+(vmemlab.oom); an allocation that still cannot be satisfied returns None.
 
 Simplifications (also in docs/glossary.md): per-CPU page lists only hold
 what boot left on them (vmemlab.pcp; a page is freed straight into the buddy
-allocator and allocations never take from the lists), no compaction, no OOM killer (an
-allocation that cannot be satisfied returns None), no highatomic reserve and
-no CMA (the simulated kernel is built without CONFIG_CMA).
+allocator and allocations never take from the lists), no compaction, no
+highatomic reserve and no CMA (the simulated kernel is built without CONFIG_CMA).
 
 Kernel: mm/page_alloc.c
 """
@@ -28,29 +28,20 @@ from .freelist import (
     add_to_free_list,
     del_page_from_free_list,
     get_page_from_free_area,
-    move_blocks_to_free_list,
-    move_to_free_list,
 )
 from .gfp import Gfp, format_gfp, gfp_migratetype, gfp_zone, parse_gfp
+from .oom import current_comm, oom_may_kill, out_of_memory
 from .pcp import drain_all_pages
-from .trace import MmPageAlloc, MmPageAllocExtfrag, MmPageFree, WarnAlloc
+from .trace import MmPageAlloc, MmPageFree, WarnAlloc
 
 if TYPE_CHECKING:
     from .node import Node
-    from .zone import FreeArea, Zone
+    from .zone import Zone
 
 # Plain ints: comparing numpy scalars with IntEnum members is slow.
 _FREE = int(PageState.FREE)
 _UNMOVABLE, _MOVABLE, _RECLAIMABLE = (MigrateType.UNMOVABLE, MigrateType.MOVABLE,
                                       MigrateType.RECLAIMABLE)
-
-# Kernel: mm/page_alloc.c, fallbacks[]
-FALLBACKS = {
-    _UNMOVABLE: (_RECLAIMABLE, _MOVABLE),
-    _MOVABLE: (_RECLAIMABLE, _UNMOVABLE),
-    _RECLAIMABLE: (_UNMOVABLE, _MOVABLE),
-}
-
 
 class AllocFlags:
     """Internal allocation flags, plain ints as the kernel's #defines.
@@ -251,241 +242,18 @@ def rmqueue_smallest(zone: Zone, order: int, mt: int) -> int | None:
     return None
 
 
-def should_try_claim_block(zone: Zone, order: int, start_mt: int) -> bool:
-    """Is a block of ``order`` worth claiming whole for ``start_mt``?
-
-    Large blocks always; unmovable and reclaimable requests always (they
-    would otherwise pollute a movable block); small movable requests never.
-
-    Kernel: mm/page_alloc.c, should_try_claim_block() (can_steal_fallback() before 6.15)
-    """
-    pbo = zone.node.geo.pageblock_order
-    return (order >= pbo or order >= pbo // 2
-            or start_mt in (_RECLAIMABLE, _UNMOVABLE)
-            or zone.node.page_group_by_mobility_disabled)
-
-
-def find_suitable_fallback(zone: Zone, area: FreeArea, order: int, start_mt: int,
-                           claimable: bool) -> int:
-    """The first fallback type with a free block of ``order``; -1 none; -2 stop.
-
-    Kernel: mm/page_alloc.c, find_suitable_fallback()
-    """
-    if claimable and not should_try_claim_block(zone, order, start_mt):
-        return -2
-    for fallback_mt in FALLBACKS[MigrateType(start_mt)]:
-        if area.free_list[fallback_mt]:
-            return fallback_mt
-    return -1
-
-
-def _count_free_and_movable(zone: Zone, start: int) -> tuple[int, int]:
-    """Free pages and LRU/movable_ops pages in the pageblock at ``start``."""
-    mm = zone.node.mm
-    end = start + zone.node.geo.pageblock_nr_pages
-    state = mm.state[start:end]
-    free_pages = int(np.count_nonzero(state == _FREE))
-    kinds = mm.kind[start:end][state == PageState.ALLOCATED]
-    movable = int(np.count_nonzero(_MOVABLE_KIND_TABLE[kinds]))
-    return free_pages, movable
-
-
-_MOVABLE_KIND_TABLE = np.array([PageKind(k).lru or PageKind(k).movable_ops
-                                for k in range(max(PageKind) + 1)], dtype=bool)
-
-
-def move_freepages_block(zone: Zone, start: int, old_mt: int | None, new_mt: int) -> int:
-    """Move the free blocks of one pageblock to ``new_mt``'s lists (tail).
-
-    With ``old_mt`` given only blocks on that list move (6.12); with None
-    every free block moves wherever it was (5.10's move_freepages()).
-    Returns the number of pages moved.
-
-    Kernel: mm/page_alloc.c, __move_freepages_block() / move_freepages_block()
-    """
-    mm = zone.node.mm
-    end = start + zone.node.geo.pageblock_nr_pages
-    heads = start + np.flatnonzero((mm.state[start:end] == _FREE) & (mm.order[start:end] >= 0))
-    list_mts = mm.owner[heads]
-    if old_mt is not None:
-        heads = heads[list_mts == old_mt]
-        list_mts = list_mts[list_mts == old_mt]
-    return move_blocks_to_free_list(zone, heads.tolist(), mm.order[heads].tolist(),
-                                    list_mts.tolist(), new_mt)
-
-
-def _alike_pages(zone: Zone, start_mt: int, block_mt: int, free_pages: int,
-                 movable: int) -> int:
-    """Pages in the block compatible with the requester (try_to_claim_block())."""
-    if start_mt == _MOVABLE:
-        return movable
-    if block_mt == _MOVABLE:
-        return zone.node.geo.pageblock_nr_pages - (free_pages + movable)
-    return 0
-
-
-def try_to_claim_block(zone: Zone, pfn: int, current_order: int, order: int,
-                       start_mt: int, block_mt: int) -> int | None:
-    """Claim the whole pageblock of a fallback block, then allocate from it.
-
-    A block of at least pageblock_order simply changes owner.  A smaller one
-    moves its pageblock only if at least half the pageblock is free or
-    "alike" (movable pages for a movable request; non-movable pages for an
-    unmovable or reclaimable request taking from a movable block).
-
-    Kernel: mm/page_alloc.c, try_to_claim_block() (6.12.y: try_to_steal_block())
-    """
-    node = zone.node
-    geo = node.geo
-    if current_order >= geo.pageblock_order:
-        del_page_from_free_list(zone, pfn, current_order, block_mt)
-        node.mm.change_pageblock_range(pfn, current_order, start_mt)
-        expand(zone, pfn, order, current_order, start_mt)
-        return pfn
-    start = pfn & ~(geo.pageblock_nr_pages - 1)
-    if not (zone.spans(start) and zone.spans(start + geo.pageblock_nr_pages - 1)):
-        return None
-    free_pages, movable = _count_free_and_movable(zone, start)
-    alike = _alike_pages(zone, start_mt, block_mt, free_pages, movable)
-    if (free_pages + alike >= 1 << (geo.pageblock_order - 1)
-            or node.page_group_by_mobility_disabled):
-        move_freepages_block(zone, start, block_mt, start_mt)
-        node.mm.set_pageblock_migratetype(start, MigrateType(start_mt))
-        return rmqueue_smallest(zone, order, start_mt)
-    return None
-
-
-def _trace_extfrag(zone: Zone, pfn: int, order: int, fallback_order: int,
-                   start_mt: int, fallback_mt: int) -> None:
-    node = zone.node
-    node.count_event("pgalloc_extfrag")
-    if node.trace.enabled:
-        owned = node.mm.get_pageblock_migratetype(pfn) == start_mt
-        node.emit(MmPageAllocExtfrag(pfn, order, fallback_order, start_mt, fallback_mt,
-                                     owned, fallback_order < node.geo.pageblock_order))
-
-
-def rmqueue_claim(zone: Zone, order: int, start_mt: int, alloc_flags: int) -> int | None:
-    """Try to claim a whole pageblock from another type, largest block first.
-
-    Kernel: mm/page_alloc.c, __rmqueue_claim()
-    """
-    pbo = zone.node.geo.pageblock_order
-    min_order = pbo if order < pbo and alloc_flags & AllocFlags.NOFRAGMENT else order
-    for current_order in range(len(zone.free_area) - 1, min_order - 1, -1):
-        area = zone.free_area[current_order]
-        fallback_mt = find_suitable_fallback(zone, area, current_order, start_mt, True)
-        if fallback_mt == -1:
-            continue
-        if fallback_mt == -2:
-            break
-        pfn = get_page_from_free_area(area, fallback_mt)
-        page = try_to_claim_block(zone, pfn, current_order, order, start_mt, fallback_mt)
-        if page is not None:
-            _trace_extfrag(zone, page, order, current_order, start_mt, fallback_mt)
-            return page
-    return None
-
-
-def rmqueue_steal(zone: Zone, order: int, start_mt: int) -> int | None:
-    """Take the smallest adequate block of another type, leaving its pageblock alone.
-
-    Kernel: mm/page_alloc.c, __rmqueue_steal()
-    """
-    for current_order in range(order, len(zone.free_area)):
-        area = zone.free_area[current_order]
-        fallback_mt = find_suitable_fallback(zone, area, current_order, start_mt, False)
-        if fallback_mt == -1:
-            continue
-        pfn = get_page_from_free_area(area, fallback_mt)
-        page_del_and_expand(zone, pfn, order, current_order, fallback_mt)
-        _trace_extfrag(zone, pfn, order, current_order, start_mt, fallback_mt)
-        return pfn
-    return None
-
-
-def rmqueue_fallback(zone: Zone, order: int, start_mt: int, alloc_flags: int) -> bool:
-    """5.8-era fallback: take the largest fallback block, maybe steal its pageblock.
-
-    Small movable requests that may not claim a block take the smallest
-    fallback block instead.  Whole-block claims move *all* free pages of the
-    pageblock to the requester's lists even when the pageblock keeps its old
-    type (no freelist hygiene before 6.10).  Returns True if the requester's
-    lists now hold a block; the caller retries __rmqueue_smallest().
-
-    Kernel: mm/page_alloc.c (5.10), __rmqueue_fallback(), steal_suitable_fallback()
-    """
-    geo = zone.node.geo
-    min_order = geo.pageblock_order if alloc_flags & AllocFlags.NOFRAGMENT else order
-    for current_order in range(len(zone.free_area) - 1, min_order - 1, -1):
-        area = zone.free_area[current_order]
-        fallback_mt = find_suitable_fallback(zone, area, current_order, start_mt, False)
-        if fallback_mt == -1:
-            continue
-        can_steal = should_try_claim_block(zone, current_order, start_mt)
-        if not can_steal and start_mt == _MOVABLE and current_order > order:
-            current_order, fallback_mt = _smallest_fallback(zone, order, start_mt)
-            area = zone.free_area[current_order]
-        pfn = get_page_from_free_area(area, fallback_mt)
-        _steal_suitable_fallback(zone, pfn, current_order, start_mt, fallback_mt, can_steal)
-        _trace_extfrag(zone, pfn, order, current_order, start_mt, fallback_mt)
-        return True
-    return False
-
-
-def _smallest_fallback(zone: Zone, order: int, start_mt: int) -> tuple[int, int]:
-    for current_order in range(order, len(zone.free_area)):
-        fallback_mt = find_suitable_fallback(zone, zone.free_area[current_order],
-                                             current_order, start_mt, False)
-        if fallback_mt != -1:
-            return current_order, fallback_mt
-    raise AssertionError("VM_BUG_ON: a fallback block was found before")
-
-
-def _steal_suitable_fallback(zone: Zone, pfn: int, current_order: int, start_mt: int,
-                             list_mt: int, whole_block: bool) -> None:
-    """Kernel: mm/page_alloc.c (5.10), steal_suitable_fallback()"""
-    node, geo = zone.node, zone.node.geo
-    block_mt = int(node.mm.pb_mt[pfn >> geo.pageblock_order])
-    if block_mt == MigrateType.HIGHATOMIC:
-        move_to_free_list(zone, pfn, current_order, list_mt, start_mt)
-        return
-    if current_order >= geo.pageblock_order:
-        node.mm.change_pageblock_range(pfn, current_order, start_mt)
-        move_to_free_list(zone, pfn, current_order, list_mt, start_mt)
-        return
-    start = pfn & ~(geo.pageblock_nr_pages - 1)
-    if not whole_block or not zone.spans(start + geo.pageblock_nr_pages - 1):
-        move_to_free_list(zone, pfn, current_order, list_mt, start_mt)
-        return
-    _, movable = _count_free_and_movable(zone, start)
-    free_pages = move_freepages_block(zone, start, None, start_mt)
-    alike = _alike_pages(zone, start_mt, block_mt, free_pages, movable)
-    if (free_pages + alike >= 1 << (geo.pageblock_order - 1)
-            or node.page_group_by_mobility_disabled):
-        node.mm.set_pageblock_migratetype(start, MigrateType(start_mt))
-
-
 def rmqueue(zone: Zone, order: int, mt: int, alloc_flags: int) -> int | None:
     """Take a block of ``order`` for migratetype ``mt`` from one zone.
 
-    First the requested type's lists; then the profile's fallback.
-
-    Kernel: mm/page_alloc.c, __rmqueue()
+    First the requested type's lists; then the profile's fallback
+    (vmemlab.fallback).  Kernel: mm/page_alloc.c, __rmqueue()
     """
     page = rmqueue_smallest(zone, order, mt)
     if page is not None:
         return page
-    if zone.node.profile.fallback == "claim_steal":
-        page = rmqueue_claim(zone, order, mt, alloc_flags)
-        if page is None and not alloc_flags & AllocFlags.NOFRAGMENT:
-            page = rmqueue_steal(zone, order, mt)
-        return page
-    while rmqueue_fallback(zone, order, mt, alloc_flags):
-        page = rmqueue_smallest(zone, order, mt)
-        if page is not None:
-            return page
-    return None
+    from .fallback import rmqueue_other_type  # fallback builds on this module
+
+    return rmqueue_other_type(zone, order, mt, alloc_flags)
 
 
 # -------------------------------------------------------------- allocation
@@ -562,11 +330,13 @@ class AllocRequest:
 
 
 def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
-    """Allocate one block: fast path, then kswapd, the min watermark, direct reclaim.
+    """Allocate one block: fast path, kswapd, the min watermark, reclaim, the OOM killer.
 
     Returns (zone, head pfn) of a block still marked FREE in the memmap;
-    ``prep_new_page`` hands it to its owner.  When reclaim found nothing, the
-    per-CPU lists are drained once before giving up.
+    ``prep_new_page`` hands it to its owner.  When reclaim makes no more
+    progress the per-CPU lists are drained once; then an allocation that may
+    OOM (vmemlab.oom) kills a process and tries again, unless the process
+    killed is the one allocating.
 
     Kernel: mm/page_alloc.c, __alloc_pages() and __alloc_pages_slowpath()
     """
@@ -584,16 +354,39 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
     slow = gfp_to_alloc_flags(req.gfp, req.order)
     if slow & AllocFlags.KSWAPD:
         wakeup_kswapd(node, req.order, req.highest)
-    got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
-    while got is None and req.gfp & _GFP_DIRECT:
-        if not direct_reclaim(node, req.order, req.highest):
+    while True:
+        got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+        while got is None and req.gfp & _GFP_DIRECT:
+            if not direct_reclaim(node, req.order, req.highest):
+                break
+            got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+        if got is None and req.gfp & _GFP_DIRECT and drain_all_pages(node):
+            got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+        if got is not None or not oom_may_kill(req):
             break
-        got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
-    if got is None and req.gfp & _GFP_DIRECT and drain_all_pages(node):
-        got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
-    if got is None and not req.gfp & _GFP_NOWARN:
+        got, progress = alloc_pages_may_oom(node, req)
+        if got is not None or not progress or _current_killed(node):
+            break
+    if got is None and not req.gfp & _GFP_NOWARN and not _current_killed(node):
         warn_alloc(node, req)
     return got
+
+
+def _current_killed(node: Node) -> bool:
+    """The allocating process was the OOM victim: it dies, its allocation is moot."""
+    return node.current is not None and node.current.killed
+
+
+def alloc_pages_may_oom(node: Node, req: AllocRequest) -> tuple[tuple[Zone, int] | None, bool]:
+    """The last try at the high watermark, then the OOM killer: (block, progress).
+
+    Kernel: mm/page_alloc.c, __alloc_pages_may_oom()
+    """
+    got = get_page_from_freelist(node, req.order, req.mt, req.highest,
+                                 AllocFlags.WMARK_HIGH | AllocFlags.CPUSET)
+    if got is not None:
+        return got, True
+    return None, out_of_memory(node, req)
 
 
 WARN_ALLOC_INTERVAL_S = 10.0  # nopage_rs: one report per 10 s
@@ -602,8 +395,6 @@ WARN_ALLOC_INTERVAL_S = 10.0  # nopage_rs: one report per 10 s
 def warn_alloc(node: Node, req: AllocRequest) -> None:
     """Report a failed allocation, at most once per 10 s in the log.
 
-    vmemlab has no OOM killer (see docs/glossary.md), so this line is where
-    the story of an allocation that could not be satisfied ends.
     Kernel: mm/page_alloc.c, warn_alloc() (ratelimited by nopage_rs)
     """
     node.emit(WarnAlloc(req.order, req.gfp))
@@ -611,7 +402,7 @@ def warn_alloc(node: Node, req: AllocRequest) -> None:
     now = node.clock()
     if now - node.last_warn_alloc >= WARN_ALLOC_INTERVAL_S:
         node.last_warn_alloc = now
-        node.printk(f"{node.comm}: page allocation failure: order:{req.order}, "
+        node.printk(f"{current_comm(node)[0]}: page allocation failure: order:{req.order}, "
                     f"mode:{req.gfp:#x}({format_gfp(req.gfp)}), nodemask=(null)")
 
 

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import EBUSY, MigrateType, PageFlag, PageKind, PageState, ZoneType
+from .fallback import move_freepages_block
 from .freelist import del_page_from_free_list, move_to_free_list
-from .page_alloc import _page_is_buddy, free_one_page, move_freepages_block
+from .page_alloc import _page_is_buddy, free_one_page
 from .trace import TestPagesIsolated
 
 if TYPE_CHECKING:
@@ -230,6 +231,7 @@ def start_isolate_page_range(node: Node, start: int, end: int, flags: int = 0) -
             continue
         rc = set_migratetype_isolate(node, pfn, flags, iso_start, iso_end, unmovable[i])
         if rc == 0 and pfn in (iso_start, iso_end - pb):
+            _split_straddling_free(node, pfn, iso_start, iso_end)
             rc = _check_straddling(node, pfn, iso_start, iso_end)
             if rc:
                 unset_migratetype_isolate(node, pfn, int(MigrateType.MOVABLE))
@@ -285,8 +287,37 @@ def _has_memmap(node: Node, pfn: int) -> bool:
     return bool(node.mm.section_online[pfn // node.geo.pages_per_section])
 
 
+def _split_straddling_free(node: Node, pfn: int, iso_start: int, iso_end: int) -> None:
+    """5.19-6.9: split a free buddy that crosses the outer edge of the isolated range.
+
+    Without freelist hygiene isolating a pageblock moves only the free
+    blocks whose head lies in it, so a buddy reaching in from outside would
+    stay allocatable.  isolate_single_pageblock() therefore splits it at
+    the boundary, each piece freed to its own pageblock's list.  From 6.10
+    move_freepages_block_isolate() splits every such buddy already.
+
+    Kernel: mm/page_isolation.c (6.1), isolate_single_pageblock(), split_free_page()
+    """
+    if node.profile.freelist_hygiene or node.profile.contig_align != "pageblock":
+        return
+    pb = node.geo.pageblock_nr_pages
+    mm = node.mm
+    for boundary in {iso_start, iso_end} & {pfn, pfn + pb}:
+        head = find_large_buddy(node, boundary) if boundary < mm.nr_pfns else boundary
+        if head == boundary:
+            continue
+        order = mm.order.item(head)
+        zone = node.page_zone(head)
+        del_page_from_free_list(zone, head, order, int(mm.owner[head]))
+        split_large_buddy(zone, head, order)
+
+
 def _check_straddling(node: Node, pfn: int, iso_start: int, iso_end: int) -> int:
     """Refuse if an allocated block crosses the outer edge of the isolated range.
+
+    As 6.10+ does on every profile: 5.19-6.9 migrated such a page when it
+    was an LRU or movable compound page, which vmemlab does not model
+    (docs/glossary.md, "straddling in-use blocks").
 
     Kernel: mm/page_isolation.c, isolate_single_pageblock() (compound pages
     bigger than a pageblock that straddle the boundary: -EBUSY)

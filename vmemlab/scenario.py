@@ -15,7 +15,7 @@ The format (``python -m vmemlab run --help`` prints the same)::
 
     [machine]                 # vmemlab.Machine(...); every key is optional
     boot_memory = "2G"        # QEMU -m
-    kernel = "6.12"           # "6.12" or "5.8"
+    kernel = "6.12"           # "5.8", "6.1", "6.12" or "6.15"
     online_policy = "contig-zones"       # or "auto-movable" (6.12)
     auto_online_blocks = "online"        # offline, online, online_kernel, online_movable
     seed = 1
@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .activity import SPECS
+from .activity import FILE_SYSTEMS, SPECS, round_pipe_size
 from .constants import GEOMETRIES, errname, geometry, parse_size
 from .memory_hotplug import ONLINE_TYPES
 from .profiles import PROFILES
@@ -226,6 +226,8 @@ EXPECT_KEYS = {
 }
 _DEVICE = Key(device_ref, None, "device name or index (default: the only device)")
 _NAME = Key(text, None, "activity name (default: the kind)")
+_PIPE_SIZE = Key(size, None, "pipes: buffer size (F_SETPIPE_SZ), at most 1M")
+_OOM_ADJ = Key(integer(-1000, 1000), 0, "processes (anon, pin, pipes): oom_score_adj")
 ACTIONS: dict[str, dict[str, Key]] = {
     "resize": {"device": _DEVICE,
                "requested_size": Key(size, help="qom-set vmemN requested-size")},
@@ -239,13 +241,17 @@ ACTIONS: dict[str, dict[str, Key]] = {
     "activity": {"kind": Key(choice(*KINDS), help="what holds the memory"),
                  "size": Key(size, None, "bytes (page-based kinds)"),
                  "count": Key(integer(0), None, "files, or full pipes"),
-                 "name": _NAME},
+                 "name": _NAME, "pipe_size": _PIPE_SIZE, "oom_score_adj": _OOM_ADJ,
+                 "fs": Key(choice(*FILE_SYSTEMS), "tmpfs", "files: the filesystem")},
     "start": {"kind": Key(choice(*BACKGROUND_KINDS), help="what keeps allocating"),
               "rate": Key(size, help="bytes per second"),
               "interval": Key(number(0, open_lo=True, unit=" seconds"), 1.0, "tick"),
               "limit": Key(size, None, "stop after this many bytes"),
               "release_fraction": Key(number(0, 1), 0.0, "share freed each tick (churn)"),
-              "name": _NAME},
+              "repeat": Key(boolean, False, "free all at limit and start over (stress --vm)"),
+              "name": _NAME, "pipe_size": _PIPE_SIZE, "oom_score_adj": _OOM_ADJ},
+    "drop_caches": {"value": Key(integer(1, 4), 3,
+                                 "echo VALUE > /proc/sys/vm/drop_caches (1, 2, 3)")},
     "stop": {"name": Key(text, help="a background activity")},
     "release": {"name": Key(text, help="an activity"),
                 "fraction": Key(number(0, 1), 1.0, "share to free")},
@@ -281,6 +287,7 @@ ACTION_HELP = {
     "migration": "the host starts (busy = true) or ends live migration",
     "shrink_usable_region": "a buggy host cuts the usable region to what is plugged",
     "balloon": "set the virtio-balloon target (QEMU 'balloon SIZE')",
+    "drop_caches": "drop clean page cache (1), dentries and inodes (2) or both (3)",
 }
 
 
@@ -537,6 +544,11 @@ class _Loader:
                                  f"({dev.region_size} bytes)")
         elif do == "activity":
             self.check_activity(args, path)
+            self.check_process(args, path)
+        elif do == "start":
+            self.check_process(args, path)
+            if args["repeat"] and args["limit"] is None:
+                raise self.error((*path, "repeat"), "repeat needs a limit (bytes per round)")
         elif do == "balloon" and not balloon:
             raise self.error(path, "a balloon step needs a [balloon] table (the device)")
 
@@ -549,6 +561,22 @@ class _Loader:
             raise self.error(path, "kind 'pipes' takes size or count (full 64 KiB pipes)")
         if kind not in ("files", "pipes") and (has_count or not has_size):
             raise self.error(path, f"kind {kind!r} takes size (bytes), not count")
+
+    def check_process(self, args: dict[str, Any], path: Path_) -> None:
+        """pipe_size fits pipes only (and pipe-max-size); oom_score_adj processes only."""
+        kind = args["kind"]
+        if args["pipe_size"] is not None:
+            if kind != "pipes":
+                raise self.error((*path, "pipe_size"), f"pipe_size is for pipes, not {kind}")
+            try:
+                round_pipe_size(args["pipe_size"])
+            except ValueError as e:
+                raise self.error((*path, "pipe_size"), str(e)) from None
+        if args["oom_score_adj"] and not SPECS[kind].process:
+            raise self.error((*path, "oom_score_adj"), f"{kind} is not a process; "
+                             "oom_score_adj is for anon, pin and pipes")
+        if args.get("fs", "tmpfs") != "tmpfs" and kind != "files":
+            raise self.error((*path, "fs"), f"fs is for files, not {kind}")
 
     def expect(self, raw: Any, path: Path_, step_device: str | None,
                devices: tuple[DeviceSpec, ...]) -> Expect:

@@ -302,15 +302,24 @@ def do_fill(r: Runner, step: Step, retries: list[Retry]) -> list[str]:
 
 def do_activity(r: Runner, step: Step, retries: list[Retry]) -> list[str]:
     a = step.args
-    act = r.m.activity(a["kind"], size=a["size"], count=a["count"], name=a["name"] or a["kind"])
+    act = r.m.activity(a["kind"], size=a["size"], count=a["count"], name=a["name"] or a["kind"],
+                       pipe_size=a["pipe_size"], oom_score_adj=a["oom_score_adj"], fs=a["fs"])
     return [_activity_line(act)]
 
 
 def do_start(r: Runner, step: Step, retries: list[Retry]) -> list[str]:
     a = step.args
     r.background.append(r.m.start_activity(a["kind"], a["rate"], a["interval"], a["limit"],
-                                           a["release_fraction"], a["name"] or a["kind"]))
+                                           a["release_fraction"], a["name"] or a["kind"],
+                                           a["pipe_size"], a["oom_score_adj"], a["repeat"]))
     return []
+
+
+def do_drop_caches(r: Runner, step: Step, retries: list[Retry]) -> list[str]:
+    free_kb = dict(r.m.proc.meminfo_rows())["MemFree"]
+    r.m.drop_caches(step.args["value"])
+    gained = dict(r.m.proc.meminfo_rows())["MemFree"] - free_kb
+    return [f"drop_caches {step.args['value']}: MemFree +{gained} kB"]
 
 
 def do_stop(r: Runner, step: Step, retries: list[Retry]) -> list[str]:
@@ -370,7 +379,8 @@ ACTIONS: dict[str, Callable[[Runner, Step, list[Retry]], list[str]]] = {
     "resize": do_resize, "settle": do_settle, "wait": do_wait, "reboot": do_reboot,
     "fill": do_fill, "activity": do_activity, "start": do_start, "stop": do_stop,
     "release": do_release, "churn": do_churn, "online": do_online, "migration": do_migration,
-    "shrink_usable_region": do_shrink_usable_region, "balloon": do_balloon}
+    "shrink_usable_region": do_shrink_usable_region, "balloon": do_balloon,
+    "drop_caches": do_drop_caches}
 
 
 def converged(dev: Any) -> bool:
@@ -398,7 +408,8 @@ def _named(r: Runner, step: Step) -> list[Any]:
 def _activity_line(act: Any) -> str:
     kind = f" ({act.kind})" if act.kind != act.name else ""
     short = f", {format_size(act.shortfall)} short of what it asked" if act.shortfall else ""
-    return f"{act.name}{kind}: {format_size(act.resident)} resident{short}"
+    dead = ", killed by the OOM killer" if act.killed else ""
+    return f"{act.name}{kind}: {format_size(act.resident)} resident{short}{dead}"
 
 
 # ---------------------------------------------------------- expectations
@@ -441,6 +452,7 @@ DESCRIBE = {
     "migration": "live migration {busy}",
     "shrink_usable_region": "the host shrinks {device}'s usable region",
     "balloon": "balloon {size}",
+    "drop_caches": "echo {value} > /proc/sys/vm/drop_caches",
 }
 
 

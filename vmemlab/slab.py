@@ -128,6 +128,9 @@ def kmalloc_spec(size: int) -> SlabCacheSpec:
 
 DENTRY = cache_spec("dentry", 192, reclaimable=True)
 EXT4_INODE = cache_spec("ext4_inode_cache", 1128, reclaimable=True)
+# tmpfs inodes: created without SLAB_RECLAIM_ACCOUNT, so unreclaimable slab
+# (mm/shmem.c, shmem_init_inodecache()); 768 bytes, 21 per order-2 slab.
+SHMEM_INODE = cache_spec("shmem_inode_cache", 768)
 
 
 class SlabCache:
@@ -162,7 +165,12 @@ class SlabCache:
 
     @property
     def kind(self) -> PageKind:
-        return PageKind.SLAB_RECLAIMABLE if self.spec.reclaimable else PageKind.SLAB
+        return self.page_kind(self.spec)
+
+    @staticmethod
+    def page_kind(spec: SlabCacheSpec) -> PageKind:
+        """Reclaimable slab (SReclaimable) or not (SUnreclaim)."""
+        return PageKind.SLAB_RECLAIMABLE if spec.reclaimable else PageKind.SLAB
 
     @property
     def nr_slabs(self) -> int:

@@ -21,6 +21,8 @@ import re
 from typing import TYPE_CHECKING
 
 from .constants import EINVAL
+from .drop_caches import SYSCTL_PATH as DROP_CACHES
+from .drop_caches import write_drop_caches
 from .memory_hotplug import ONLINE_TYPES
 
 if TYPE_CHECKING:
@@ -78,8 +80,10 @@ class Sysfs:
         return f"{hp.valid_zones(block)}\n"
 
     def write(self, path: str, value: str) -> int:
-        """Write a sysfs file; 0 or -errno (-EINVAL, -EBUSY, -EINTR...)."""
+        """Write a sysfs file (or /proc/sys/vm/drop_caches); 0 or -errno (-EINVAL, -EBUSY...)."""
         text = value.strip()
+        if path == DROP_CACHES:
+            return write_drop_caches(self.m, text)
         if path == f"{ROOT}/auto_online_blocks":
             if text not in ONLINE_TYPES:
                 return EINVAL

@@ -167,21 +167,25 @@ def setup_per_zone_wmarks(node: Node) -> None:
     """Split min_free_kbytes over the zones and derive low/high/promo.
 
     Each kernel zone gets a share of ``min`` proportional to its managed
-    pages; ZONE_MOVABLE gets a small fixed minimum.  The gap between the
-    marks is max(min/4, managed * watermark_scale_factor / 10000).
+    pages.  Since 6.5 ZONE_MOVABLE is left out of the split and gets a small
+    fixed minimum, clamp(managed / 1024, 32, 128), like highmem; before, it
+    took its proportional share like any zone (profile ``movable_wmark``).
+    The gap between the marks is max(share/4, managed * watermark_scale_factor
+    / 10000).
 
     Kernel: mm/page_alloc.c, __setup_per_zone_wmarks()
     """
     pages_min = node.min_free_kbytes >> (node.geo.page_shift - 10)
-    lowmem = sum(z.managed_pages for z in node.zones if z.idx <= ZoneType.NORMAL)
+    capped = node.profile.movable_wmark == "capped"
+    lowmem = sum(z.managed_pages for z in node.zones
+                 if z.idx <= ZoneType.NORMAL or (z.idx == ZoneType.MOVABLE and not capped))
     for z in node.zones:
         share = pages_min * z.managed_pages // lowmem if lowmem else 0
-        if z.idx >= ZoneType.MOVABLE:
+        wmin = share
+        if z.idx == ZoneType.MOVABLE and capped:
             wmin = max(SWAP_CLUSTER_MAX, min(128, z.managed_pages // 1024))
-            if z.idx == ZoneType.DEVICE:
-                wmin = 0
-        else:
-            wmin = share
+        elif z.idx == ZoneType.DEVICE:
+            wmin = 0
         gap = max(share >> 2, z.managed_pages * WATERMARK_SCALE_FACTOR // 10000)
         z.watermark = [wmin, wmin + gap, wmin + 2 * gap, wmin + 3 * gap]
         z.watermark_boost = 0

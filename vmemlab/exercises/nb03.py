@@ -222,8 +222,8 @@ def _explain_fallback(pfn: int) -> str:
             f"unmovable request only non-movable pages are alike); the page at pfn 15 "
             f"({free[1]} free in its pageblock) fails the same test. Then "
             f"__rmqueue_steal() takes the *smallest* fallback block and leaves its "
-            f"pageblock Movable: pfn {pfn}. (mm/page_alloc.c since Linux 6.15, c2f6ea38fc1b "
-            f"\"don't steal single pages from biggest buddy\".) Linux 5.8 took the "
+            f"pageblock Movable: pfn {pfn}. (mm/page_alloc.c, Linux 6.15, the rework "
+            f"\"don't steal single pages from biggest buddy\".) Linux 5.8 to 6.14 took the "
             f"largest fallback block instead (__rmqueue_fallback()) and returns pfn {old}, "
             f"splitting the order-1 block and leaving pfn {old + 1} free on the Unmovable "
             f"list inside a Movable pageblock.")
@@ -234,8 +234,8 @@ fallback_pfn = ValueExercise(
     "On the machine above (claim, then steal: Linux 6.15 and later), which pfn does "
     "alloc_pages(0, GFP_KERNEL) return?",
     _fallback_pfn, _explain_fallback, _pfn,
-    hints={6: "pfn 6 is what Linux 5.8 returns: it took the largest fallback block first. "
-              "Since 6.15 the kernel claims largest-first, but *steals* smallest-first.",
+    hints={6: "pfn 6 is what Linux 5.8 to 6.14 return: they took the largest fallback block "
+              "first. 6.15 claims largest-first, but *steals* smallest-first.",
            7: "The allocator hands out the first page of a block."})
 
 

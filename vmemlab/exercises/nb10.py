@@ -19,7 +19,7 @@ from typing import Any
 
 import vmemlab as vm
 from vmemlab.constants import GiB, MiB, errname, format_size
-from vmemlab.profiles import PROFILES, KernelProfile
+from vmemlab.profiles import PROFILES, KernelProfile, behaviour_fields, history
 from vmemlab.realmem.proctext import parse_pagetypeinfo
 
 from . import Case, FunctionExercise, PartHints, ValueExercise
@@ -27,45 +27,10 @@ from .answers import Rc, errno_rc, whole_number
 
 KERNELS = ("5.8", "6.12")
 
-# Where each field of KernelProfile changed: (subsystem, release, change).
-# Releases marked "inferred" are dated from the patch series, not a tag
-# (reference: virtio-mem.md §10, linux-page-allocator.md §12).
-CHANGED_IN: dict[str, tuple[str, str, str]] = {
-    "freelist_hygiene": ("page allocator", "6.10",
-                         '"mm: page_alloc: freelist migratetype hygiene" (J. Weiner)'),
-    "fallback": ("page allocator", "6.15, in 6.12.y",
-                 'c2f6ea38fc1b "don\'t steal single pages from biggest buddy"'),
-    "merge_barrier": ("page allocator", "by 6.1",
-                      "no merging across an ISOLATE/HIGHATOMIC/CMA pageblock"),
-    "contig_align": ("alloc_contig_range", "5.19",
-                     '"make alloc_contig_range work at pageblock granularity" (Zi Yan)'),
-    "drain_per_pageblock": ("alloc_contig_range", "5.11-6.1",
-                            "one drain_all_pages() per call, not per pageblock"),
-    "contig_gfp_check": ("alloc_contig_range", "~6.14, in 6.12.y",
-                         "__alloc_contig_verify_gfp_mask(): -EINVAL on odd gfp flags"),
-    "contig_pages_skip_used": ("alloc_contig_range", "5.14",
-                               "eb14d4eefdc4: alloc_contig_pages() may migrate used ranges"),
-    "sbm_subblock": ("virtio-mem driver", "5.19",
-                     '"use pageblock size as the minimum virtio_mem size" (Zi Yan)'),
-    "sbm_states": ("virtio-mem driver", "5.14 (inferred)",
-                   '"prioritize unplug from ZONE_MOVABLE in Sub Block Mode"'),
-    "sbm_plug_order": ("virtio-mem driver", "5.14 (inferred)", "same series"),
-    "sbm_unplug_order": ("virtio-mem driver", "5.14 (inferred)", "same series"),
-    "movable_partial_allowed": ("virtio-mem driver", "5.10 (inferred)",
-                                '"virtio-mem: don\'t special-case ZONE_MOVABLE"'),
-    "fake_offline_tries_movable": ("virtio-mem driver", "5.11",
-                                   '"retry fake-offlining via alloc_contig_range() on '
-                                   'ZONE_MOVABLE"'),
-    "big_block_mode": ("virtio-mem driver", "5.11", '"virtio-mem: Big Block Mode (BBM)"'),
-    "offline_threshold_bytes": ("virtio-mem driver", "5.11",
-                                "limit offline memory in bytes: max(1 GiB, 2 blocks)"),
-    "offline_threshold_blocks": ("virtio-mem driver", "5.11",
-                                 "5.8 counted 10 offline memory blocks"),
-    "retry_unplugged_removal": ("virtio-mem driver", "6.5",
-                                "retry offline+remove of fully unplugged blocks"),
-    "online_policies": ("memory hotplug", "5.15",
-                        'e83a437faa62 "auto-movable" online policy and memory groups'),
-}
+# Where each field of KernelProfile changed: (subsystem, release, change), as
+# vmemlab.profiles documents it for every field.
+CHANGED_IN: dict[str, tuple[str, str, str]] = {name: history(name)
+                                               for name in behaviour_fields()}
 
 
 def _short(value: Any) -> str:
