@@ -576,6 +576,7 @@ class RaceResult:
     last_rc: int
     passes: int
     plugged_mib: int
+    kernel_log: str               # allocation failures and OOM kills after the shrink
 
     @property
     def rc_name(self) -> str:
@@ -629,12 +630,15 @@ def race(kind: str = "page_cache") -> RaceResult:
         m.run(1.0)
     dev.requested_size = 512 * MiB               # qom-set vmem0 requested-size 512M
     sample()                                     # t = 9 s: asked for, not yet unplugged
+    logged = len(m.dmesg().splitlines())
     while m.now < RACE_START + RACE_SECONDS:
         m.run(1.0 if m.now < RACE_START + 60 else 20.0)
         sample()
     drv = dev.driver
+    notable = ("allocation failure", "invoked oom-killer", "Killed process")
+    log = [line for line in m.dmesg().splitlines()[logged:] if any(s in line for s in notable)]
     return RaceResult(kind, rec.series(), np.array(held), np.array(free), drv.status(),
-                      drv.last_rc, drv.passes, dev.size // MiB)
+                      drv.last_rc, drv.passes, dev.size // MiB, "\n".join(log))
 
 
 def _race_winner() -> str:
@@ -652,14 +656,18 @@ def _accept_winner(x: Any) -> str:
 
 def _explain_winner(winner: str) -> str:
     pc, an = race("page_cache"), race("anon")
+    killed = "Killed process" in an.kernel_log
     return (f"Page cache: {pc.plugged_mib} MiB plugged, last rc {errname(pc.last_rc)}.  To empty "
             "a subblock, alloc_contig_range() first drops clean page-cache pages "
             "(reclaim_clean_pages_from_list()) instead of migrating them, so the reader's cache "
             "simply shrinks and grows back in the memory that is left.  Anonymous memory: "
             f"{an.plugged_mib} MiB plugged, last rc {errname(an.last_rc)}.  It must be "
             "migrated, there is no swap, and with the writer filling memory there is nowhere "
-            "to put it: -ENOMEM aborts the pass and the retry timer takes over "
-            f"({an.passes} passes in {RACE_SECONDS:.0f} s).")
+            "to put it: the first pass fails with -ENOMEM and arms the retry timer"
+            + ("; then the writer's own next allocation finds nothing free and the OOM killer "
+               "(mm/oom_kill.c) kills it, so the retry pass has free memory again and "
+               "finishes the unplug: the host wins, the guest loses a process"
+               if killed else "") + f" ({an.passes} passes in {RACE_SECONDS:.0f} s).")
 
 
 race_winner = ValueExercise(
@@ -670,6 +678,8 @@ race_winner = ValueExercise(
     _race_winner, _explain_winner, _accept_winner,
     hints={"both": "Anonymous memory cannot be dropped without swap: it must move, and it "
                    "needs free memory to move into.",
+           "page_cache": "Anonymous memory cannot be dropped, but what happens to a program "
+                         "that keeps allocating when nothing is free any more?",
            "neither": "Clean page cache can be dropped and read again later: the unplug "
                       "does not have to migrate it.",
            "anon": "The page cache is not 'just movable': it is reclaimable, which is better."})
