@@ -19,6 +19,7 @@ from vmemlab.procfs import (
     format_vmstat,
     format_zoneinfo_zone,
 )
+from vmemlab.profiles import PROFILES
 
 from .conftest import teaching
 
@@ -286,7 +287,7 @@ def test_every_line_without_a_model_is_named_in_the_glossary(booted):
     glossary = (Path(__file__).parents[1] / "docs" / "glossary.md").read_text()
     zero = glossary[glossary.index("## `/proc` lines printed as 0"):]
     proc = booted.proc
-    for release in ((5, 8), (6, 12)):
+    for release in sorted({p.release for p in PROFILES.values()}):
         silent = [k for k in prockeys.keys(prockeys.MEMINFO, release)
                   if k not in proc.meminfo_values()]
         silent += [k for k in prockeys.keys(prockeys.NODE_STATS, release)
@@ -295,3 +296,130 @@ def test_every_line_without_a_model_is_named_in_the_glossary(booted):
                    if k not in proc.zone_values(booted.zone("DMA32"))]
         assert silent and all(re.search(rf"\b{re.escape(k)}\b", zero) for k in silent), \
             [k for k in silent if not re.search(rf"\b{re.escape(k)}\b", zero)]
+
+
+# -- each release's text, by the commits that changed it -----------------------------
+def _wmark_block(m: vm.Machine) -> list[str]:
+    block = _zone_blocks(m.proc.zoneinfo())["DMA32"]
+    lines = block.split("  pages free")[1].split("protection")[0].splitlines()[1:]
+    return [ln.split()[0] for ln in lines if ln.strip()]
+
+
+def _pageset_labels(m: vm.Machine) -> list[str]:
+    block = _zone_blocks(m.proc.zoneinfo())["DMA32"]
+    cpu0 = block.split("    cpu: 0\n")[1].split("  vm stats threshold")[0]
+    return [ln[:24] for ln in cpu0.splitlines()]
+
+
+@pytest.mark.parametrize("kernel,wmarks,minmax", [
+    ("5.8", ["min", "low", "high", "spanned", "present", "managed"], False),
+    ("6.1", ["boost", "min", "low", "high", "spanned", "present", "managed", "cma"], False),
+    ("6.12", ["boost", "min", "low", "high", "promo", "spanned", "present", "managed", "cma"],
+     False),
+    ("6.15", ["boost", "min", "low", "high", "promo", "spanned", "present", "managed", "cma"],
+     True)])
+def test_zoneinfo_lines_by_release(kernel, wmarks, minmax):
+    """boost from 5.16 ("show watermark_boost of zone in zoneinfo"), cma from 5.12, promo
+    from 6.12 (WMARK_PROMO is 5.18, its zoneinfo line 6.12), high_min/high_max from 6.13."""
+    m = vm.Machine(boot_memory=vm.GiB, kernel=kernel, kernel_activity=False)
+    assert _wmark_block(m) == wmarks
+    labels = (["              count:    ", "              high:     ", "              batch:    ",
+               "              high_min: ", "              high_max: "] if minmax else
+              ["              count: ", "              high:  ", "              batch: "])
+    assert [ln[:len(label)] for ln, label in zip(_pageset_labels(m), labels, strict=True)] \
+        == labels
+    if minmax:
+        z, sets = m.zone("DMA32"), m.node.pagesets
+        low, managed = z.low_wmark_pages(), z.managed_pages
+        assert sets.high_min_max(z) == (low // 2, managed // 8 // 2)     # 2 CPUs
+
+
+def test_vmstat_and_meminfo_lines_by_release():
+    """6.0 prints the device zone's pgalloc/allocstall/pgskip; 6.13 nr_hugetlb; 6.15
+    nr_free_pages_blocks, the proactive reclaim counters, nr_balloon_pages and Balloon."""
+    texts = {k: vm.Machine(boot_memory=vm.GiB, kernel=k, kernel_activity=False)
+             for k in ("5.8", "6.1", "6.12", "6.15")}
+    names = {k: [n for n, _ in m.proc.vmstat_rows()] for k, m in texts.items()}
+    assert "pgalloc_device" in names["6.1"] and "pgalloc_device" not in names["5.8"]
+    new_in_615 = {"nr_free_pages_blocks", "pgdemote_proactive", "nr_hugetlb",
+                  "nr_balloon_pages", "pgsteal_proactive", "pgscan_proactive"}
+    assert set(names["6.15"]) - set(names["6.12"]) == new_in_615
+    assert set(names["6.12"]) <= set(names["6.15"])
+    v615 = names["6.15"]
+    assert v615[:2] == ["nr_free_pages", "nr_free_pages_blocks"]
+    i = v615.index("pgdemote_khugepaged")
+    assert v615[i + 1:i + 4] == ["pgdemote_proactive", "nr_hugetlb", "nr_balloon_pages"]
+    assert v615[v615.index("pgsteal_khugepaged") + 1] == "pgsteal_proactive"
+    assert v615[v615.index("pgscan_khugepaged") + 1] == "pgscan_proactive"
+    mem = {k: [n for n, _ in m.proc.meminfo_rows()] for k, m in texts.items()}
+    assert set(mem["6.15"]) - set(mem["6.12"]) == {"Balloon"}
+    assert mem["6.15"][mem["6.15"].index("Unaccepted") + 1] == "Balloon"
+
+
+def test_the_615_counters_have_values():
+    """nr_free_pages_blocks: free pages in free blocks of a pageblock or more, not
+    isolated; nr_balloon_pages and Balloon: the balloon's pages."""
+    m = vm.Machine(boot_memory=vm.GiB, kernel="6.15", kernel_activity=False)
+    blocks = sum(z.free_area[o].nr_free << o for z in m.node.zones for o in range(9, 11))
+    assert m.proc.vmstat_value("nr_free_pages_blocks") == blocks > 0
+    b = m.add_virtio_balloon()
+    b.set_num_pages(1000)
+    m.settle()
+    assert b.actual == 1000
+    assert m.proc.vmstat_value("nr_balloon_pages") == 1000
+    assert m.proc.meminfo_kb("Balloon") == 4000
+    assert m.proc.vmstat_value("nr_free_pages_blocks") < blocks       # 4 KiB pages split them
+
+
+def test_vmstat_prints_the_counted_events():
+    """oom_kill, drop_pagecache, drop_slab and pgmigrate_fail come from node.count_event."""
+    m = teaching()
+    m.activity("page_cache", size=8 * 4096)
+    m.drop_caches(3)
+    m.drop_caches(1)
+    m.node.count_event("pgmigrate_fail", 3)
+    m.node.count_event("oom_kill")
+    rows = dict(m.proc.vmstat_rows())
+    assert (rows["drop_pagecache"], rows["drop_slab"], rows["pgmigrate_fail"],
+            rows["oom_kill"]) == (2, 1, 3, 1)
+
+
+# -- the reference guest 2.4 s after plugging 1 GiB (plug1G_* in linux-6.12) ----------
+@pytest.fixture(scope="module", params=["online_kernel", "online_movable"])
+def plugged(request) -> tuple[str, vm.Machine]:
+    """The sampled guest: boot, plug 1 GiB 5 s later, read /proc 2.4 s after that."""
+    m = vm.Machine(boot_memory=vm.GiB, auto_online_blocks=request.param, seed=1)
+    dev = m.add_virtio_mem(region_size=2 * vm.GiB, block_size=2 * vm.MiB)
+    m.run(5)
+    dev.requested_size = vm.GiB
+    m.settle()
+    m.run(2.4)
+    return request.param, m
+
+
+def plug_sample(online: str, name: str) -> str:
+    return (REF / f"plug1G_{online}.{name}.txt").read_text()
+
+
+@pytest.mark.parametrize("name", ["meminfo", "vmstat", "zoneinfo", "buddyinfo", "pagetypeinfo"])
+def test_plugged_guest_prints_the_reference_layout(plugged, name):
+    online, m = plugged
+    text = getattr(m.proc, name)()
+    assert _layout(text) == _layout(plug_sample(online, name))
+
+
+def test_plugged_guest_numbers_match_the_reference_in_kind(plugged):
+    online, m = plugged
+    real, mine = _kv(plug_sample(online, "meminfo")), dict(m.proc.meminfo_rows())
+    for key in ("MemTotal", "MemFree", "MemAvailable", "CommitLimit", "DirectMap2M"):
+        assert _close(mine[key], real[key], TOLERANCE), (key, mine[key], real[key])
+    for key in ("Slab", "SUnreclaim", "Percpu", "Committed_AS"):
+        assert _close(mine[key], real[key], FEW_PERCENT), (key, mine[key], real[key])
+    real_v, mine_v = _kv(plug_sample(online, "vmstat")), dict(m.proc.vmstat_rows())
+    assert mine_v["nr_memmap_pages"] == real_v["nr_memmap_pages"] == 4096   # 1 GiB of memmap
+    zone = "Normal" if online == "online_kernel" else "Movable"
+    r, z = (_zone_kv(_zone_blocks(t)[zone]) for t in (plug_sample(online, "zoneinfo"),
+                                                      m.proc.zoneinfo()))
+    for key in ("spanned", "present", "managed", "min", "low", "high", "promo"):
+        assert z[key] == r[key], (zone, key)
+    assert _close(z["nr_free_pages"], r["nr_free_pages"], TOLERANCE)

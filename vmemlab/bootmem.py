@@ -29,7 +29,11 @@ per-CPU lists         freed initrd and init     (pcp)       capped by each list'
 ====================  =======================  ==========  ==========================
 
 The fixed sizes are the reference VM's /proc/meminfo; the per-CPU and per
-memory block parts say how the kernel's own rules make them grow.
+memory block parts say how the kernel's own rules make them grow.  The
+measured slab also holds the objects vmemlab.kernel_activity models one by
+one (the memory blocks' sysfs objects, the background's live objects): with
+it on, those are allocated in their caches during the boot and the rest of
+the slab is that much smaller, so the total is counted once.
 
 The timeline is the kernel's: a quarter of the slab and the per-CPU
 threads' stacks are allocated before deferred_init_memmap() (so in the
@@ -51,6 +55,8 @@ arch/x86/mm/init.c free_kernel_image_pages()
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -118,11 +124,17 @@ class Step:
     nr_pages: int = 1
 
 
-def boot_kernel(m: Machine, config: BootConfig, rng: np.random.Generator) -> BootMemory:
+def boot_kernel(m: Machine, config: BootConfig, rng: np.random.Generator,
+                kernel_objects: Callable[[], int] | None = None) -> BootMemory:
     """Run the boot from memblock_free_all() to a shell prompt; what the kernel holds.
 
     Early allocations, deferred struct page init, watermarks, the initcalls,
     the initramfs, the late frees to the per-CPU lists, init's own memory.
+    ``kernel_objects`` (vmemlab.kernel_activity's boot) allocates the slab
+    objects modelled one by one, when driver_init() runs: the memory blocks'
+    sysfs objects and the live background objects.  It returns the slab
+    pages they took, and the boot's other slab is that much smaller: the
+    measured slab (SLAB_BASE_KB ...) holds them all, so it is counted once.
     The boot itself is not traced.
     """
     node = m.node
@@ -133,6 +145,8 @@ def boot_kernel(m: Machine, config: BootConfig, rng: np.random.Generator) -> Boo
         _run(node, early, bm)
         deferred_init_memmap(node, m.layout)
         init_per_zone_wmark_min(node)
+        if kernel_objects is not None:
+            late = _less_slab(late, kernel_objects())
         _run(node, _atomic_pools(m) + late, bm)
         _unpack_rootfs(node, bm)
         _late_frees(m, bm, rng)
@@ -190,6 +204,22 @@ def _slab_steps(use: str, kind: PageKind, gfp: str, nr_pages: int,
             steps.append([Step(use, kind, gfp, 0, len(c)) for c in _split(n, CHUNK) if c])
     longest = max(len(s) for s in steps)
     return [s[i] for i in range(longest) for s in steps if i < len(s)]
+
+
+def _less_slab(steps: list[Step], nr_pages: int) -> list[Step]:
+    """``steps`` with ``nr_pages`` fewer pages of unreclaimable slab, the smallest
+    slabs last in the timeline first; a slab cut short becomes order-0 pages."""
+    out = list(steps)
+    for i in sorted((i for i, s in enumerate(out) if s.use == "slab"),
+                    key=lambda i: (out[i].order, -i)):
+        if nr_pages <= 0:
+            break
+        step = out[i]
+        take = min(nr_pages, step.nr_pages)
+        out[i] = dataclasses.replace(step, order=step.order if take == step.nr_pages else 0,
+                                     nr_pages=step.nr_pages - take)
+        nr_pages -= take
+    return [s for s in out if s.nr_pages]
 
 
 def _split(n: int, chunk: int) -> list[range]:

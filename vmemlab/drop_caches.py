@@ -4,8 +4,9 @@
 pages (each filesystem's mappings are invalidated).  Dirty pages, tmpfs and
 ramfs pages (swap-backed or dirty forever) and pinned pages stay.  2 shrinks
 the slab caches: unused dentries and inodes go, which empties slab pages of
-files that are only cached (ext4 files); tmpfs files keep theirs, since a
-tmpfs file *is* its dentry and inode.  3 does both; 4 (added to any of them)
+files that are only cached (ext4 files), except each cache's CPU slab,
+which SLUB keeps even when empty (vmemlab.slab); tmpfs files keep theirs,
+since a tmpfs file *is* its dentry and inode.  3 does both; 4 (added to any of them)
 silences the log line.  Each drop counts drop_pagecache or drop_slab in
 /proc/vmstat.  Pages of the ``slab_reclaimable`` activity stand for objects
 in use and stay (docs/glossary.md, "drop_caches in brief").

@@ -42,17 +42,20 @@ kmalloc-64                 1      struct resource "System RAM (virtio_mem)"
 
 That is about 3.5 KiB per 128 MiB block.  The memmap itself is allocated
 by vmemlab.memory_hotplug.  Boot memory blocks get the same objects at
-boot (memory_dev_init()), but no resource: boot RAM is registered once per
-e820 range.  Not modelled (named in docs/glossary.md): the
+boot (memory_dev_init(), during vmemlab.bootmem's boot, whose measured
+slab already holds them and the background's live objects), but no
+resource: boot RAM is registered once per e820 range.  Not modelled (named in docs/glossary.md): the
 xarray and idr nodes (radix_tree_node) that index memory blocks and kernfs
 ids, transient uevent buffers, the virtio-mem driver's per-block state
 arrays (vzalloc'd pages), and kernfs_iattrs, which kernfs allocates only
 when a node's owner or mode is changed (udev rules; the reference guest
 runs no udev).
 
-**Background** (``tick`` once per simulated second): each ``SlabStream``
-allocates objects of one cache at a Poisson rate, each living an
-exponentially distributed time, and a small share living until reboot.
+**Background** (``tick``, each standing for the second before it; while
+nothing else is due it covers a whole idle span in one step, see ``tick``):
+each ``SlabStream`` allocates objects of one cache at a Poisson rate, each
+living an exponentially distributed time, and a small share living until
+reboot.
 The streams stand for an idle guest that is polled once a second: work
 items, timers and RCU callbacks (kmalloc-64/192), driver and protocol
 buffers (kmalloc-512/1k), and reading /proc files (a struct file in filp
@@ -85,6 +88,7 @@ fs/file_table.c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -199,45 +203,67 @@ class KernelActivity:
         return kmem_cache(self.machine.slab_caches, self.node, spec)
 
     # -- boot and the clock ----------------------------------------------------
-    def boot(self) -> None:
+    def boot(self) -> int:
         """Allocate the boot memory blocks' metadata, warm the background, start ticking.
 
-        The background starts from its steady state: each stream's objects
-        alive at any moment (rate x lifetime on average), with exponential
-        remaining lifetimes.
+        Runs during the boot (memory_dev_init() in driver_init()).  The
+        background starts from its steady state: each stream's objects alive
+        at any moment (Poisson, rate x lifetime on average), with exponential
+        remaining lifetimes.  Returns the slab pages taken: vmemlab.bootmem
+        counts them in the boot's measured slab.
         """
         for block in sorted(self.machine.hotplug.blocks.values(), key=lambda b: b.id):
             self.memory_block_added(block, add_memory_call=False)
-        bg = self.background
-        counts = self.rng.poisson(bg.rate * bg.lifetime)
-        life = self.rng.exponential(1.0, int(counts.sum())) * np.repeat(bg.lifetime, counts)
-        bg.born(counts, self.machine.now + life)
+        self._births(0.0, np.inf)
         self.machine.call_later(TICK_S, self.tick)
+        return len(self.pages())
 
     def tick(self) -> None:
-        """One second of background: objects die, new ones are born, the next tick is armed.
+        """The background up to now: objects die, new ones are born, the next tick is armed.
 
-        A tick stands for the second before it.  When the clock jumped
-        further (synchronous kernel work advances it without firing timers),
-        the objects born in the rest of the gap are placed at random times in
-        it and only those still alive now are allocated.
+        A tick stands for the second before it; the objects born in it live
+        from now.  When more time passed since the last tick (the clock
+        jumped, or the tick skipped an idle span), the objects born earlier
+        in the gap that are still alive now are drawn directly: for births
+        at rate r spread over a gap of g seconds, each living an exponential
+        time of mean L, those alive at the end are Poisson with mean
+        r L (1 - exp(-g/L)) and, by memorylessness, have exponential
+        remaining lives of mean L again; the kept share is all alive.  So a
+        gap of any length costs what one second does.
+
+        While nothing else is due (no other timer, no work, the end of
+        ``run()`` further off), the next tick is armed at the last whole
+        second before that: an idle hour is one tick, with the same
+        distribution of objects and pages as 3600 ticks.  Deterministic per
+        seed.
         """
         now = self.machine.now
         dt, self.last_tick = now - self.last_tick, now
         self.ticks += 1
-        bg = self.background
-        bg.expire(now)
-        counts = self.rng.poisson(bg.rate * dt)
-        n = int(counts.sum())
-        if n:
-            life = self.rng.exponential(1.0, n) * np.repeat(bg.lifetime, counts)
-            life[self.rng.random(n) < np.repeat(bg.kept, counts)] = np.inf
-            dies = now - self.rng.random(n) * max(0.0, dt - TICK_S) + life
-            alive = dies > now
-            counts = np.bincount(np.repeat(np.arange(len(counts)), counts)[alive],
-                                 minlength=len(counts))
-            bg.born(counts, dies[alive])
-        self.machine.call_later(TICK_S, self.tick)
+        self.background.expire(now)
+        self._births(min(dt, TICK_S), max(0.0, dt - TICK_S))
+        idle = self.machine.idle_until() - now
+        ticks = max(1, math.floor(idle / TICK_S)) if math.isfinite(idle) else 1
+        self.machine.call_later(ticks * TICK_S, self.tick)
+
+    def _births(self, last: float, gap: float) -> None:
+        """Allocate the objects born in the ``last`` seconds (alive from now) and those
+        born in the ``gap`` before them that are still alive (see ``tick``)."""
+        bg, rng, now = self.background, self.rng, self.machine.now
+        fresh = rng.poisson(bg.rate * last)
+        n = int(fresh.sum())
+        life = rng.exponential(1.0, n) * np.repeat(bg.lifetime, fresh)
+        life[rng.random(n) < np.repeat(bg.kept, fresh)] = np.inf
+        survive = -np.expm1(-gap / bg.lifetime)          # 0 without a gap, 1 for an endless one
+        old = rng.poisson(bg.rate * (1 - bg.kept) * bg.lifetime * survive)
+        old_life = rng.exponential(1.0, int(old.sum())) * np.repeat(bg.lifetime, old)
+        kept = (rng.poisson(bg.rate * bg.kept * gap) if np.isfinite(gap)
+                else np.zeros_like(fresh))                # at boot: none kept yet
+        streams = np.repeat(np.tile(np.arange(len(fresh)), 3),
+                            np.concatenate([fresh, old, kept]))
+        dies = np.concatenate([life, old_life, np.full(int(kept.sum()), np.inf)])
+        order = np.argsort(streams, kind="stable")
+        bg.born(np.bincount(streams, minlength=len(fresh)), now + dies[order])
 
     # -- hotplug metadata --------------------------------------------------------
     def memory_block_added(self, block: MemoryBlock, add_memory_call: bool) -> int:

@@ -203,6 +203,7 @@ class Machine:
         self._timers: list[tuple[float, int, Callable[[], None], bool, int]] = []
         self._seq = itertools.count()
         self._pending_work = 0
+        self._until = 0.0     # where the running run()/settle() stops
         self.epoch = 0        # guest boots; events of an earlier boot are dropped
         self.boots = 0
         self.trace: Trace | NullTrace = self._make_trace(trace)
@@ -243,18 +244,20 @@ class Machine:
             self.ensure_pfns(max(a + s for a, s, _ in self.device_regions) >> geo.page_shift)
         free_area_init(self.node, self.layout)
         memblock_free_all(self.node, self.layout)
-        self.bootmem: BootMemory | None = None
-        if geo.layout == "q35":
-            self.bootmem = boot_kernel(self, self.boot_config, boot_rng)
-        else:
-            init_per_zone_wmark_min(self.node)
-        self.proc = ProcFS(self)
+        self.hotplug = MemoryHotplug(self)      # memory_dev_init(), during the boot
         self.kernel_activity: KernelActivity | None = None
-        self.hotplug = MemoryHotplug(self)
-        self.sysfs = Sysfs(self)
         if self.boot_settings["kernel_activity"]:
             self.kernel_activity = KernelActivity(self)
-            self.kernel_activity.boot()
+        kernel_objects = self.kernel_activity.boot if self.kernel_activity else None
+        self.bootmem: BootMemory | None = None
+        if geo.layout == "q35":
+            self.bootmem = boot_kernel(self, self.boot_config, boot_rng, kernel_objects)
+        else:
+            init_per_zone_wmark_min(self.node)
+            if kernel_objects:
+                kernel_objects()
+        self.proc = ProcFS(self)
+        self.sysfs = Sysfs(self)
         for dimm in self.dimms:       # ACPI finds the DIMMs again at boot
             self._add_dimm_memory(dimm)
         for dev in self.virtio_mem:
@@ -786,8 +789,10 @@ class Machine:
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
             raise ValueError(f"seconds={seconds!r} must be a non-negative number")
         end = self.now + seconds
+        outer, self._until = self._until, end
         while self._timers and self._timers[0][0] <= end:
             self._fire_next()
+        self._until = outer
         self.now = max(self.now, end)
 
     def settle(self, limit: float = 3600.0) -> float:
@@ -798,9 +803,18 @@ class Machine:
         ``limit`` bounds the simulated time spent.
         """
         start = self.now
+        outer, self._until = self._until, start + limit
         while self._pending_work and self._timers and self._timers[0][0] - start <= limit:
             self._fire_next()
+        self._until = outer
         return self.now - start
+
+    def idle_until(self) -> float:
+        """Until when nothing is due but the caller: the next timer or work item, or
+        where the running ``run()``/``settle()`` stops (a periodic timer may skip
+        ahead to it, see vmemlab.kernel_activity)."""
+        nxt = self.next_event
+        return self._until if nxt is None else min(nxt, self._until)
 
     # -- trace ---------------------------------------------------------------
     def start_trace(self, trace: Trace | None = None) -> Trace:

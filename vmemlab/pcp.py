@@ -55,12 +55,16 @@ def zone_batchsize(zone: Zone) -> int:
     return max(1, batch)
 
 
-def zone_highsize(zone: Zone, batch: int, cpus: int) -> int:
-    """high_min: the low watermark split over the CPUs, at least 4 batches.
+def zone_highsize(zone: Zone, batch: int, cpus: int, high_fraction: int = 0) -> int:
+    """A list's high mark: the low watermark (or, with ``high_fraction``, that
+    fraction of the zone) split over the CPUs, at least 4 batches.
 
-    Kernel: mm/page_alloc.c, zone_highsize() (percpu_pagelist_high_fraction 0)
+    high_min uses percpu_pagelist_high_fraction (0 by default); high_max
+    uses MIN_PERCPU_PAGELIST_HIGH_FRACTION.
+    Kernel: mm/page_alloc.c, zone_highsize(), zone_set_pageset_high_and_batch()
     """
-    return max(zone.low_wmark_pages() // cpus, batch << 2)
+    total = zone.managed_pages // high_fraction if high_fraction else zone.low_wmark_pages()
+    return max(total // cpus, batch << 2)
 
 
 def calculate_normal_threshold(zone: Zone, cpus: int) -> int:
@@ -104,6 +108,12 @@ class Pagesets:
         if not self.pcp(zone, cpu).used:
             return 0
         return zone_highsize(zone, zone_batchsize(zone), self.cpus)
+
+    def high_min_max(self, zone: Zone) -> tuple[int, int]:
+        """pcp->high_min and pcp->high_max, the same for every CPU of ``zone``."""
+        batch = zone_batchsize(zone)
+        return (zone_highsize(zone, batch, self.cpus),
+                zone_highsize(zone, batch, self.cpus, MIN_PERCPU_PAGELIST_HIGH_FRACTION))
 
     def nr_pages(self, zone: Zone | None = None) -> int:
         """Pages on the lists of ``zone`` (or of every zone)."""

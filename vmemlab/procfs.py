@@ -83,6 +83,8 @@ class Pageset:
     high: int
     batch: int
     stat_threshold: int
+    high_min: int = 0
+    high_max: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ class ZoneinfoData:
     ``zone_stats`` holds the zone counters and, with CONFIG_NUMA, the NUMA
     counters that follow them; ``pagesets`` are printed when given;
     ``wmark_lines`` names the lines of the watermark block this kernel
-    prints (boost, promo and cma came later).
+    prints (boost, promo and cma came later); ``high_min_max`` adds the
+    pagesets' high_min and high_max lines (6.13+).
     """
 
     node: int
@@ -112,6 +115,7 @@ class ZoneinfoData:
     start_pfn: int = 0
     pagesets: tuple[Pageset, ...] = ()
     wmark_lines: tuple[str, ...] = ALL_WMARK_LINES
+    high_min_max: bool = False
 
 
 def format_zoneinfo_zone(z: ZoneinfoData) -> str:
@@ -135,11 +139,13 @@ def format_zoneinfo_zone(z: ZoneinfoData) -> str:
     if z.pagesets:
         out.append("\n  pagesets")
     for p in z.pagesets:
-        out.append(f"\n    cpu: {p.cpu}"
-                   f"\n              count: {p.count}"
-                   f"\n              high:  {p.high}"
-                   f"\n              batch: {p.batch}"
-                   f"\n  vm stats threshold: {p.stat_threshold}")
+        fields = [("count", p.count), ("high", p.high), ("batch", p.batch)]
+        if z.high_min_max:
+            fields += [("high_min", p.high_min), ("high_max", p.high_max)]
+        width = max(len(name) for name, _ in fields) + 1
+        out.append(f"\n    cpu: {p.cpu}" + "".join(
+            f"\n              {name + ':':<{width}} {value}" for name, value in fields))
+        out.append(f"\n  vm stats threshold: {p.stat_threshold}")
     out.append(f"\n  node_unreclaimable:  {z.node_unreclaimable}"
                f"\n  start_pfn:           {z.start_pfn}\n")
     return "".join(out)
@@ -195,6 +201,16 @@ HUGEPAGESIZE_KB = 2048
 # (DirectMap4k 24444 kB = 3964 kB of edges + 10 x 2048 kB).
 DIRECT_MAP_4K_BLOCKS = 10
 _ANON_LRU = (PageKind.ANON, PageKind.SHMEM)
+
+
+def free_pages_blocks(z: Zone) -> int:
+    """NR_FREE_PAGES_BLOCKS (6.15): free pages in free blocks of at least a pageblock,
+    isolated ones left out.  Kernel: mm/page_alloc.c, account_freepages() callers
+    (a211c6550efc)"""
+    geo = z.node.geo
+    return sum((len(lst) << order) for order in range(geo.pageblock_order, geo.nr_page_orders)
+               for mt, lst in enumerate(z.free_area[order].free_list)
+               if mt != MigrateType.ISOLATE)
 
 
 class ProcFS:
@@ -279,13 +295,15 @@ class ProcFS:
                                         + k[PageKind.RAMFS]),
                       nr_shmem=int(k[PageKind.SHMEM]),
                       nr_kernel_stack=int(k[PageKind.STACK]) * kb,
-                      nr_page_table_pages=int(k[PageKind.PAGETABLE]))
+                      nr_page_table_pages=int(k[PageKind.PAGETABLE]),
+                      nr_balloon_pages=self.m.balloon.actual if self.m.balloon else 0)
         return values
 
     def zone_values(self, z: Zone) -> dict[str, int]:
         """Zone counters (enum zone_stat_item) the model has; 5.8's per-zone stack too."""
         kb = self._node.geo.page_size >> 10
         values = {"nr_free_pages": z.nr_free_pages,
+                  "nr_free_pages_blocks": free_pages_blocks(z),
                   "nr_page_table_pages": int(z.nr_kind[PageKind.PAGETABLE]),
                   "nr_kernel_stack": int(z.nr_kind[PageKind.STACK]) * kb}
         values.update(self._lru(z.nr_kind, "nr_zone_"))
@@ -317,7 +335,9 @@ class ProcFS:
         sets = self._node.pagesets
         batch = zone_batchsize(z)
         threshold = calculate_normal_threshold(z, sets.cpus)
-        return tuple(Pageset(cpu, sets.pcp(z, cpu).count, sets.high(z, cpu), batch, threshold)
+        high_min, high_max = sets.high_min_max(z)
+        return tuple(Pageset(cpu, sets.pcp(z, cpu).count, sets.high(z, cpu), batch, threshold,
+                             high_min, high_max)
                      for cpu in range(sets.cpus))
 
     def _zone_data(self, z: Zone, first: bool) -> ZoneinfoData:
@@ -328,7 +348,8 @@ class ProcFS:
                             populated, self.zone_stats(z) if populated else (),
                             self.node_stats() if first else None, 0, z.zone_start_pfn,
                             self.pagesets(z) if populated else (),
-                            prockeys.zoneinfo_wmark_lines(self.release))
+                            prockeys.zoneinfo_wmark_lines(self.release),
+                            self.release >= prockeys.ZONEINFO_HIGH_MINMAX_SINCE)
 
     # -- meminfo -------------------------------------------------------------
     def meminfo(self) -> str:
@@ -387,6 +408,7 @@ class ProcFS:
             "PageTables": v["nr_page_table_pages"],
             "CommitLimit": total * OVERCOMMIT_RATIO // 100, "Committed_AS": committed,
             "VmallocUsed": int(k[PageKind.VMALLOC] + k[PageKind.STACK]), "Percpu": percpu,
+            "Balloon": v["nr_balloon_pages"],
         }
         out = {name: n * kb for name, n in pages.items()}
         out.update(KernelStack=v["nr_kernel_stack"], VmallocTotal=VMALLOC_TOTAL_KB,

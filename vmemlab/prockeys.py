@@ -9,6 +9,11 @@ and, for keys that moved or went away, the first release without it
 kernel's order.  A profile asks with its ``release``, so a new profile
 extends these tables, never the code that prints them.
 
+Releases after the reference VM's come from Andrew Morton's MM pull
+requests that merged each change ("MM updates for 6.13-rc1": nr_hugetlb and
+the pagesets' high_min/high_max; "for 6.15-rc1": nr_free_pages_blocks, the
+proactive reclaim counters, nr_balloon_pages and Balloon).
+
 The lists are those of the kernel the reference VM runs (x86-64, Debian's
 config: CONFIG_NUMA, NUMA_BALANCING, ZONE_DMA/DMA32, ZONE_DEVICE, SWAP,
 ZSWAP, ZSMALLOC, KSM, TRANSPARENT_HUGEPAGE, HUGETLB_PAGE, MIGRATION,
@@ -46,8 +51,9 @@ def keys(table: tuple[Key, ...], release: Release) -> tuple[str, ...]:
     return tuple(k.name for k in table if k.since <= release < k.until)
 
 
-def _zones(prefix: str, device_since: Release = (6, 6)) -> tuple[Key, ...]:
-    """TEXTS_FOR_ZONES(): dma, dma32, normal, movable (device: ZONE_DEVICE, 6.6)."""
+def _zones(prefix: str, device_since: Release = (6, 0)) -> tuple[Key, ...]:
+    """TEXTS_FOR_ZONES(): dma, dma32, normal, movable, and device with ZONE_DEVICE
+    since a39c5d3ce03d ("mm: add DEVICE_ZONE to FOR_ALL_ZONES", v6.0-rc2)."""
     return tuple(Key(f"{prefix}_{z}") for z in ("dma", "dma32", "normal", "movable")) + (
         Key(f"{prefix}_device", device_since),)
 
@@ -69,6 +75,7 @@ MEMINFO = (
     Key("Percpu"), Key("HardwareCorrupted"), Key("AnonHugePages"), Key("ShmemHugePages"),
     Key("ShmemPmdMapped"), Key("FileHugePages"), Key("FilePmdMapped"),
     Key("Unaccepted", (6, 5)),                              # dcdfdd40fa82
+    Key("Balloon", (6, 15)),        # "track memory used by balloon drivers" (MM, 6.15-rc1)
     Key("HugePages_Total"), Key("HugePages_Free"), Key("HugePages_Rsvd"),
     Key("HugePages_Surp"), Key("Hugepagesize"), Key("Hugetlb"),
     Key("DirectMap4k"), Key("DirectMap2M"),
@@ -78,7 +85,9 @@ MEMINFO_COUNTS = frozenset({"HugePages_Total", "HugePages_Free", "HugePages_Rsvd
 
 # enum zone_stat_item
 ZONE_STATS = (
-    Key("nr_free_pages"), Key("nr_zone_inactive_anon"), Key("nr_zone_active_anon"),
+    Key("nr_free_pages"),
+    Key("nr_free_pages_blocks", (6, 15)),                   # a211c6550efc (defrag_mode)
+    Key("nr_zone_inactive_anon"), Key("nr_zone_active_anon"),
     Key("nr_zone_inactive_file"), Key("nr_zone_active_file"), Key("nr_zone_unevictable"),
     Key("nr_zone_write_pending"), Key("nr_mlock"),
     Key("nr_page_table_pages", until=(5, 11)),              # f0c0c115fb81 moved it
@@ -119,6 +128,9 @@ NODE_STATS = (
     Key("pgpromote_candidate", (6, 1)),
     Key("pgdemote_kswapd", (6, 8)), Key("pgdemote_direct", (6, 8)),   # moved from events
     Key("pgdemote_khugepaged", (6, 8)),
+    Key("pgdemote_proactive", (6, 15)),     # "Adding Proactive Memory Reclaim Statistics"
+    Key("nr_hugetlb", (6, 13)),             # "memcg/hugetlb: add hugeTLB counters to memcg"
+    Key("nr_balloon_pages", (6, 15)),       # "track memory used by balloon drivers"
 )
 # enum vm_stat_item (system-wide)
 VM_STATS = (
@@ -133,12 +145,14 @@ VM_EVENTS = (
     Key("pgfault"), Key("pgmajfault"), Key("pglazyfreed"), Key("pgrefill"),
     Key("pgreuse", (5, 10)),
     Key("pgsteal_kswapd"), Key("pgsteal_direct"), Key("pgsteal_khugepaged", (6, 3)),
+    Key("pgsteal_proactive", (6, 15)),
     Key("pgdemote_kswapd", (5, 15), (6, 8)), Key("pgdemote_direct", (5, 15), (6, 8)),
     Key("pgdemote_khugepaged", (6, 3), (6, 8)),
     Key("pgscan_kswapd"), Key("pgscan_direct"), Key("pgscan_khugepaged", (6, 3)),
+    Key("pgscan_proactive", (6, 15)),
     Key("pgscan_direct_throttle"), Key("pgscan_anon"), Key("pgscan_file"),
     Key("pgsteal_anon"), Key("pgsteal_file"),
-    Key("zone_reclaim_success", (6, 11)), Key("zone_reclaim_failed"),
+    Key("zone_reclaim_success", (6, 12)), Key("zone_reclaim_failed"),   # posted 2024-07-22
     Key("pginodesteal"), Key("slabs_scanned"), Key("kswapd_inodesteal"),
     Key("kswapd_low_wmark_hit_quickly"), Key("kswapd_high_wmark_hit_quickly"),
     Key("pageoutrun"), Key("pgrotated"), Key("drop_pagecache"), Key("drop_slab"),
@@ -174,15 +188,19 @@ VM_EVENTS = (
     Key("swpin_zero", (6, 12)), Key("swpout_zero", (6, 12)),
     Key("ksm_swpin_copy", (5, 19)), Key("cow_ksm", (5, 19)),
     Key("zswpin", (5, 19)), Key("zswpout", (5, 19)), Key("zswpwb", (6, 8)),
-    Key("direct_map_level2_splits", (5, 19)), Key("direct_map_level3_splits", (5, 19)),
+    Key("direct_map_level2_splits", (5, 13)), Key("direct_map_level3_splits", (5, 13)),
 )
 # vmstat_show(): a deprecated counter printed after the last one (v5.8, 8d92890bd6b8)
 VMSTAT_TRAILER = (Key("nr_unstable", (5, 8)),)
 
-# zoneinfo_show_print(): optional lines of the watermark block
-ZONEINFO_BOOST_SINCE: Release = (5, 14)
-ZONEINFO_PROMO_SINCE: Release = (5, 18)
+# zoneinfo_show_print(): optional lines of the watermark block.  WMARK_PROMO
+# itself is older (c574bbe91703, 5.18) but zoneinfo printed it only from 6.12.
+ZONEINFO_BOOST_SINCE: Release = (5, 16)   # "show watermark_boost of zone in zoneinfo"
+ZONEINFO_PROMO_SINCE: Release = (6, 12)   # "mm: print the promo watermark in zoneinfo"
 ZONEINFO_CMA_SINCE: Release = (5, 12)
+# the pagesets also print high_min and high_max ("mm: add pcp high_min high_max to
+# proc zoneinfo", MM updates for 6.13-rc1), with the labels padded to match
+ZONEINFO_HIGH_MINMAX_SINCE: Release = (6, 13)
 
 # Which LRU list a fresh page is reported on.  5.8 starts anonymous pages
 # active (lru_cache_add_active_or_unevictable); 5.9 (b518154e59aa) starts
