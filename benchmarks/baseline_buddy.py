@@ -1,25 +1,38 @@
-"""A plain per-page Python buddy allocator: the yardstick the issue names.
+"""A plain per-page Python buddy allocator: the yardstick issue 16 names.
 
 Free lists are Python sets per order, one call per allocation, merging on
 free, and a dict remembering each allocation's order (so it can be freed):
-the straightforward way to write a buddy allocator in Python.  It
-models nothing else (no zones, migratetypes or watermarks), so it is a
-generous baseline for vmemlab's fill.
+the straightforward way to write a buddy allocator in Python.  It models
+nothing else (no zones, migratetypes, watermarks or page states), so it is
+a generous baseline.
+
+To be compared fairly with vmemlab it boots from the same free ranges as
+the guest's memblock_free_all() (largest aligned chunks, ascending) and
+replays the allocations vmemlab's fill made (``replay``), one call per page.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 MAX_ORDER = 10
 
 
 class SetBuddy:
-    def __init__(self, nr_pages: int) -> None:
-        self.free = [set() for _ in range(MAX_ORDER + 1)]
+    def __init__(self, free_ranges: Iterable[tuple[int, int]]) -> None:
+        """Boot: every [start, end) range freed in the largest aligned chunks."""
+        self.free: list[set[int]] = [set() for _ in range(MAX_ORDER + 1)]
         self.order_of: dict[int, int] = {}
         self.allocated: dict[int, int] = {}
-        for pfn in range(0, nr_pages, 1 << MAX_ORDER):
-            self.free[MAX_ORDER].add(pfn)
-            self.order_of[pfn] = MAX_ORDER
+        for start, end in free_ranges:
+            while start < end:
+                order = MAX_ORDER if start == 0 else min(MAX_ORDER,
+                                                         (start & -start).bit_length() - 1)
+                while start + (1 << order) > end:
+                    order -= 1
+                self.free[order].add(start)
+                self.order_of[start] = order
+                start += 1 << order
 
     def alloc(self, order: int) -> int | None:
         for o in range(order, MAX_ORDER + 1):
@@ -47,3 +60,14 @@ class SetBuddy:
             order += 1
         self.free[order].add(pfn)
         self.order_of[pfn] = order
+
+    def replay(self, allocations: Iterable[tuple[int, int]]) -> int:
+        """``n`` calls of alloc(order) for each (order, n); returns the pages obtained."""
+        got = 0
+        alloc = self.alloc
+        for order, n in allocations:
+            for _ in range(n):
+                if alloc(order) is None:
+                    return got
+                got += 1 << order
+        return got

@@ -5,15 +5,16 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import vmemlab as vm
-from vmemlab import bulk
+from vmemlab import bulk, workload
 from vmemlab.bulk import alloc_pages_bulk, free_pages_bulk
 from vmemlab.constants import MigrateType, PageKind
 from vmemlab.page_alloc import alloc_pages, free_block
-from vmemlab.page_isolation import start_isolate_page_range
+from vmemlab.page_isolation import start_isolate_page_range, undo_isolate_page_range
 from vmemlab.profiles import PROFILES
 
 from .conftest import teaching
@@ -119,3 +120,301 @@ def test_free_into_isolated_pageblocks_equals_loop(ops, fill, first, blocks, pic
     for pfn in chosen:
         free_block(b.node, pfn, 0)
     assert machine_state(a, isolate_order=False) == machine_state(b, isolate_order=False)
+
+
+def full_state(m: vm.Machine) -> dict:
+    """machine_state() with every list in order, plus what the /proc views print."""
+    return {**machine_state(m), "flags": m.node.mm.flags.tobytes(),
+            "events": dict(m.node.vm_events), "buddyinfo": m.proc.buddyinfo(),
+            "pagetypeinfo": m.proc.pagetypeinfo(),
+            "highatomic": [z.nr_free_highatomic for z in m.node.zones]}
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS, chunks=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 48)), max_size=8),
+       isolate=st.lists(st.tuples(st.integers(0, 31), st.integers(1, 4)), max_size=3),
+       share=st.one_of(st.just(1.0), st.floats(0.05, 1.0)), pick=st.randoms(use_true_random=False))
+def test_batch_merge_equals_one_by_one(kernel, ops, chunks, isolate, share, pick):
+    """The level-by-level merge leaves every list, head, type and counter as page-by-page frees.
+
+    Mixed migratetypes make pageblocks of every type (merge barriers above
+    pageblock_order, retyping since 6.10); isolated pageblocks add the
+    ISOLATE lists and 5.8's isolate-only barrier.
+    """
+    m = scrambled(kernel, ops, 0)
+    held = []
+    for gfp, n in chunks:
+        owner = m.node.new_owner(PageKind.ANON, "chunk").id
+        held += alloc_pages_bulk(m.node, GFPS[gfp], n, None, owner).tolist()
+    pb = m.node.geo.pageblock_nr_pages
+    ranges = [(first * pb, min(first + blocks, 32) * pb) for first, blocks in isolate]
+    ranges = [r for r in ranges if start_isolate_page_range(m.node, *r) == 0]
+    chosen = sorted(pick.sample(held, k=int(len(held) * share))) if held else []
+    a, b = m, copy.deepcopy(m)
+    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 0   # always the numpy merge
+    try:
+        free_pages_bulk(a.node, np.array(chosen, dtype=np.int64))
+    finally:
+        bulk._REBUILD_MIN = saved
+    for pfn in chosen:
+        free_block(b.node, pfn, 0)
+    assert full_state(a) == full_state(b)
+    for r in reversed(ranges):   # validate() does not accept isolated free buddies
+        undo_isolate_page_range(a.node, *r)
+        undo_isolate_page_range(b.node, *r)
+    assert full_state(a) == full_state(b)
+    a.validate()
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+def test_batch_merge_across_pageblock_types(kernel):
+    """An Unmovable pageblock and its Movable buddy freed in one batch merge (unmergeable
+    types excepted); since 6.10 the lower pageblock takes the Movable type of the later free."""
+    m = teaching(kernel, min_free_kbytes=0)
+    pb = m.node.geo.pageblock_nr_pages
+    owner = m.node.new_owner(PageKind.ANON, "all").id
+    alloc_pages_bulk(m.node, "GFP_HIGHUSER_MOVABLE", 256, None, owner)
+    free_pages_bulk(m.node, np.arange(pb))
+    kernel_pages = alloc_pages_bulk(m.node, "GFP_KERNEL", pb, None, owner)
+    assert kernel_pages.tolist() == list(range(pb))
+    assert m.node.mm.pb_mt[:2].tolist() == [MigrateType.UNMOVABLE, MigrateType.MOVABLE]
+    a, b = m, copy.deepcopy(m)
+    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 0
+    try:
+        free_pages_bulk(a.node, np.arange(2 * pb))
+    finally:
+        bulk._REBUILD_MIN = saved
+    for pfn in range(2 * pb):
+        free_block(b.node, pfn, 0)
+    assert full_state(a) == full_state(b)
+    assert 0 in a.node.page_zone(0).free_area[4].free_list[MigrateType.MOVABLE]
+    retyped = MigrateType.MOVABLE if a.profile.freelist_hygiene else MigrateType.UNMOVABLE
+    assert a.node.mm.pb_mt[0] == retyped
+    a.validate()
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+def test_batch_merge_of_a_released_fill_equals_one_by_one(kernel):
+    """A q35 guest filled to 75% gives back 60% of its movable pages at random."""
+    m = vm.Machine(boot_memory=256 * vm.MiB, kernel=kernel, seed=3)
+    acts = workload.fill(m, 0.75)
+    pages = acts["movable"].pages()
+    chosen = np.sort(m.rng.choice(pages, size=len(pages) * 6 // 10, replace=False))
+    a, b = m, copy.deepcopy(m)
+    free_pages_bulk(a.node, chosen)
+    for pfn in chosen.tolist():
+        free_block(b.node, pfn, 0)
+    assert full_state(a) == full_state(b)
+    a.validate()
+
+
+_RELEASED: dict[str, vm.Machine] = {}
+
+
+def released(kernel: str) -> vm.Machine:
+    """A 256 MiB q35 guest with 256 MiB of ZONE_MOVABLE (virtio-mem), filled to 75%,
+    then a random 60% of its movable pages given back."""
+    if kernel not in _RELEASED:
+        m = vm.Machine(boot_memory=256 * vm.MiB, kernel=kernel, seed=5,
+                       auto_online_blocks="online_movable")
+        m.add_virtio_mem(region_size=256 * vm.MiB, requested_size=256 * vm.MiB)
+        m.settle()
+        workload.fill(m, 0.75)["movable"].release(0.6)
+        _RELEASED[kernel] = m
+    return copy.deepcopy(_RELEASED[kernel])
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(zone=st.sampled_from(["DMA32", "Movable"]), first=st.floats(0, 1),
+       blocks=st.integers(1, 40))
+def test_batched_isolation_equals_pageblock_by_pageblock(kernel, zone, first, blocks):
+    """start_isolate_page_range() isolating runs of plain pageblocks together moves the same
+    blocks to the ISOLATE lists in the same order as one pageblock at a time."""
+    from vmemlab import freelist, page_isolation
+
+    a = released(kernel)
+    b = copy.deepcopy(a)
+    pb = a.node.geo.pageblock_nr_pages
+    z = a.zones[zone]
+    span = (z.end_pfn - z.start_pfn) // pb - 1
+    start = (z.start_pfn + pb - 1) // pb * pb + int(first * (span - 1)) * pb
+    end = min(start + blocks * pb, z.end_pfn // pb * pb)
+    rc_a = start_isolate_page_range(a.node, start, end)
+    saved = page_isolation._ISOLATE_BATCH, freelist._MOVE_BATCH
+    page_isolation._ISOLATE_BATCH = freelist._MOVE_BATCH = 10**9
+    try:
+        rc_b = start_isolate_page_range(b.node, start, end)
+    finally:
+        page_isolation._ISOLATE_BATCH, freelist._MOVE_BATCH = saved
+    assert rc_a == rc_b
+    assert full_state(a) == full_state(b)
+
+
+def memmap_state(m: vm.Machine) -> dict:
+    """What the allocator keeps outside its lists (reading it leaves the lists alone)."""
+    mm = m.node.mm
+    return {"state": mm.state.tobytes(), "order": mm.order.tobytes(), "kind": mm.kind.tobytes(),
+            "owner": mm.owner.tobytes(), "pb_mt": mm.pb_mt.tobytes(),
+            "free": [z.nr_free_pages for z in m.node.zones],
+            "kinds": [z.nr_kind.tolist() for z in m.node.zones]}
+
+
+STEPS = st.lists(st.tuples(st.sampled_from(["bulk", "bulk", "single", "free", "free_bulk"]),
+                           st.integers(0, 2), st.integers(1, 40), st.integers(0, 10**6)),
+                 max_size=25)
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=STEPS)
+def test_bulk_allocations_interleaved_with_other_calls_equal_single_calls(kernel, steps):
+    """Bulk allocations leave the rest of a split block aside between calls; single
+    allocations and frees in between see exactly what page-by-page allocation leaves."""
+    a = teaching(kernel, min_free_kbytes=0)
+    b = copy.deepcopy(a)
+    held: list[int] = []
+    for op, gfp, n, seed in steps:
+        if op == "bulk":
+            owner = a.node.new_owner(PageKind.ANON, "bulk").id
+            b.node.new_owner(PageKind.ANON, "bulk")
+            got = alloc_pages_bulk(a.node, GFPS[gfp], n, None, owner).tolist()
+            loop = []
+            for _ in range(n):
+                pfn = alloc_pages(b.node, 0, GFPS[gfp], None, owner)
+                if pfn is None:
+                    break
+                loop.append(pfn)
+            assert got == loop
+            held += got
+        elif op == "single":
+            order = n % 3
+            pa, pb = a.alloc_pages(order, GFPS[gfp]), b.alloc_pages(order, GFPS[gfp])
+            assert pa == pb
+            if pa is not None:
+                a.free_pages(pa, order)
+                b.free_pages(pb, order)
+        elif held:
+            pick = sorted(np.random.default_rng(seed).choice(held, size=min(n, len(held)),
+                                                             replace=False).tolist())
+            held = [p for p in held if p not in set(pick)]
+            if op == "free":
+                for pfn in pick:
+                    free_block(a.node, pfn, 0)
+            else:
+                free_pages_bulk(a.node, np.array(pick, dtype=np.int64))
+            for pfn in pick:
+                free_block(b.node, pfn, 0)
+        assert memmap_state(a) == memmap_state(b)
+    assert full_state(a) == full_state(b)
+    a.validate()
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@pytest.mark.parametrize("size", ["256M", "3G"])
+def test_boot_frees_memory_as_block_by_block(kernel, size):
+    """memblock_free_all() through free_blocks_bulk() leaves what free_pages_ok() per block does."""
+    batch = vm.Machine(boot_memory=size, kernel=kernel)
+    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 10**9
+    try:
+        loop = vm.Machine(boot_memory=size, kernel=kernel)
+    finally:
+        bulk._REBUILD_MIN = saved
+    assert full_state(batch) == full_state(loop)
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS, blocks=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 2)), max_size=30),
+       to_tail=st.booleans(), pick=st.randoms(use_true_random=False))
+def test_free_blocks_bulk_equals_free_pages_ok(kernel, ops, blocks, to_tail, pick):
+    """Blocks of any order freed at once merge as free_pages_ok() one block at a time."""
+    from vmemlab.bulk import free_blocks_bulk
+    from vmemlab.page_alloc import free_pages_ok, zone_uncharge
+
+    m = scrambled(kernel, ops, 0)
+    got = [(m.alloc_pages(order, GFPS[gfp]), order) for order, gfp in blocks]
+    chosen = sorted(pick.sample([b for b in got if b[0] is not None],
+                                k=sum(b[0] is not None for b in got) * 2 // 3))
+    a, b = m, copy.deepcopy(m)
+    for mach in (a, b):
+        for pfn, order in chosen:
+            zone = mach.node.page_zone(pfn)
+            zone_uncharge(zone, mach.node.mm.kind[pfn:pfn + (1 << order)])
+            mach.node.mm.mark_free(pfn, pfn + (1 << order))
+    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 0
+    try:
+        free_blocks_bulk(a.node, [p for p, _ in chosen], [o for _, o in chosen], to_tail)
+    finally:
+        bulk._REBUILD_MIN = saved
+    for pfn, order in chosen:
+        free_pages_ok(b.node.page_zone(pfn), pfn, order, to_tail)
+    assert full_state(a) == full_state(b)
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=OPS, requests=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 60)),
+                                  max_size=30), wmin=st.sampled_from([0, 64]))
+def test_alloc_bulk_many_equals_calls_in_turn(kernel, ops, requests, wmin):
+    """Many requests at once give what alloc_bulk_runs() gives called request by request,
+    down to owners, fallbacks, watermarks and the first shortfall."""
+    from vmemlab.bulk import alloc_bulk_many, alloc_bulk_runs
+
+    a = scrambled(kernel, ops, wmin)
+    b = copy.deepcopy(a)
+    owners = lambda m: lambda: m.node.new_owner(PageKind.ANON, "request").id  # noqa: E731
+    got = alloc_bulk_many(a.node, [(GFPS[g], None, n, owners(a)) for g, n in requests])
+    loop = []
+    for g, n in requests:
+        loop.append(int(alloc_bulk_runs(b.node, GFPS[g], n, None, owners(b)())[1].sum()))
+        if loop[-1] < n:
+            break
+    assert got == loop
+    assert full_state(a) == full_state(b)
+    a.validate()
+
+
+def test_a_fill_gives_the_pages_of_one_allocation_per_chunk():
+    """workload.fill() through alloc_bulk_many() equals Activity.allocate() chunk by chunk."""
+    from vmemlab import activity
+
+    a = vm.Machine(boot_memory=512 * vm.MiB, seed=7)
+    b = copy.deepcopy(a)
+    workload.fill(a, 0.995)
+    classes = (activity.Activity, activity.AnonActivity)
+    saved = [c.allocates_plainly for c in classes]
+    for c in classes:
+        c.allocates_plainly = lambda self: False   # one allocate() per chunk
+    try:
+        workload.fill(b, 0.995)
+    finally:
+        for c, plain in zip(classes, saved, strict=True):
+            c.allocates_plainly = plain
+    assert full_state(a) == full_state(b)
+    assert [(x.requested, x.shortfall) for x in a.activities] == \
+        [(x.requested, x.shortfall) for x in b.activities]
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=st.floats(0, 1), pages=st.integers(1, 4096))
+def test_contig_range_takes_tiled_blocks_as_the_walk_does(kernel, first, pages):
+    """alloc_contig_range() taking the free blocks at once leaves what the walk leaves."""
+    from vmemlab.contig import ContigRange
+
+    a = released(kernel)
+    b = copy.deepcopy(a)
+    z = a.zones["Movable"]
+    start = z.start_pfn + int(first * (z.end_pfn - z.start_pfn - pages))
+    rc_a = a.alloc_contig_range(start, start + pages)
+    saved = ContigRange._take_tiled
+    ContigRange._take_tiled = lambda self: False
+    try:
+        rc_b = b.alloc_contig_range(start, start + pages)
+    finally:
+        ContigRange._take_tiled = saved
+    assert rc_a == rc_b
+    assert full_state(a) == full_state(b)
+    a.validate()

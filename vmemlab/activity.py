@@ -48,14 +48,14 @@ fs/dcache.c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bulk import alloc_bulk_runs, alloc_pages_bulk, free_pages_bulk
+from .bulk import alloc_bulk_many, alloc_bulk_runs, alloc_pages_bulk, free_pages_bulk
 from .constants import PageFlag, PageKind, PageState, format_size, parse_size
 from .oom import TaskMem, check_oom_score_adj
 from .slab import DENTRY, EXT4_INODE, SHMEM_INODE, kmem_cache
@@ -214,6 +214,10 @@ class Activity:
         self.shortfall += (nr_pages - got) << self.node.geo.page_shift
         return got
 
+    def allocates_plainly(self) -> bool:
+        """One owner and one bulk allocation per ``allocate`` call, nothing else."""
+        return type(self).allocate is Activity.allocate
+
     def release(self, fraction: float = 1.0) -> int:
         """Free all (1.0) or a seeded random ``fraction`` of this activity's memory.
 
@@ -238,6 +242,27 @@ class Activity:
         k = int(round(len(pages) * fraction))
         chosen = self.machine.rng.choice(len(pages), size=k, replace=False)
         return np.sort(pages[chosen])
+
+
+def allocate_in_turn(requests: Sequence[tuple[Activity, int]]) -> bool:
+    """``act.allocate(n)`` for each (act, n) in turn until one falls short (then False).
+
+    When every activity allocates plainly, the calls go to
+    vmemlab.bulk.alloc_bulk_many, which gives the same pages, owners and
+    counters much faster for many small requests (a fill).
+    """
+    if not all(act.allocates_plainly() for act, _ in requests):
+        return all(act.allocate(n) == n for act, n in requests)
+    if not requests:
+        return True
+    node = requests[0][0].node
+    got = alloc_bulk_many(node, ((act.spec.gfp, act.spec.kind, n, act._new_owner)
+                                 for act, n in requests))
+    shift = node.geo.page_shift
+    for (act, n), g in zip(requests, got, strict=False):   # got stops at a shortfall
+        act.requested += n << shift
+        act.shortfall += (n - g) << shift
+    return len(got) == len(requests) and got[-1] == requests[-1][1]
 
 
 def _check_fraction(fraction: float) -> None:
@@ -279,6 +304,9 @@ class AnonActivity(Activity):
             if got < n or self.killed:
                 break
         return got_total
+
+    def allocates_plainly(self) -> bool:
+        return not self.page_tables
 
     def page_table_pages(self) -> np.ndarray:
         """The page-table pages mapping this memory."""

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .bulk import free_blocks_bulk
 from .constants import MIGRATE_TYPES, Geometry, GiB, KiB, MiB, MigrateType, PageState, ZoneType
 from .memblock import (
     BootConfig,
@@ -45,7 +46,6 @@ from .memblock import (
     reserve_q35,
     subtract_ranges,
 )
-from .page_alloc import free_pages_ok
 
 if TYPE_CHECKING:
     from .node import Node
@@ -315,12 +315,14 @@ def free_range(node: Node, start: int, end: int, to_tail: bool = True) -> None:
     Kernel: mm/memblock.c, __free_pages_memory(); mm/page_alloc.c, free_one_page()
     """
     max_order = node.geo.max_page_order
-    mm = node.mm
-    mm.mark_free(start, end)
+    node.mm.mark_free(start, end)
     node.count_event("pgfree", end - start)
+    heads, orders = [], []
     while start < end:
         order = max_order if start == 0 else min(max_order, (start & -start).bit_length() - 1)
         while start + (1 << order) > end:
             order -= 1
-        free_pages_ok(node.page_zone(start), start, order, to_tail=to_tail)
+        heads.append(start)
+        orders.append(order)
         start += 1 << order
+    free_blocks_bulk(node, heads, orders, to_tail=to_tail)  # free_pages_ok() for each

@@ -12,12 +12,8 @@ and mark pages in the memmap with numpy slices:
   the lower half and the next smallest block is always the upper half just
   freed), so a whole block can be taken at once.
 * ``free_pages_bulk(node, pfns)`` == freeing each page in ascending pfn
-  order.  A run of consecutive pages is freed as the aligned blocks it
-  decomposes into, at most a pageblock each, which merges to the same
-  result as page-by-page frees.  Pages of MIGRATE_ISOLATE pageblocks (the
-  sources of an alloc_contig_range() migration) are rebuilt pageblock by
-  pageblock with numpy; there only the order on the ISOLATE lists, which
-  nothing reads, may differ.
+  order; many pages are merged level by level with numpy (vmemlab.merge),
+  leaving the same free lists in the same order.
 
 The kernel's counterpart, alloc_pages_bulk(), exists for the same reason
 (fewer trips through the allocator).  Kernel: mm/page_alloc.c,
@@ -27,20 +23,22 @@ equivalence on random machines.
 
 from __future__ import annotations
 
-from itertools import islice
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import MigrateType, PageKind, PageState
-from .freelist import account_freepages, add_to_free_list, del_page_from_free_list
+from .constants import PageKind
+from .freelist import account_freepages, del_page_from_free_list
 from .gfp import Gfp
+from .merge import free_blocks_batch, free_pages_batch
 from .page_alloc import (
     AllocFlags,
     AllocRequest,
     alloc_block,
     alloc_flags_nofragment,
     free_one_page,
+    free_pages_ok,
     prep_new_page,
     rmqueue,
     watermark_headroom,
@@ -49,22 +47,53 @@ from .page_alloc import (
 from .trace import MmPageAlloc, MmPageFree
 
 if TYPE_CHECKING:
-    from collections import OrderedDict
-
     from .node import Node
     from .zone import Zone
 
 _GFP_KSWAPD = int(Gfp.KSWAPD_RECLAIM)
-_ISOLATE = int(MigrateType.ISOLATE)
-_REBUILD_MIN = 64  # isolated pages freed at once, from which rebuilding pageblocks pays
-_FREE = int(PageState.FREE)
+_REBUILD_MIN = 64  # pages freed at once from which merging them with numpy pays
 # Few or long runs are marked slice by slice; many short ones by fancy indexing.
 _SLICE_RUNS = 32
 _SLICE_RUN = 64
 
 
 Runs = tuple[np.ndarray, np.ndarray]  # first pfns and lengths, in allocation order
-RunLists = tuple[list[int], list[int]]  # the same, while being collected
+
+
+class RunLists:
+    """Runs while being collected: Python lists for a few, numpy parts for many."""
+
+    __slots__ = ("starts", "lengths", "parts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.lengths: list[int] = []
+        self.parts: list[Runs] = []
+
+    def add(self, start: int, length: int) -> None:
+        self.starts.append(start)
+        self.lengths.append(length)
+
+    def extend(self, starts: list[int] | np.ndarray, lengths: list[int] | np.ndarray) -> None:
+        if isinstance(starts, np.ndarray) or isinstance(lengths, np.ndarray):
+            self._flush()
+            self.parts.append((np.asarray(starts, np.int64), np.asarray(lengths, np.int64)))
+        else:
+            self.starts += starts
+            self.lengths += lengths
+
+    def arrays(self) -> Runs:
+        self._flush()
+        if len(self.parts) == 1:
+            return self.parts[0]
+        return (np.concatenate([s for s, _ in self.parts] or [np.zeros(0, np.int64)]),
+                np.concatenate([n for _, n in self.parts] or [np.zeros(0, np.int64)]))
+
+    def _flush(self) -> None:
+        if self.starts:
+            self.parts.append((np.array(self.starts, np.int64),
+                               np.array(self.lengths, np.int64)))
+            self.starts, self.lengths = [], []
 
 
 def alloc_pages_bulk(node: Node, gfp: str | int, nr_pages: int,
@@ -88,9 +117,7 @@ def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
     if nr_pages < 0:
         raise ValueError(f"nr_pages={nr_pages} must not be negative")
     zonelist = node.zonelist(req.highest)
-    starts: list[int] = []
-    lengths: list[int] = []
-    out = (starts, lengths)
+    out = RunLists()
     remaining = nr_pages
     fast = AllocFlags.WMARK_LOW
     if zonelist:
@@ -106,10 +133,78 @@ def alloc_bulk_runs(node: Node, gfp: str | int, nr_pages: int,
             break
         zone, pfn = got
         prep_new_page(zone, pfn, req, owner)
-        starts.append(pfn)
-        lengths.append(1)
+        out.add(pfn, 1)
         remaining -= 1
-    return np.array(starts, np.int64), np.array(lengths, np.int64)
+    return out.arrays()
+
+
+def alloc_bulk_many(node: Node, requests: Iterable[tuple[str | int, PageKind | None, int,
+                                                          Callable[[], int]]]) -> list[int]:
+    """``alloc_bulk_runs()`` for each (gfp, kind, nr_pages, owner) in turn; pages each got.
+
+    Stops after the first request that falls short, as a loop of calls
+    checking each result would.  ``owner`` is called as its request starts,
+    so owners are created in the same order as by such a loop.  A request
+    its type's own free lists in the preferred zone can serve, above the
+    low watermark, is exactly one ``_take_smallest_bulk`` there; one that
+    needs a fallback there starts with ``_rmqueue_bulk``, as
+    ``alloc_bulk_runs`` would; what is left (another zone, the slow path)
+    goes through ``alloc_bulk_runs``.
+    """
+    got_all: list[int] = []
+    fast: dict[tuple[str | int, int], _FastPath] = {}
+    supply: dict[tuple[int, int], int] = {}   # (zone, migratetype) -> pages on its lists
+    for gfp, kind, nr_pages, owner in requests:
+        key = (gfp, -1 if kind is None else int(kind))
+        path = fast.get(key)
+        if path is None:
+            path = fast[key] = _FastPath(node, gfp, kind)
+        owner_id = owner()
+        where = (path.zone.zid, path.req.mt) if path.zone is not None else None
+        if where is not None and where not in supply:
+            supply[where] = _own_supply(path.zone, path.req.mt)
+        room = (watermark_headroom(path.zone, path.flags, path.req.highest)
+                if where is not None else 0)
+        if 0 < nr_pages <= room and nr_pages <= supply[where]:
+            got = _take_smallest_bulk(path.zone, nr_pages, path.req, owner_id, None)
+            supply[where] -= got
+            got_all.append(got)
+            continue
+        got = 0
+        if 0 < nr_pages <= room:   # the first zone, with fallback: alloc_bulk_runs' first step
+            got = _rmqueue_bulk(path.zone, nr_pages, path.req, path.flags, owner_id, None)
+        if got < nr_pages:
+            got += int(alloc_bulk_runs(node, gfp, nr_pages - got, kind, owner_id)[1].sum())
+            fast.clear()   # the allocator may have changed anything: look again
+        supply.clear()     # a fallback takes blocks from other types' lists
+        got_all.append(got)
+        if got < nr_pages:
+            break
+    return got_all
+
+
+class _FastPath:
+    """What every request of one (gfp, kind) shares: its decoded form and first zone."""
+
+    __slots__ = ("req", "zone", "flags")
+
+    def __init__(self, node: Node, gfp: str | int, kind: PageKind | None) -> None:
+        self.req = AllocRequest(node, 0, gfp, kind)
+        zonelist = node.zonelist(self.req.highest)
+        self.zone = zonelist[0] if zonelist else None
+        self.flags = AllocFlags.WMARK_LOW | alloc_flags_nofragment(node, self.zone)
+        if self.req.gfp & _GFP_KSWAPD:
+            self.flags |= AllocFlags.KSWAPD
+
+
+def _own_supply(zone: Zone, mt: int) -> int:
+    """Pages on ``mt``'s free lists of ``zone`` (a pending ``_Tail`` counted, not placed)."""
+    tail = zone.free_area[0].free_list[mt].pending
+    pages, first = 0, 0
+    if isinstance(tail, _Tail):
+        pages, first = tail.end - tail.start, len(tail.lists)
+    return pages + sum(len(zone.free_area[o].free_list[mt]) << o
+                       for o in range(first, len(zone.free_area)))
 
 
 def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -142,7 +237,7 @@ def _bulk_from_freelist(node: Node, zonelist: list[Zone], req: AllocRequest, lim
 
 
 def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner: int,
-                  out: RunLists) -> int:
+                  out: RunLists | None) -> int:
     """Take ``n`` order-0 pages from one zone: whole blocks, then fallback steps."""
     got = 0
     while got < n:
@@ -153,98 +248,164 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
         if pfn is None:
             break
         prep_new_page(zone, pfn, req, owner)
-        out[0].append(pfn)
-        out[1].append(1)
+        if out is not None:
+            out.add(pfn, 1)
         got += 1
     return got
 
 
 def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
-                        out: RunLists) -> int:
+                        out: RunLists | None) -> int:
     """Repeated __rmqueue_smallest(order 0) on the requester's own lists.
 
     Order by order, the blocks at the head of the list are taken whole, a
-    list at a time; only the last block may be split, its tail left as
-    expand() would leave it.
+    list at a time; only the last block may be split, its rest left as
+    expand() would leave it (a ``_Tail``, which the next call takes from
+    first).  The whole blocks' heads keep their buddy order and list mark:
+    every page is marked allocated right after (``_hand_out``).
     """
     mt = req.mt
-    starts: list[int] = []
-    lengths: list[int] = []
-    taken = 0
-    for order, area in enumerate(zone.free_area):
-        lst = area.free_list[mt]
+    tail = zone.free_area[0].free_list[mt].pending
+    if type(tail) is _Tail and tail.end - tail.start >= want:   # the common case: one run
+        start = tail.take(want)
+        _hand_out_run(zone, start, want, req, owner)
+        if out is not None:
+            out.add(start, want)
+        return want
+    taken = RunLists()
+    got = first = 0
+    if type(tail) is _Tail:
+        got = min(want, tail.end - tail.start)
+        taken.add(tail.take(got), got)
+        first = len(tail.lists)   # the lists below the split block's order are empty
+    for order in range(first, len(zone.free_area)):
+        if got == want:
+            break
+        lst = zone.free_area[order].free_list[mt]
         if not lst:
             continue
-        whole = min(len(lst), (want - taken) >> order)
+        whole = min(len(lst), (want - got) >> order)
         if whole:
-            starts += _pop_whole_blocks(zone, lst, whole, order, mt)
-            lengths += [1 << order] * whole
-            taken += whole << order
-        if taken < want and lst:
-            pfn = next(iter(lst))
+            heads = lst.pop_first(whole)
+            account_freepages(zone, -(whole << order), mt)
+            taken.extend(heads, np.full(whole, 1 << order, np.int64)
+                         if isinstance(heads, np.ndarray) else [1 << order] * whole)
+            got += whole << order
+        if got < want and lst:
+            pfn = lst.first()
             del_page_from_free_list(zone, pfn, order, mt)
-            _free_tail(zone, pfn + want - taken, pfn + (1 << order), mt)
-            starts.append(pfn)
-            lengths.append(want - taken)
-            taken = want
-        if taken == want:
-            break
-    if taken:
-        _hand_out(zone, starts, lengths, taken, req, owner)
-        out[0].extend(starts)
-        out[1].extend(lengths)
-    return taken
+            _Tail(zone, mt, pfn + want - got, pfn + (1 << order), order)
+            taken.add(pfn, want - got)
+            got = want
+    if got:
+        _hand_out(zone, taken, got, req, owner)
+        if out is not None and taken.parts:
+            out.extend(*taken.arrays())
+        elif out is not None:
+            out.extend(taken.starts, taken.lengths)
+    return got
 
 
-def _pop_whole_blocks(zone: Zone, lst: OrderedDict[int, None], n: int, order: int,
-                      mt: int) -> list[int]:
-    """Take the first ``n`` blocks off ``lst``; return their head pfns.
+class _Tail:
+    """The rest [start, end) of a block that a bulk allocation split.
 
-    The heads' buddy order and list mark are not reset here: every page is
-    marked allocated right after (``_hand_out``).
+    expand() puts its aligned pieces on the empty lists of the orders below
+    the block's (empty: that is why the block was split), and the next
+    allocation of the same type takes them back first, smallest, i.e.
+    lowest, first.  Until other code looks at those lists (``FreeList.pending``),
+    the pieces stay here as one range that the next bulk allocation takes
+    from the front in O(1).  Everything else is kept exact meanwhile: the
+    memmap (each piece head's buddy order and list) and NR_FREE_PAGES.
     """
-    if n == 1:
-        heads = [next(iter(lst))]
-        del lst[heads[0]]
-    elif n == len(lst):
-        heads = list(lst)
-        lst.clear()
-    else:
-        heads = list(islice(lst, n))
-        for pfn in heads:
-            del lst[pfn]
-    account_freepages(zone, -(n << order), mt)
-    return heads
+
+    __slots__ = ("zone", "mt", "start", "end", "lists")
+
+    def __init__(self, zone: Zone, mt: int, start: int, end: int, order: int) -> None:
+        self.zone, self.mt, self.start, self.end = zone, mt, start, end
+        self.lists = [zone.free_area[o].free_list[mt] for o in range(order)]
+        if start == end:
+            return
+        self._mark_heads(start, end)
+        account_freepages(zone, end - start, mt)
+        for lst in self.lists:
+            lst.pending = self
+
+    def take(self, n: int) -> int:
+        """Take the first ``n`` pages (as the allocator would, piece by piece); their start."""
+        start = self.start
+        self.start += n
+        account_freepages(self.zone, -n, self.mt)
+        if self.start == self.end:
+            self._release()
+            return start
+        # Pieces wholly taken are marked allocated by the caller; the piece
+        # split now leaves smaller pieces behind, up to its own end.
+        edge, size = start, self.end - start
+        while edge < self.start:
+            low = size & -size
+            edge += low
+            size -= low
+        self._mark_heads(self.start, edge)
+        return start
+
+    def __call__(self) -> None:
+        """Put the pieces on their lists (someone is about to look)."""
+        self._release()
+        for pfn, order in _pieces(self.start, self.end):
+            self.lists[order].add(pfn)
+        self.start = self.end
+
+    def _release(self) -> None:
+        for lst in self.lists:
+            lst.pending = None
+
+    def _mark_heads(self, start: int, end: int) -> None:
+        """set_buddy_order() and the list mark of the pieces of [start, end)."""
+        mm = self.zone.node.mm
+        for pfn, order in _pieces(start, end):
+            mm.order[pfn] = order
+            mm.owner[pfn] = self.mt
 
 
-def _free_tail(zone: Zone, start: int, end: int, mt: int) -> None:
-    """Put ``[start, end)`` back as the aligned blocks expand() would have left.
+def _pieces(start: int, end: int) -> list[tuple[int, int]]:
+    """The naturally aligned blocks [start, end) splits into, lowest first.
 
-    Every lower order's list is empty here (that is why a larger block was
-    split), so each remainder block lands alone at the head of its list.
+    ``end`` is aligned to the block the range was split from, so the
+    pieces' sizes are the bits of ``end - start``, smallest first.
     """
-    while start < end:
-        order = _largest_aligned_order(start, end - start)
-        add_to_free_list(zone, start, order, mt)
-        start += 1 << order
+    out = []
+    size = end - start
+    while size:
+        low = size & -size
+        out.append((start, low.bit_length() - 1))
+        start += low
+        size -= low
+    return out
 
 
-def _largest_aligned_order(pfn: int, nr: int) -> int:
-    """The order of the biggest naturally aligned block at ``pfn`` within ``nr`` pages."""
-    order = (pfn & -pfn).bit_length() - 1 if pfn else 63
-    return min(order, nr.bit_length() - 1)
+def _hand_out_run(zone: Zone, start: int, nr_pages: int, req: AllocRequest, owner: int) -> None:
+    """_hand_out() of one run of pages."""
+    node = zone.node
+    node.mm.mark_allocated(start, start + nr_pages, req.kind, owner)
+    zone.nr_kind[req.kind] += nr_pages
+    node.count_event(zone.pgalloc_event, nr_pages)
+    if node.trace.enabled:
+        for p in range(start, start + nr_pages):
+            node.emit(MmPageAlloc(p, 0, req.mt, req.gfp))
 
 
-def _hand_out(zone: Zone, starts: list[int], lengths: list[int], nr_pages: int,
-              req: AllocRequest, owner: int) -> None:
+def _hand_out(zone: Zone, taken: RunLists, nr_pages: int, req: AllocRequest,
+              owner: int) -> None:
     """prep_new_page() for order-0 pages taken off the lists, in allocation order."""
     node = zone.node
-    if len(starts) <= _SLICE_RUNS or len(starts) * _SLICE_RUN < nr_pages:
+    starts, lengths = taken.starts, taken.lengths
+    if not taken.parts and (len(starts) <= _SLICE_RUNS or len(starts) * _SLICE_RUN < nr_pages):
         for start, end in _coalesce(starts, lengths):
             node.mm.mark_allocated(start, end, req.kind, owner)
     else:
-        pfns = _expand(np.array(starts, np.int64), np.array(lengths, np.int64))
-        node.mm.mark_allocated_pfns(pfns, req.kind, owner)
+        arr = taken.arrays()
+        node.mm.mark_allocated_pfns(_expand(*arr), req.kind, owner)
+        starts, lengths = arr[0].tolist(), arr[1].tolist()
     zone.nr_kind[req.kind] += nr_pages
     node.count_event(zone.pgalloc_event, nr_pages)
     if node.trace.enabled:
@@ -276,111 +437,54 @@ def free_pages_bulk(node: Node, pfns: np.ndarray) -> None:
     if len(pfns) > 1 and not np.all(pfns[1:] > pfns[:-1]):
         pfns = np.unique(pfns)
     mm, pbo = node.mm, node.geo.pageblock_order
-    zones = mm.pb_zone[pfns >> pbo]
+    blocks = pfns >> pbo
+    zones = mm.pb_zone[blocks]
     node.count_event("pgfree", len(pfns))
     if node.trace.enabled:
         for p in pfns.tolist():
             node.emit(MmPageFree(p, 0))
-    for zidx in np.flatnonzero(np.bincount(zones)).tolist():
-        zone_pfns = pfns[zones == zidx]
+    present = np.flatnonzero(np.bincount(zones)).tolist()
+    for zidx in present:
+        sel = slice(None) if len(present) == 1 else zones == zidx
+        zone_pfns = pfns[sel]
         zone = node.zones[zidx]
         zone_uncharge(zone, mm.kind[zone_pfns])
-        mm.state[zone_pfns] = PageState.FREE
-        mm.kind[zone_pfns] = PageKind.NONE
-        mm.flags[zone_pfns] = 0
-        mm.owner[zone_pfns] = -1
-        mm.order[zone_pfns] = -1
-        isolated = mm.pb_mt[zone_pfns >> pbo] == _ISOLATE
-        if np.count_nonzero(isolated) >= _REBUILD_MIN:  # else page by page is cheaper
-            _free_into_isolated(zone, zone_pfns[isolated])
-            zone_pfns = zone_pfns[~isolated]
-            if not len(zone_pfns):
-                continue
-        heads, orders = _aligned_blocks(zone_pfns, pbo)
-        mts = mm.pb_mt[heads >> pbo]
-        for pfn, order, mt in zip(heads.tolist(), orders.tolist(), mts.tolist(), strict=True):
-            free_one_page(zone, pfn, order, mt)
+        mm.mark_free_pfns(zone_pfns)
+        # A pageblock's type cannot change before its own pages are freed (only
+        # free buddies are retyped), so every page's type is looked up up front.
+        mts = mm.pb_mt[blocks[sel]]
+        if len(zone_pfns) >= _REBUILD_MIN:
+            free_pages_batch(zone, zone_pfns, mts)
+            continue
+        for pfn, mt in zip(zone_pfns.tolist(), mts.tolist(), strict=True):
+            free_one_page(zone, pfn, 0, mt)
 
 
-def _free_into_isolated(zone: Zone, pfns: np.ndarray) -> None:
-    """Free pages of MIGRATE_ISOLATE pageblocks: rebuild those pageblocks' free blocks.
+def free_blocks_bulk(node: Node, heads: Sequence[int], orders: Sequence[int],
+                     to_tail: bool = False) -> None:
+    """free_pages_ok() for each block, in turn; the blocks' pages are already marked FREE.
 
-    Below pageblock_order buddies always merge, so after any sequence of
-    frees a pageblock's free blocks are the canonical buddy decomposition
-    of its free pages.  That decomposition is computed for every touched
-    pageblock at once; whole free pageblocks go through free_one_page(),
-    which merges them further as the profile allows.  Only the order of
-    blocks on the ISOLATE lists can differ from page-by-page frees, and
-    nothing reads it: undoing isolation and taking the range walk pfns.
-    The pages are already marked free in the memmap.
+    The blocks must be disjoint and in ascending pfn order (memblock_free_all()
+    frees memory that way).  Since 6.10 a block larger than a pageblock is
+    freed a pageblock at a time, each with its own pageblock's type.
     """
-    mm, pbo = zone.node.mm, zone.node.geo.pageblock_order
-    per = 1 << pbo
-    base = np.unique(pfns >> pbo) << pbo
-    span = (base[:, None] + np.arange(per, dtype=np.int64)).ravel()
-    free = mm.state[span] == _FREE
-    old = span[free & (mm.order[span] >= 0)]
-    for pfn, order, mt in zip(old.tolist(), mm.order[old].tolist(), mm.owner[old].tolist(),
-                              strict=True):
-        del_page_from_free_list(zone, pfn, order, mt)
-    heads, orders = _buddy_decomposition(free.reshape(len(base), per), base, pbo)
-    for pfn, order in zip(heads.tolist(), orders.tolist(), strict=True):
-        if order == pbo:
-            free_one_page(zone, pfn, order, _ISOLATE)
-        else:
-            add_to_free_list(zone, pfn, order, _ISOLATE)
+    mm, geo = node.mm, node.geo
+    pbo = geo.pageblock_order
+    heads = np.asarray(heads, np.int64)
+    orders = np.asarray(orders, np.int64)
+    if len(heads) < _REBUILD_MIN:
+        for pfn, order in zip(heads.tolist(), orders.tolist(), strict=True):
+            free_pages_ok(node.page_zone(pfn), pfn, order, to_tail)
+        return
+    if node.profile.freelist_hygiene and (orders > pbo).any():
+        pieces = np.where(orders > pbo, np.left_shift(1, np.maximum(orders - pbo, 0)), 1)
+        start = np.repeat(heads, pieces)
+        step = np.arange(len(start)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+        heads = start + (step << pbo)
+        orders = np.repeat(np.minimum(orders, pbo), pieces)
+    zones = mm.pb_zone[heads >> pbo]
+    for zid in np.flatnonzero(np.bincount(zones)).tolist():
+        sel = zones == zid
+        h = heads[sel]
+        free_blocks_batch(node.zones[zid], h, orders[sel], mm.pb_mt[h >> pbo], to_tail)
 
-
-def _buddy_decomposition(free: np.ndarray, base: np.ndarray,
-                         max_order: int) -> tuple[np.ndarray, np.ndarray]:
-    """The maximal aligned all-free blocks of each row of ``free``, by pfn."""
-    rows = len(base)
-    covered = np.zeros_like(free)
-    heads, orders = [], []
-    for order in range(max_order, -1, -1):
-        size = 1 << order
-        whole = (free.reshape(rows, -1, size).all(axis=2)
-                 & ~covered.reshape(rows, -1, size).any(axis=2))
-        row, col = np.nonzero(whole)
-        heads.append(base[row] + col * size)
-        orders.append(np.full(len(row), order, np.int64))
-        covered.reshape(rows, -1, size)[whole] = True
-    head = np.concatenate(heads)
-    by_pfn = np.argsort(head, kind="stable")
-    return head[by_pfn], np.concatenate(orders)[by_pfn]
-
-
-def _aligned_blocks(pfns: np.ndarray, max_order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut sorted pfns into naturally aligned blocks of at most ``max_order``.
-
-    Each run of consecutive pages becomes the blocks split_large_buddy()
-    and free_pages_prepare() would free, in ascending order; a pageblock's
-    type cannot change before its own pages are freed (only free buddies
-    are retyped), so looking up every block's type up front is safe.
-    """
-    start, left = _runs(pfns)
-    heads, orders = [], []
-    while len(start):
-        align = np.where(start == 0, max_order, _log2_floor(start & -start))
-        order = np.minimum(np.minimum(align, _log2_floor(left)), max_order)
-        heads.append(start)
-        orders.append(order)
-        start = start + (1 << order)
-        left = left - (1 << order)
-        keep = left > 0
-        start, left = start[keep], left[keep]
-    head = np.concatenate(heads)
-    by_pfn = np.argsort(head, kind="stable")
-    return head[by_pfn], np.concatenate(orders)[by_pfn]
-
-
-def _runs(pfns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First pfn and length of each run of consecutive ascending pfns."""
-    breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
-    return (pfns[np.concatenate([[0], breaks])],
-            np.diff(np.concatenate([[0], breaks, [len(pfns)]])))
-
-
-def _log2_floor(x: np.ndarray) -> np.ndarray:
-    """floor(log2(x)) for positive integers, exactly (frexp, not a float log)."""
-    return np.frexp(x.astype(np.float64))[1].astype(np.int64) - 1

@@ -1,8 +1,9 @@
 """Free-list primitives: put a free block on a list, take it off, move it.
 
-These are the only functions that touch ``zone.free_area``; they also keep
-the head page's buddy order and list membership in the memmap (its only
-writer) and NR_FREE_PAGES right.
+These are the only functions that change ``zone.free_area`` one block at a
+time (vmemlab.bulk and vmemlab.merge change it in batches); they also keep
+the head page's buddy order and list membership in the memmap and
+NR_FREE_PAGES right.
 Pages on MIGRATE_ISOLATE lists are not counted as free, as in the kernel's
 account_freepages(), which is why isolated memory vanishes from "pages free"
 in /proc/zoneinfo while /proc/buddyinfo still shows it.
@@ -13,15 +14,19 @@ __del_page_from_free_list(), get_page_from_free_area(), account_freepages()
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from .constants import MigrateType
+import numpy as np
+
+from .constants import MIGRATE_TYPES, MigrateType
 
 if TYPE_CHECKING:
     from .zone import FreeArea, Zone
 
 _ISOLATE = int(MigrateType.ISOLATE)
 _HIGHATOMIC = int(MigrateType.HIGHATOMIC)
+_MOVE_BATCH = 32   # blocks moved at once from which numpy pays
 
 
 def account_freepages(zone: Zone, nr_pages: int, mt: int) -> None:
@@ -39,10 +44,7 @@ def add_to_free_list(zone: Zone, pfn: int, order: int, mt: int, tail: bool = Fal
     New blocks go to the head of the list, or to the tail when the caller
     expects them to merge soon (FPI_TO_TAIL, buddy_merge_likely()).
     """
-    lst = zone.free_area[order].free_list[mt]
-    lst[pfn] = None
-    if not tail:
-        lst.move_to_end(pfn, last=False)
+    zone.free_area[order].free_list[mt].add(pfn, tail)
     mm = zone.node.mm
     mm.order[pfn] = order
     mm.owner[pfn] = mt
@@ -52,7 +54,7 @@ def add_to_free_list(zone: Zone, pfn: int, order: int, mt: int, tail: bool = Fal
 
 def del_page_from_free_list(zone: Zone, pfn: int, order: int, mt: int) -> None:
     """Take the free block at ``pfn`` off its list (it is being used or merged)."""
-    del zone.free_area[order].free_list[mt][pfn]
+    zone.free_area[order].free_list[mt].remove(pfn)
     mm = zone.node.mm
     mm.order[pfn] = -1
     mm.owner[pfn] = -1
@@ -62,33 +64,54 @@ def del_page_from_free_list(zone: Zone, pfn: int, order: int, mt: int) -> None:
 
 def move_to_free_list(zone: Zone, pfn: int, order: int, old_mt: int, new_mt: int) -> None:
     """Move a free block to the tail of another migratetype's list."""
-    del zone.free_area[order].free_list[old_mt][pfn]
-    zone.free_area[order].free_list[new_mt][pfn] = None
+    area = zone.free_area[order]
+    area.free_list[old_mt].remove(pfn)
+    area.free_list[new_mt].add(pfn, tail=True)
     zone.node.mm.owner[pfn] = new_mt
     account_freepages(zone, -(1 << order), old_mt)
     account_freepages(zone, 1 << order, new_mt)
 
 
-def move_blocks_to_free_list(zone: Zone, heads: list[int], orders: list[int],
-                             old_mts: list[int], new_mt: int) -> int:
+def move_blocks_to_free_list(zone: Zone, heads: Sequence[int], orders: Sequence[int],
+                             old_mts: Sequence[int], new_mt: int) -> int:
     """move_to_free_list() for many blocks, in the given order; returns pages moved."""
+    if len(heads) < _MOVE_BATCH:
+        moved = 0
+        for pfn, order, old_mt in zip(heads, orders, old_mts, strict=True):
+            move_to_free_list(zone, int(pfn), int(order), int(old_mt), new_mt)
+            moved += 1 << int(order)
+        return moved
+    heads = np.asarray(heads, np.int64)
+    orders = np.asarray(orders, np.int64)
+    old_mts = np.asarray(old_mts, np.int64)
     area = zone.free_area
-    moved = {}
-    for pfn, order, old_mt in zip(heads, orders, old_mts, strict=True):
-        del area[order].free_list[old_mt][pfn]
-        area[order].free_list[new_mt][pfn] = None
-        moved[old_mt] = moved.get(old_mt, 0) + (1 << order)
+    for key, sel in groups(orders * MIGRATE_TYPES + old_mts):
+        area[key // MIGRATE_TYPES].free_list[key % MIGRATE_TYPES].remove_many(heads[sel])
+    for order, sel in groups(orders):
+        area[order].free_list[new_mt].extend(heads[sel], tail=True)
     zone.node.mm.owner[heads] = new_mt
-    for old_mt, pages in moved.items():
-        account_freepages(zone, -pages, old_mt)
-        account_freepages(zone, pages, new_mt)
-    return sum(moved.values())
+    pages = np.bincount(old_mts, weights=np.left_shift(1, orders), minlength=MIGRATE_TYPES)
+    for old_mt in np.flatnonzero(pages).tolist():
+        account_freepages(zone, -int(pages[old_mt]), old_mt)
+        account_freepages(zone, int(pages[old_mt]), new_mt)
+    return int(pages.sum())
+
+
+def groups(key: np.ndarray) -> Iterator[tuple[int, np.ndarray | slice]]:
+    """Each distinct (small, non-negative) key with the indices holding it, in order."""
+    if not len(key):
+        return
+    if key.min() == key.max():
+        yield int(key[0]), slice(None)
+        return
+    by = np.argsort(key.astype(np.int16), kind="stable")
+    for part in np.split(by, np.flatnonzero(np.diff(key[by])) + 1):
+        yield int(key[part[0]]), part
 
 
 def get_page_from_free_area(area: FreeArea, mt: int) -> int | None:
     """The first block on ``free_list[mt]`` (list_first_entry_or_null)."""
-    lst = area.free_list[mt]
-    return next(iter(lst)) if lst else None
+    return area.free_list[mt].first()
 
 
 def free_list_mt(zone: Zone, pfn: int) -> int:

@@ -178,6 +178,14 @@ class MemMap:
         """Pages join the buddy allocator (PageBuddy is set on heads separately)."""
         self._reset(start, end, _FREE)
 
+    def mark_free_pfns(self, pfns: np.ndarray) -> None:
+        """Vectorized form of mark_free for scattered pages."""
+        self.state[pfns] = _FREE
+        self.order[pfns] = -1
+        self.kind[pfns] = _NONE
+        self.flags[pfns] = 0
+        self.owner[pfns] = NO_OWNER
+
     def mark_allocated(self, start: Pfn, end: Pfn, kind: PageKind, owner: int,
                        order: int = 0) -> None:
         """Pages leave the buddy allocator as blocks of ``order``, used as ``kind``."""

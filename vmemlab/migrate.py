@@ -305,10 +305,12 @@ def _transfer_identity(node: Node, srcs: np.ndarray, dsts: np.ndarray,
 
 def _follow_raw_owner(node: Node, srcs: np.ndarray, dsts: np.ndarray) -> None:
     """alloc_pages() allocations remember where their (moved) block now starts."""
-    raw = node.raw_owner_ids()
-    if not len(raw):
-        return
     owners = node.mm.owner[dsts]
+    held = node.owners
+    raw = [o for o in np.unique(owners).tolist()   # the few owners at hand, not every owner
+           if o >= 0 and held[o].raw and held[o].pfn >= 0]
+    if not raw:
+        return
     for i in np.flatnonzero(np.isin(owners, raw)).tolist():
         rec = node.owners[int(owners[i])]
         if rec.pfn == int(srcs[i]):

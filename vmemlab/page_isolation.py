@@ -26,8 +26,14 @@ import numpy as np
 
 from .constants import EBUSY, MigrateType, PageFlag, PageKind, PageState, ZoneType
 from .fallback import move_freepages_block
-from .freelist import del_page_from_free_list, move_to_free_list
-from .page_alloc import _page_is_buddy, free_one_page
+from .freelist import (
+    account_freepages,
+    del_page_from_free_list,
+    groups,
+    move_blocks_to_free_list,
+    move_to_free_list,
+)
+from .page_alloc import _merge_blocked, _page_is_buddy, free_one_page
 from .trace import TestPagesIsolated
 
 if TYPE_CHECKING:
@@ -40,6 +46,7 @@ _ISOLATE = int(MigrateType.ISOLATE)
 _FREE, _ALLOCATED = int(PageState.FREE), int(PageState.ALLOCATED)
 _RESERVED, _ABSENT = int(PageState.RESERVED), int(PageState.ABSENT)
 _PAGE_OFFLINE = int(PageState.PAGE_OFFLINE)
+_ISOLATE_BATCH = 2   # plain pageblocks in a row from which they are isolated together
 # Kinds has_unmovable_pages() accepts: LRU pages and __PageMovable pages.
 MOVABLE_KINDS = np.array([PageKind(k).lru or PageKind(k).movable_ops
                           for k in range(max(PageKind) + 1)], dtype=bool)
@@ -210,7 +217,9 @@ def start_isolate_page_range(node: Node, start: int, end: int, flags: int = 0) -
 
     6.12 isolates the first and last pageblock first (and refuses if a
     bigger in-use page straddles their outer edge), then the ones between.
-    On any failure everything isolated so far is undone: -EBUSY.
+    On any failure everything isolated so far is undone: -EBUSY.  Runs of
+    pageblocks in between that need nothing special are isolated together
+    (``_isolate_plain``), with the same result.
 
     Kernel: mm/page_isolation.c, start_isolate_page_range()
     """
@@ -222,14 +231,24 @@ def start_isolate_page_range(node: Node, start: int, end: int, flags: int = 0) -
     done: list[int] = []
     unmovable = _unmovable_per_block(node, iso_start, iso_end, flags)
     has_free = np.any(node.mm.state[iso_start:iso_end].reshape(-1, pb) == _FREE, axis=1)
-    for pfn in blocks:
+    plain = _plain_blocks(node, iso_start, iso_end, unmovable)
+    i = 0
+    while i < len(blocks):
+        pfn = blocks[i]
+        j = (pfn - iso_start) // pb
+        run = _plain_run(node, plain, blocks, i, iso_start, pb)
+        if run >= _ISOLATE_BATCH:
+            _isolate_plain(node, pfn, run)
+            done += blocks[i:i + run]
+            i += run
+            continue
+        i += 1
         if not _has_memmap(node, pfn):
             continue
-        i = (pfn - iso_start) // pb
-        if unmovable[i] is None and not has_free[i] and _quick_isolate(node, pfn):
+        if unmovable[j] is None and not has_free[j] and _quick_isolate(node, pfn):
             done.append(pfn)
             continue
-        rc = set_migratetype_isolate(node, pfn, flags, iso_start, iso_end, unmovable[i])
+        rc = set_migratetype_isolate(node, pfn, flags, iso_start, iso_end, unmovable[j])
         if rc == 0 and pfn in (iso_start, iso_end - pb):
             _split_straddling_free(node, pfn, iso_start, iso_end)
             rc = _check_straddling(node, pfn, iso_start, iso_end)
@@ -241,6 +260,117 @@ def start_isolate_page_range(node: Node, start: int, end: int, flags: int = 0) -
             return rc
         done.append(pfn)
     return 0
+
+
+def _plain_blocks(node: Node, iso_start: int, iso_end: int,
+                  unmovable: list[int | None]) -> np.ndarray:
+    """Pageblocks whose isolation ``_isolate_plain`` can do at once.
+
+    Not the outer two (their edges are checked), with a memmap, in a zone
+    that spans them, not isolated yet, without unmovable pages, and (since
+    6.10) not inside a free buddy bigger than a pageblock (those are split
+    first), unless it is a free max-order block of two pageblocks both
+    isolated here (``_split_pairs``).
+    """
+    mm, geo = node.mm, node.geo
+    pbo = geo.pageblock_order
+    starts = np.arange(iso_start, iso_end, geo.pageblock_nr_pages)
+    idx = starts >> pbo
+    zones = mm.pb_zone[idx].astype(np.int64)
+    ok = ((mm.pb_mt[idx] != _ISOLATE) & mm.section_online[starts // geo.pages_per_section]
+          & np.array([u is None for u in unmovable]) & (zones < len(node.zones)))
+    ok[[0, -1]] = False
+    for zid in set(zones[ok].tolist()):
+        zone = node.zones[zid]
+        here = zones == zid
+        ok[here] &= ((starts[here] >= zone.zone_start_pfn)
+                     & (starts[here] + geo.pageblock_nr_pages <= zone.zone_end_pfn))
+    if not node.profile.freelist_hygiene:
+        return ok
+    covered = np.zeros(len(starts), bool)
+    for o in [0, *range(pbo + 1, geo.max_page_order + 1)]:
+        head = starts >> o << o
+        order = mm.order[head].astype(np.int64)
+        covered |= ((mm.state[head] == _FREE) & (order > pbo)
+                    & (head + np.left_shift(1, np.maximum(order, 0)) > starts))
+    pairs = np.zeros(len(starts), bool)
+    if geo.max_page_order == pbo + 1:
+        first = np.flatnonzero((mm.state[starts[:-1]] == _FREE)
+                               & (mm.order[starts[:-1]] == pbo + 1))
+        first = first[ok[first] & ok[first + 1]]
+        zone = node.page_zone(iso_start)
+        split = [zone is not None and _merge_blocked(zone, int(t), _ISOLATE)
+                 for t in mm.pb_mt[idx[first + 1]].tolist()]
+        first = first[np.array(split, bool)] if len(first) else first
+        pairs[first] = pairs[first + 1] = True
+    return ok & (~covered | pairs)
+
+
+def _plain_run(node: Node, plain: np.ndarray, blocks: list[int], i: int, iso_start: int,
+               pb: int) -> int:
+    """How many blocks from ``blocks[i]`` on are plain, consecutive and in one zone."""
+    j = (blocks[i] - iso_start) // pb
+    if not plain[j]:
+        return 0
+    zones = node.mm.pb_zone[(iso_start >> node.geo.pageblock_order) + j:
+                            (iso_start >> node.geo.pageblock_order) + len(plain)]
+    same = plain[j:] & (zones == zones[0])
+    n = int(np.argmin(same)) if not same.all() else len(same)
+    while n and blocks[i + n - 1] != blocks[i] + (n - 1) * pb:   # 6.12 takes the ends first
+        n -= 1
+    return n
+
+
+def _isolate_plain(node: Node, start: int, count: int) -> None:
+    """set_migratetype_isolate() of ``count`` plain pageblocks from ``start``, at once.
+
+    Each pageblock's free blocks go to the tails of the ISOLATE lists,
+    pageblock by pageblock in pfn order: since 6.10 only those on the
+    pageblock's own list (a whole free pageblock always), before all.
+    """
+    mm, geo = node.mm, node.geo
+    pbo = geo.pageblock_order
+    end = start + count * geo.pageblock_nr_pages
+    zone = node.page_zone(start)
+    heads = start + np.flatnonzero((mm.state[start:end] == _FREE) & (mm.order[start:end] >= 0))
+    orders = mm.order[heads].astype(np.int64)
+    if node.profile.freelist_hygiene and (orders > pbo).any():
+        _split_pairs(zone, heads[orders > pbo])
+        heads = np.sort(np.concatenate([heads[orders <= pbo],
+                                        heads[orders > pbo] + geo.pageblock_nr_pages]))
+        orders = mm.order[heads].astype(np.int64)
+    lists = mm.owner[heads].astype(np.int64)
+    if node.profile.freelist_hygiene:
+        move = (lists == mm.pb_mt[heads >> pbo]) | (orders == pbo)
+        heads, orders, lists = heads[move], orders[move], lists[move]
+    move_blocks_to_free_list(zone, heads, orders, lists, _ISOLATE)
+    mm.pb_mt[start >> pbo:end >> pbo] = mm.pageblock_type(MigrateType.ISOLATE)
+    zone.nr_isolate_pageblock += count
+
+
+def _split_pairs(zone: Zone, heads: np.ndarray) -> None:
+    """The first half of move_freepages_block_isolate() for free max-order blocks of two
+    pageblocks: each is taken off its list and freed again a pageblock at a time
+    (split_large_buddy()); the first half, already isolated, goes to the head of
+    the ISOLATE list, the second to its own type's list (it cannot merge with an
+    isolated buddy), from which isolating its pageblock moves it right after.
+    """
+    mm, pbo = zone.node.mm, zone.node.geo.pageblock_order
+    area = zone.free_area
+    for mt, sel in groups(mm.owner[heads].astype(np.int64)):
+        area[pbo + 1].free_list[mt].remove_many(heads[sel])
+        account_freepages(zone, -(len(heads[sel]) << (pbo + 1)), mt)
+    mm.pb_mt[heads >> pbo] = mm.pageblock_type(MigrateType.ISOLATE)
+    mm.order[heads] = pbo
+    mm.owner[heads] = _ISOLATE
+    area[pbo].free_list[_ISOLATE].extend(heads)
+    second = heads + (1 << pbo)
+    types = mm.pb_mt[second >> pbo].astype(np.int64)
+    mm.order[second] = pbo
+    mm.owner[second] = types
+    for mt, sel in groups(types):
+        area[pbo].free_list[mt].extend(second[sel])
+        account_freepages(zone, len(second[sel]) << pbo, mt)
 
 
 def first_unmovable(node: Node, start: int, end: int, flags: int = 0) -> int | None:

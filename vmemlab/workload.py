@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .activity import Activity, AnonActivity
+from .activity import Activity, AnonActivity, allocate_in_turn
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -65,13 +65,15 @@ def fill(m: Machine, fraction: float = 0.75, mix: dict[str, float] | None = None
         batch = 2 * sum(left) // mean + 16
         picks = m.rng.choice(len(classes), size=batch, p=shares / shares.sum())
         sizes = np.maximum(1, m.rng.exponential(mean, size=batch)).astype(np.int64)
+        plan = []
         for c, size in zip(picks.tolist(), sizes.tolist(), strict=True):
             n = min(left[c], size)
             if n == 0:
                 continue
             left[c] -= n
-            if acts[classes[c]].allocate(n) < n:
-                return acts
+            plan.append((acts[classes[c]], n))
+        if not allocate_in_turn(plan):   # each act.allocate(n), stopping at a shortfall
+            return acts
     return acts
 
 

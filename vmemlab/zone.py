@@ -1,7 +1,7 @@
 """Zones: free areas, size counters and watermarks.
 
 A zone owns the free lists of its pages: ``free_area[order].free_list[mt]``.
-Each list is an ``OrderedDict`` of head pfns in list order (first = the head
+Each list is a ``FreeList`` of head pfns in list order (first = the head
 of the kernel's list), so ``list_add`` / ``list_add_tail`` /
 ``list_first_entry`` / ``list_del`` are all O(1) and deterministic.
 
@@ -17,12 +17,12 @@ Kernel: include/linux/mmzone.h (struct zone, struct free_area), mm/page_alloc.c
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .constants import MAX_NR_ZONES, MIGRATE_TYPES, MigrateType, PageKind, ZoneType
+from .listhead import FreeList
 
 if TYPE_CHECKING:
     from .node import Node
@@ -43,8 +43,7 @@ class FreeArea:
     __slots__ = ("free_list",)
 
     def __init__(self) -> None:
-        self.free_list: list[OrderedDict[int, None]] = [
-            OrderedDict() for _ in range(MIGRATE_TYPES)]
+        self.free_list: list[FreeList] = [FreeList() for _ in range(MIGRATE_TYPES)]
 
     @property
     def nr_free(self) -> int:
