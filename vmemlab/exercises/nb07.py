@@ -384,7 +384,8 @@ def _explain_drop(ans: tuple[int, int]) -> str:
             f"alloc_contig_range(), marks its pages PageOffline and calls "
             f"adjust_managed_page_count(-nr_pages): MemTotal drops by 10 x 2 MiB = {ans[0]} "
             f"kB at once.  The memory block stays ({ans[1]} removed): it still has 54 plugged "
-            "subblocks, so it stays online, in state KERNEL_PARTIAL, memmap and all.  "
+            "subblocks, so it stays online, in state KERNEL_PARTIAL "
+            "(VIRTIO_MEM_SBM_MB_KERNEL_PARTIAL), memmap and all.  "
             "Only when its last subblock goes does offline_and_remove_memory() take it away.")
 
 
