@@ -165,6 +165,13 @@ def kernels(base: str) -> list[str]:
     return [k["id"] for k in get_json(f"{base}/api/kernels?token={TOKEN}")]
 
 
+def connections(base: str, kernel_id: str) -> int:
+    """How many websockets the server has open to a kernel (0 once it is gone)."""
+    found = [k["connections"] for k in get_json(f"{base}/api/kernels?token={TOKEN}")
+             if k["id"] == kernel_id]
+    return found[0] if found else 0
+
+
 def end_sessions(base: str, kernel_ids: set[str]) -> None:
     """Delete the server's sessions of these kernels, which shuts the kernels down."""
     for session in get_json(f"{base}/api/sessions?token={TOKEN}"):

@@ -33,6 +33,7 @@ from .browser import (
     CULL_INTERVAL,
     ROOT,
     PageProblems,
+    connections,
     free_port,
     jupyter_env,
     kernels,
@@ -199,14 +200,24 @@ def _one_cell(path: Path) -> str:
 
 
 def _open_app(context, base: str, path: str) -> tuple[object, str]:
-    """A Voilà page showing ``path``, and the id of the kernel it started."""
+    """A Voilà page showing ``path``, and the id of the kernel it started.
+
+    Returns once the page's websocket to the kernel is open: a page closed
+    during that handshake sends its shutdown without the _xsrf token (403),
+    and leaves jupyter_server counting -1 connections, so the kernel is
+    never culled (jupyter_server 2.21: ``on_close`` runs ``disconnect()``
+    for a connection that never connected).
+    """
     before = set(kernels(base))
     page = context.new_page()
     page.goto(voila_url(base, path), timeout=180_000)
     page.locator("text=vmemlab culling test").first.wait_for(timeout=180_000)
     new = poll(lambda: set(kernels(base)) - before, bool, "the app's kernel", 60)
     assert len(new) == 1, new
-    return page, new.pop()
+    kernel = new.pop()
+    poll(lambda: connections(base, kernel), lambda n: n >= 1,
+         "the app's page to connect to its kernel", 90)
+    return page, kernel
 
 
 def test_a_voila_kernel_ends_with_its_page(context, lab_server, lab_site):

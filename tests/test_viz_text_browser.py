@@ -1,8 +1,10 @@
 """Panel and viewer text as a student sees it at 1400 px: measured in a real browser.
 
 A one-cell notebook shows the HypervisorPanel of notebook 00's guest after a
-qom-set and a TraceViewer of the same unplug, in JupyterLab and as a Voila
-app, in a 1400 x 1000 window.  The page itself is measured, so a stylesheet
+qom-set and a TraceViewer of the same unplug, in a 1400 x 1000 window: in
+the session's shared JupyterLab page (tests/conftest.py) and as a Voila app
+at the route the README advertises (``voila/render/...`` on the same server,
+configured by the lab's jupyter-config/).  The page itself is measured, so a stylesheet
 (JupyterLab's, Voila's) that shrinks, wraps or swaps the font fails here:
 
 * every text of the widgets is 11 px or more (getComputedStyle);
@@ -28,17 +30,15 @@ from pathlib import Path
 import pytest
 
 from .browser import (
-    _CELLS_JS,
     PageProblems,
-    jupyterlab,
-    lab_url,
+    js,
     require_browser,
     screenshot,
-    voila,
+    voila_url,
     wait_until,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 require_browser()
 
 WINDOW = {"width": 1400, "height": 1000}
@@ -102,59 +102,35 @@ MEASURE_JS = """() => {
 }"""
 
 
-def _notebook(path: Path) -> None:
+def _notebook(site: Path) -> str:
+    """Write the one-cell notebook under the site's widgets/; its path there."""
     nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "text",
                      "metadata": {}, "outputs": [], "source": CELL}],
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                       "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
-    path.write_text(json.dumps(nb))
-
-
-# Fire a JupyterLab command without awaiting its promise (run-all's may never settle).
-_COMMAND_JS = "(cmd) => { window.jupyterapp.commands.execute(cmd); return true; }"
-
-
-def _run_all(page, notebook: str, timeout: float = 420) -> list[str]:
-    """Run every cell, re-sending Run All until a cell starts; every wait is bounded.
-
-    Returns the error outputs.
-    """
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                           timeout=120_000)
-    assert page.evaluate(_CELLS_JS)["path"] == notebook, "another notebook is in front"
-    total = page.evaluate(_CELLS_JS)["pending"]
-    started = False
-    for _ in range(5):
-        page.evaluate(_COMMAND_JS, "notebook:run-all-cells")
-        with contextlib.suppress(AssertionError):
-            wait_until(lambda: page.evaluate(_CELLS_JS),
-                       lambda s: s["pending"] < total or s["kernel"] == "busy",
-                       "Run All to start a cell", timeout=30)
-            started = True
-            break
-    assert started, "Run All never started a cell"
-    state = wait_until(lambda: page.evaluate(_CELLS_JS),
-                       lambda s: not s["pending"] and s["kernel"] == "idle",
-                       "every cell to run", timeout=timeout)
-    return state["errors"]
+    (site / "widgets" / "viz_text.ipynb").write_text(json.dumps(nb))
+    return "widgets/viz_text.ipynb"
 
 
 @contextlib.contextmanager
-def _lab(page, tmp_path: Path) -> Iterator[None]:
-    _notebook(tmp_path / "text.ipynb")
-    with jupyterlab(tmp_path) as base:
-        page.goto(lab_url(base, "text.ipynb"))
-        assert not _run_all(page, "text.ipynb")
+def _lab(page, lab, site: Path) -> Iterator[None]:
+    """The notebook run in the shared JupyterLab page (``page``), narrowed for the test."""
+    before = page.viewport_size
+    page.set_viewport_size(WINDOW)
+    try:
+        assert not lab.run(_notebook(site))
         yield
+    finally:
+        page.set_viewport_size(before)
 
 
 @contextlib.contextmanager
-def _voila(page, tmp_path: Path) -> Iterator[None]:
-    _notebook(tmp_path / "text.ipynb")
-    with voila(tmp_path, "text.ipynb") as url:
-        page.goto(url)
-        yield
+def _voila(page, lab, site: Path) -> Iterator[None]:
+    """The notebook as a Voila app on the shared server, in a page of its own."""
+    page.set_viewport_size(WINDOW)
+    page.goto(voila_url(lab.base, _notebook(site)), timeout=180_000)
+    yield
 
 
 def _picture_sizes(page) -> dict[str, float]:
@@ -170,19 +146,18 @@ def _picture_sizes(page) -> dict[str, float]:
 def _measure(page) -> dict:
     page.wait_for_selector(".vmemlab-panel", timeout=240_000)
     page.wait_for_selector(".vmemlab-trace-viewer", timeout=240_000)
-    return wait_until(lambda: page.evaluate(MEASURE_JS),
+    return wait_until(lambda: js(page, MEASURE_JS),
                       lambda m: len(m["images"]) == 4 and all(i["natural"] for i in m["images"])
                       and len(m["pres"]) >= 4, "both widgets drawn", timeout=120)
 
 
 @pytest.mark.parametrize("app", [_lab, _voila], ids=["jupyterlab", "voila"])
-def test_panel_and_viewer_text_is_readable_at_1400_px(page, tmp_path, app):
-    problems = PageProblems(page)
-    page.set_viewport_size(WINDOW)
-    with app(page, tmp_path):
-        pictures = _picture_sizes(page)
-        m = _measure(page)
-        screenshot(page, f"viz-text-{app.__name__.strip('_')}")
+def test_panel_and_viewer_text_is_readable_at_1400_px(page, lab, lab_site, app):
+    shown = lab.page if app is _lab else page
+    with PageProblems(shown) as problems, app(shown, lab, lab_site):
+        pictures = _picture_sizes(shown)
+        m = _measure(shown)
+        screenshot(shown, f"viz-text-{app.__name__.strip('_')}")
     problems.check()
 
     small = [t for t in m["texts"] if t["size"] < MIN_CSS_PX]

@@ -58,15 +58,16 @@ mm/page_alloc.c __alloc_pages_direct_compact(); include/linux/compaction.h
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from .constants import ENOMEM, MigrateType, PageFlag, PageKind, PageState
+from .constants import ENOMEM, MIGRATE_TYPES, MigrateType, PageFlag, PageKind, PageState
 from .fallback import find_suitable_fallback
-from .freelist import del_page_from_free_list
+from .freelist import account_freepages, del_page_from_free_list, groups
 from .gfp import GFP_KERNEL, Gfp
 from .metrics import fragmentation_index
 from .migrate import COMPACT_CLUSTER_MAX, MigrateStats, move_folio, move_folios_to
@@ -80,6 +81,7 @@ from .page_alloc import (
 from .trace import Event, MmMigratePages
 
 if TYPE_CHECKING:
+    from .memmap import MemMap
     from .node import Node
     from .zone import Zone
 
@@ -90,6 +92,7 @@ WMARK_MIN = 0
 
 _FREE, _ALLOCATED = int(PageState.FREE), int(PageState.ALLOCATED)
 _PAGE_OFFLINE = int(PageState.PAGE_OFFLINE)
+_RAMFS = int(PageKind.RAMFS)
 _LRU = np.array([PageKind(k).lru for k in range(max(PageKind) + 1)], dtype=bool)
 _MOVABLE_PB = (int(MigrateType.MOVABLE),)      # no CMA pageblocks in vmemlab
 
@@ -327,6 +330,32 @@ def compaction_defer_reset(zone: Zone, order: int, alloc_success: bool) -> None:
 
 # -- the control structure ---------------------------------------------------------------
 @dataclass
+class Deferred:
+    """What compaction's batches did that nothing reads yet, to be done in one go.
+
+    The free scanner's isolated blocks are already out of the buddy
+    allocator as far as the memmap and NR_FREE_PAGES tell (``isolated``:
+    heads, orders and lists); only their list entries wait.  Migrated pages
+    (``srcs`` to ``dsts``) wait whole: the destinations' handout, the
+    identity transfer and the sources' free.  Doing that work later leaves
+    the same free lists and memmap as doing it batch by batch, because
+    nothing reads what it changes before :func:`flush_deferred` runs: the
+    migrate scanner reads allocated pages above every source; the free
+    scanner reads free heads in pageblocks above the migrate scanner's, and
+    a freed source reaches into another pageblock only by merging its own,
+    wholly free, pageblock with a free buddy pageblock, which happens only
+    after the migrate scanner has left it, when the free scanner may no
+    longer come that low.  Whatever allocates (a balloon page's move) or
+    must see the true free count (a watermark check near the mark) flushes
+    first, and so does the end of the run.
+    """
+
+    isolated: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    srcs: list[np.ndarray] = field(default_factory=list)
+    dsts: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
 class CompactControl:
     """One compaction run of one zone (struct compact_control), and what it did.
 
@@ -357,10 +386,28 @@ class CompactControl:
     freepages: list[list[int]] = field(default_factory=list)
     stats: MigrateStats = field(default_factory=MigrateStats)
     result: CompactResult = CompactResult.CONTINUE
+    deferred: Deferred = field(init=False, repr=False, compare=False)
+    # The migrate scanner's candidates in its pageblock: (block end, scanned from, pfns).
+    cands: tuple[int, int, np.ndarray] | None = field(init=False, repr=False, compare=False,
+                                                      default=None)
+    free_heads: FreeHeads | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if not self.freepages:
             self.freepages = [[] for _ in range(self.zone.node.geo.max_page_order + 1)]
+        self.deferred = Deferred()
+
+    @property
+    def defers(self) -> bool:
+        """Whether batches leave their free-list work for later (see :class:`Deferred`).
+
+        Untraced runs to the scanners' meeting point do; a run for an order
+        reads the free lists at every pageblock (compact_finished), a traced
+        run prints each batch's frees in turn, and async direct compaction
+        reads the migrate scanner's pageblock types, which merging can change.
+        """
+        return (self.order == -1 and not self.node.trace.enabled
+                and not (self.mode == MigrateMode.MIGRATE_ASYNC and self.direct_compaction))
 
     @property
     def node(self) -> Node:
@@ -444,6 +491,22 @@ def migrate_candidates(cc: CompactControl, low: int, end: int) -> np.ndarray:
     return low + np.flatnonzero((lru & ~pinned) | balloon)
 
 
+def _block_candidates(cc: CompactControl, low: int, end: int) -> np.ndarray:
+    """migrate_candidates(low, end), from the pageblock's earlier scan while it holds.
+
+    Between two batches of one pageblock nothing in [low, end) changes
+    (sources lie below, destinations above the free scanner) except where a
+    balloon page's move allocates, which drops the cache.
+    """
+    if cc.cands is not None:
+        end_was, low_was, cands = cc.cands
+        if end_was == end and low_was <= low:
+            return cands[np.searchsorted(cands, low):]
+    cands = migrate_candidates(cc, low, end)
+    cc.cands = (end, low, cands)
+    return cands
+
+
 def isolate_migratepages(cc: CompactControl) -> np.ndarray:
     """Walk pageblocks from ``migrate_pfn`` up to the free scanner; isolate from the first
     suitable one, up to COMPACT_CLUSTER_MAX pages.  Returns the isolated pfns.
@@ -459,7 +522,7 @@ def isolate_migratepages(cc: CompactControl) -> np.ndarray:
             cc.migrate_pfn = low = block_end
             block_end += 1 << pbo
             continue
-        cands = migrate_candidates(cc, low, block_end)[:COMPACT_CLUSTER_MAX]
+        cands = _block_candidates(cc, low, block_end)[:COMPACT_CLUSTER_MAX]
         stop = int(cands[-1]) + 1 if len(cands) == COMPACT_CLUSTER_MAX else block_end
         cc.total_migrate_scanned += stop - low
         cc.nr_isolated += len(cands)
@@ -497,27 +560,112 @@ def isolate_free_page(zone: Zone, pfn: int, order: int) -> bool:
     return True
 
 
+@dataclass
+class FreeHeads:
+    """The free blocks of [start, end) as the free scanner found them, lowest first.
+
+    The scanner comes back to a pageblock for each batch it still has
+    pages for; until then only its own isolations change the blocks above
+    where it stopped, unless a balloon page's move allocates (which drops
+    the cache).
+    """
+
+    start: int
+    end: int
+    heads: np.ndarray
+    orders: np.ndarray
+    mts: np.ndarray        # the free list each block is on
+    pfns: list[int]
+    sizes: list[int]
+    cum: list[int]         # pages in the first i+1 blocks
+    mt: int | None         # the list all blocks are on, if one
+
+    @classmethod
+    def scan(cls, mm: MemMap, start: int, end: int) -> FreeHeads:
+        seg = slice(start, end)
+        heads = start + np.flatnonzero((mm.state[seg] == _FREE) & (mm.order[seg] >= 0))
+        orders = mm.order[heads].astype(np.int64)
+        sizes = np.left_shift(1, orders)
+        mts = mm.owner[heads].astype(np.int64)
+        one = len(mts) and mts.min() == mts.max()
+        return cls(start, end, heads, orders, mts, heads.tolist(), sizes.tolist(),
+                   np.cumsum(sizes).tolist(), int(mts[0]) if one else None)
+
+
+def _free_heads(cc: CompactControl, start: int, end: int) -> FreeHeads:
+    """The free blocks of [start, end), from the pageblock's earlier scan while it holds."""
+    found = cc.free_heads
+    if found is None or found.end != end or found.start > start:
+        found = cc.free_heads = FreeHeads.scan(cc.node.mm, start, end)
+    return found
+
+
+def _can_spare(zone: Zone, pages: int, largest: int) -> bool:
+    """Blocks of ``pages`` pages in all, none above ``largest``, each pass isolate_free_page()'s
+    watermark check in turn: sufficient that the zone stays above its min mark plus the
+    largest block after giving up all of them."""
+    return zone_watermark_ok(zone, 0, zone.watermark[WMARK_MIN] + pages + largest, 0, 0)
+
+
+def _isolate_blocks(cc: CompactControl, found: FreeHeads, lo: int, hi: int, pages: int) -> None:
+    """__isolate_free_page() of blocks lo..hi-1 (``pages`` pages) in turn, the list entries
+    left to the flush."""
+    mm, zone = cc.node.mm, cc.zone
+    heads, mts = found.heads[lo:hi], found.mts[lo:hi]
+    mm.order[heads] = -1
+    mm.owner[heads] = -1
+    if found.mt is not None:
+        account_freepages(zone, -pages, found.mt)
+    else:
+        for mt, size in zip(mts.tolist(), found.sizes[lo:hi], strict=True):
+            account_freepages(zone, -size, mt)
+    cc.deferred.isolated.append((heads, found.orders[lo:hi], mts))
+    pool = cc.freepages
+    for pfn, size in zip(found.pfns[lo:hi], found.sizes[lo:hi], strict=True):
+        pool[size.bit_length() - 1].append(pfn)
+
+
+def _isolate_each(cc: CompactControl, start: int, end: int) -> tuple[int, int]:
+    """Isolate block by block, each checked against the watermark; (stop, pages taken)."""
+    flush_deferred(cc)             # the checks must see the deferred frees
+    found = FreeHeads.scan(cc.node.mm, start, end)
+    cc.free_heads = None
+    taken = 0
+    for head, size in zip(found.pfns, found.sizes, strict=True):
+        order = size.bit_length() - 1
+        if not isolate_free_page(cc.zone, head, order):
+            return head, taken
+        cc.freepages[order].append(head)
+        cc.nr_freepages += size
+        taken += size
+        if cc.nr_freepages >= cc.want:
+            return head + size, taken
+    return end, taken
+
+
 def isolate_freepages_block(cc: CompactControl, start: int, end: int) -> int:
     """Isolate free blocks of [start, end), lowest first, until there are as many free
     pages as pages to migrate.  Returns where the scan stopped.
 
+    The blocks needed are found at once; when the zone can spare them all
+    they are taken in one step, else one by one, each against the
+    watermark (as the kernel does for every block).
+
     Kernel: mm/compaction.c, isolate_freepages_block() (non-strict)
     """
-    mm, zone = cc.node.mm, cc.zone
-    seg = slice(start, end)
-    heads = start + np.flatnonzero((mm.state[seg] == _FREE) & (mm.order[seg] >= 0))
-    stop, taken, scanned = end, 0, 0
-    for head in heads.tolist():
-        order = int(mm.order[head])
-        if not isolate_free_page(zone, head, order):
-            stop = head
-            break
-        cc.freepages[order].append(head)
-        cc.nr_freepages += 1 << order
-        taken += 1 << order
-        if cc.nr_freepages >= cc.want:
-            stop = head + (1 << order)
-            break
+    found = _free_heads(cc, start, end)
+    lo = bisect_left(found.pfns, start)
+    before = found.cum[lo - 1] if lo else 0
+    hi = min(bisect_left(found.cum, before + cc.want - cc.nr_freepages, lo) + 1,
+             len(found.pfns))
+    taken = found.cum[hi - 1] - before if hi > lo else 0
+    if hi > lo and not _can_spare(cc.zone, taken, max(found.sizes[lo:hi])):
+        stop, taken = _isolate_each(cc, start, end)
+    else:
+        _isolate_blocks(cc, found, lo, hi, taken)
+        cc.nr_freepages += taken
+        done = hi > lo and cc.nr_freepages >= cc.want
+        stop = found.pfns[hi - 1] + found.sizes[hi - 1] if done else end
     scanned = stop - start
     cc.total_free_scanned += scanned
     if taken:
@@ -552,23 +700,48 @@ def isolate_freepages(cc: CompactControl) -> None:
     cc.free_pfn = isolate_start
 
 
-def compaction_alloc(cc: CompactControl) -> int | None:
-    """A destination page: the lowest order isolated block, split down to one page.
+def compaction_alloc(cc: CompactControl, nr: int) -> np.ndarray:
+    """Destinations for ``nr`` pages: what ``nr`` calls of the kernel's compaction_alloc()
+    return, in order (fewer if the free scanner finds no more).
+
+    Each call takes the lowest-order isolated block, keeps its first page
+    and puts the upper halves back at the front of the lower orders' lists,
+    so a block is handed out page by page in pfn order before the next one;
+    whole blocks are taken in one step here.  An empty pool sends the free
+    scanner for as many pages as are still wanted.
 
     Kernel: mm/compaction.c, compaction_alloc()
     """
-    order = next((o for o, heads in enumerate(cc.freepages) if heads), None)
-    if order is None:
-        isolate_freepages(cc)
-        if not cc.nr_freepages:
-            return None
-        return compaction_alloc(cc)
-    pfn = cc.freepages[order].pop(0)
-    while order > 0:                   # keep the upper halves for later calls
-        order -= 1
-        cc.freepages[order].insert(0, pfn + (1 << order))
-    cc.nr_freepages -= 1
-    return pfn
+    parts, left = [], nr
+    while left:
+        order = next((o for o, heads in enumerate(cc.freepages) if heads), None)
+        if order is None:
+            cc.want = left             # cc->nr_migratepages still to place
+            isolate_freepages(cc)
+            if not cc.nr_freepages:
+                break
+            continue
+        heads = cc.freepages[order]
+        whole = min(len(heads), left >> order)
+        if whole:
+            first = np.array(heads[:whole], np.int64)
+            parts.append((first[:, None] + np.arange(1 << order)).ravel() if order else first)
+            del heads[:whole]
+            used = whole << order
+        else:                          # part of one block; the halves left stay isolated
+            pfn = heads.pop(0)
+            parts.append(np.arange(pfn, pfn + left, dtype=np.int64))
+            rest, piece = (1 << order) - left, pfn + left
+            for o in range(order):
+                if rest >> o & 1:
+                    cc.freepages[o].append(piece)   # the lower lists are empty
+                    piece += 1 << o
+            used = left
+        cc.nr_freepages -= used
+        left -= used
+    if nr:
+        cc.want = max(left, 1)         # as the last call left it
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def release_freepages(cc: CompactControl) -> None:
@@ -582,12 +755,28 @@ def release_freepages(cc: CompactControl) -> None:
 
 
 # -- migration ----------------------------------------------------------------------------
-def _hand_out(cc: CompactControl, dsts: list[int]) -> np.ndarray:
+def _hand_out(cc: CompactControl, pfns: np.ndarray) -> None:
     """Destinations become pages of no owner yet, as compaction_alloc()'s caller gets them."""
-    pfns = np.array(dsts, np.int64)
     cc.node.mm.mark_allocated_pfns(pfns, PageKind.ANON, -1)
     cc.zone.nr_kind[PageKind.ANON] += len(pfns)
-    return pfns
+
+
+def flush_deferred(cc: CompactControl) -> None:
+    """Do the batches' deferred work (see :class:`Deferred`): list entries of the isolated
+    blocks out, destinations handed out, identities moved, sources freed."""
+    d = cc.deferred
+    if d.isolated:
+        heads, orders, mts = (np.concatenate(x) for x in zip(*d.isolated, strict=True))
+        area = cc.zone.free_area
+        for key, sel in groups(orders * MIGRATE_TYPES + mts):
+            area[key // MIGRATE_TYPES].free_list[key % MIGRATE_TYPES].remove_many(heads[sel])
+        d.isolated.clear()
+    if d.srcs:
+        srcs, dsts = np.concatenate(d.srcs), np.concatenate(d.dsts)
+        d.srcs.clear()
+        d.dsts.clear()
+        _hand_out(cc, dsts)
+        move_folios_to(cc.node, srcs, dsts, MigrateStats())   # cc.stats has them already
 
 
 def compact_migrate_pages(cc: CompactControl, pfns: np.ndarray) -> int:
@@ -599,24 +788,27 @@ def compact_migrate_pages(cc: CompactControl, pfns: np.ndarray) -> int:
     compaction_alloc()
     """
     node, mm = cc.node, cc.node.mm
-    kinds = mm.kind[pfns]
-    fails = pfns[(kinds == PageKind.RAMFS) & (mm.state[pfns] == _ALLOCATED)]
-    balloon = pfns[mm.state[pfns] == _PAGE_OFFLINE]
-    plain = pfns[(mm.state[pfns] == _ALLOCATED) & (kinds != PageKind.RAMFS)]
+    kinds, states = mm.kind[pfns], mm.state[pfns]
+    ramfs, allocated = kinds == _RAMFS, states == _ALLOCATED
+    fails = pfns[ramfs & allocated]
+    balloon = pfns[states == _PAGE_OFFLINE]
+    plain = pfns[allocated & ~ramfs]
     before = cc.stats.nr_migrated
-    dsts: list[int] = []
-    while len(dsts) < len(plain):
-        cc.want = len(plain) - len(dsts)          # cc->nr_migratepages still to place
-        got = compaction_alloc(cc)
-        if got is None:
-            break
-        dsts.append(got)
-    move_folios_to(node, plain[:len(dsts)], _hand_out(cc, dsts), cc.stats)
+    dsts = compaction_alloc(cc, len(plain))
+    if len(dsts):
+        srcs = plain[:len(dsts)]
+        cc.stats.record(srcs, dsts, np.zeros(len(dsts), np.int64))
+        cc.deferred.srcs.append(srcs)
+        cc.deferred.dsts.append(dsts)
+    if not cc.defers or len(balloon):
+        flush_deferred(cc)
     failed = [int(p) for p in fails]
     movable = (cc.gfp & ~int(Gfp.RECLAIMABLE)) | int(Gfp.MOVABLE)   # a movable page's home
     for pfn in balloon.tolist():
         if move_folio(node, pfn, movable, cc.stats) != 0:
             failed.append(pfn)
+    if len(balloon):
+        cc.cands = cc.free_heads = None   # the driver allocates: the scanners look again
     cc.stats.failed += failed
     moved = cc.stats.nr_migrated - before
     unplaced = len(plain) - len(dsts)       # no destination: put back, counted as failed
@@ -692,6 +884,7 @@ def compact_zone(cc: CompactControl) -> CompactResult:
                 break
         ret = compact_finished(cc)
     release_freepages(cc)
+    flush_deferred(cc)
     node.count_event("compact_daemon_migrate_scanned" if cc.daemon else
                      "compact_migrate_scanned", cc.total_migrate_scanned)
     node.count_event("compact_daemon_free_scanned" if cc.daemon else

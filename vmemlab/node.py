@@ -137,10 +137,6 @@ class Node:
         self.owners.append(owner)
         return owner
 
-    def raw_owner_ids(self) -> np.ndarray:
-        """Owners that are single alloc_pages() allocations still held."""
-        return np.array([o.id for o in self.owners if o.raw and o.pfn >= 0], np.int32)
-
     def contig_owner_ids(self) -> list[int]:
         """Owners created by alloc_contig_range() (free_contig_range() frees only those)."""
         return [o.id for o in self.owners if o.contig]
