@@ -458,3 +458,19 @@ def test_a_later_folio_of_the_batch_freed_meanwhile_is_done(monkeypatch):
     assert rc == 0 and stats.nr_migrated == len(first.pages()) >= 4
     assert later.resident == 0 and first.resident == held
     m.validate()
+
+
+@pytest.mark.parametrize("boot", ["192M", "200M"])
+def test_a_boot_block_ending_in_a_hole_is_valid(boot):
+    """memory1 of a 192 MiB q35 guest spans 128-256 MiB: past the end of RAM its
+    pageblocks have absent pages and no zone.  A present pageblock of another
+    zone is still an error."""
+    m = vm.Machine(boot_memory=boot, cpus=2, maxmem="4G", slots=4)
+    m.validate()
+    block = m.hotplug.blocks[1]
+    pb = block.start_pfn >> m.node.geo.pageblock_order
+    m.node.mm.pb_zone[pb] = int(vm.ZoneType.NORMAL)
+    from vmemlab.validate import validate_hotplug
+
+    with pytest.raises(vm.ValidationError, match="memory1 is online in zone 1"):
+        validate_hotplug(m.hotplug)
