@@ -28,6 +28,7 @@ from .checks import check_fraction, check_int, check_number
 
 if TYPE_CHECKING:
     from .machine import Machine
+    from .node import Owner
 
 MOBILITY_GFP = {"M": "GFP_HIGHUSER_MOVABLE", "U": "GFP_KERNEL",
                 "R": "GFP_KERNEL | __GFP_RECLAIMABLE"}
@@ -127,16 +128,16 @@ def churn(m: Machine, steps: int = 1000, mix: dict[str, float] | None = None,
     classes = list(mix)
     p = np.array([mix[c] for c in classes], float)
     p /= p.sum()
-    live: list[tuple[float, int, int]] = []
+    live: list[tuple[float, Owner]] = []     # the owner follows a block compaction moves
     stats = ChurnStats(steps, 0, 0, 0, 0)
     for step in range(steps):
         keep = []
-        for death, pfn, order in live:
+        for death, owner in live:
             if death <= step:
-                m.free_pages(pfn, order)
+                m.free_pages(owner.pfn, owner.order)
                 stats.freed += 1
             else:
-                keep.append((death, pfn, order))
+                keep.append((death, owner))
         live = keep
         order = min(int(m.rng.geometric(0.5)) - 1, max_order)
         cls = classes[int(m.rng.choice(len(classes), p=p))]
@@ -145,7 +146,8 @@ def churn(m: Machine, steps: int = 1000, mix: dict[str, float] | None = None,
             stats.failed += 1
             continue
         stats.allocated += 1
-        live.append((step + m.rng.exponential(lifetime), pfn, order))
+        owner = m.node.owners[int(m.node.mm.owner[pfn])]
+        live.append((step + m.rng.exponential(lifetime), owner))
     stats.live = len(live)
     return stats
 
