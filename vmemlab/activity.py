@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bulk import alloc_bulk_many, alloc_bulk_runs, alloc_pages_bulk, free_pages_bulk
+from .bulk import BulkRequests, alloc_bulk_runs, alloc_pages_bulk, free_pages_bulk
 from .constants import PageFlag, PageKind, PageState, format_size, parse_size
 from .oom import TaskMem, check_oom_score_adj
 from .slab import DENTRY, EXT4_INODE, SHMEM_INODE, kmem_cache
@@ -196,27 +196,45 @@ class Activity:
                 f"{format_size(self.resident)} resident{short}{dead}>")
 
     # -- growing and shrinking ----------------------------------------------
-    def allocate(self, nr_pages: int) -> int:
-        """Allocate ``nr_pages`` more pages as this process; return how many it got."""
+    def allocate(self, nr_pages: int, turn: BulkRequests | None = None) -> int:
+        """Allocate ``nr_pages`` more pages as this process; return how many it got.
+
+        ``turn``, for an activity that ``allocates_plainly``, is the
+        ``BulkRequests`` a run of such calls shares (``allocate_in_turn``).
+        """
         if self.killed:
             return 0
         touched = min(nr_pages, self._unmapped)
         self._unmapped -= touched
         self.vm_pages += nr_pages - touched
-        with self.running():
+        node = self.node
+        prev, node.current = node.current, self    # self.running(), inlined: once per chunk
+        try:
+            if turn is not None:
+                return self._allocate_plainly(nr_pages, turn)
             return self._allocate(nr_pages)
+        finally:
+            node.current = prev
 
     def _allocate(self, nr_pages: int) -> int:
+        return self._allocate_plainly(nr_pages, None)
+
+    def _allocate_plainly(self, nr_pages: int, turn: BulkRequests | None) -> int:
+        """One owner, one bulk allocation, the shortfall counted."""
         owner = self._new_owner()
-        _, lengths = alloc_bulk_runs(self.node, self.spec.gfp, nr_pages, self.spec.kind, owner)
-        got = int(lengths.sum())
-        self.requested += nr_pages << self.node.geo.page_shift
-        self.shortfall += (nr_pages - got) << self.node.geo.page_shift
+        if turn is not None:
+            got = turn.alloc(self.spec.gfp, self.spec.kind, nr_pages, owner)
+        else:
+            got = int(alloc_bulk_runs(self.node, self.spec.gfp, nr_pages, self.spec.kind,
+                                      owner)[1].sum())
+        shift = self.node.geo.page_shift
+        self.requested += nr_pages << shift
+        self.shortfall += (nr_pages - got) << shift
         return got
 
     def allocates_plainly(self) -> bool:
-        """One owner and one bulk allocation per ``allocate`` call, nothing else."""
-        return type(self).allocate is Activity.allocate
+        """``allocate`` is ``_allocate_plainly``: one owner, one bulk allocation, nothing else."""
+        return type(self)._allocate is Activity._allocate
 
     def release(self, fraction: float = 1.0) -> int:
         """Free all (1.0) or a seeded random ``fraction`` of this activity's memory.
@@ -247,22 +265,14 @@ class Activity:
 def allocate_in_turn(requests: Sequence[tuple[Activity, int]]) -> bool:
     """``act.allocate(n)`` for each (act, n) in turn until one falls short (then False).
 
-    When every activity allocates plainly, the calls go to
-    vmemlab.bulk.alloc_bulk_many, which gives the same pages, owners and
+    When every activity allocates plainly, the calls share one
+    vmemlab.bulk.BulkRequests, which gives the same pages, owners and
     counters much faster for many small requests (a fill).
     """
-    if not all(act.allocates_plainly() for act, _ in requests):
-        return all(act.allocate(n) == n for act, n in requests)
-    if not requests:
-        return True
-    node = requests[0][0].node
-    got = alloc_bulk_many(node, ((act.spec.gfp, act.spec.kind, n, act._new_owner)
-                                 for act, n in requests))
-    shift = node.geo.page_shift
-    for (act, n), g in zip(requests, got, strict=False):   # got stops at a shortfall
-        act.requested += n << shift
-        act.shortfall += (n - g) << shift
-    return len(got) == len(requests) and got[-1] == requests[-1][1]
+    turn = None
+    if requests and all(act.allocates_plainly() for act, _ in requests):
+        turn = BulkRequests(requests[0][0].node)
+    return all(act.allocate(n, turn) == n for act, n in requests)
 
 
 def _check_fraction(fraction: float) -> None:

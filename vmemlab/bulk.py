@@ -144,43 +144,64 @@ def alloc_bulk_many(node: Node, requests: Iterable[tuple[str | int, PageKind | N
 
     Stops after the first request that falls short, as a loop of calls
     checking each result would.  ``owner`` is called as its request starts,
-    so owners are created in the same order as by such a loop.  A request
-    its type's own free lists in the preferred zone can serve, above the
-    low watermark, is exactly one ``_take_smallest_bulk`` there; one that
-    needs a fallback there starts with ``_rmqueue_bulk``, as
-    ``alloc_bulk_runs`` would; what is left (another zone, the slow path)
-    goes through ``alloc_bulk_runs``.
+    so owners are created in the same order as by such a loop.
     """
+    turn = BulkRequests(node)
     got_all: list[int] = []
-    fast: dict[tuple[str | int, int], _FastPath] = {}
-    supply: dict[tuple[int, int], int] = {}   # (zone, migratetype) -> pages on its lists
     for gfp, kind, nr_pages, owner in requests:
-        key = (gfp, -1 if kind is None else int(kind))
-        path = fast.get(key)
-        if path is None:
-            path = fast[key] = _FastPath(node, gfp, kind)
-        owner_id = owner()
-        where = (path.zone.zid, path.req.mt) if path.zone is not None else None
-        if where is not None and where not in supply:
-            supply[where] = _own_supply(path.zone, path.req.mt)
-        room = (watermark_headroom(path.zone, path.flags, path.req.highest)
-                if where is not None else 0)
-        if 0 < nr_pages <= room and nr_pages <= supply[where]:
-            got = _take_smallest_bulk(path.zone, nr_pages, path.req, owner_id, None)
-            supply[where] -= got
-            got_all.append(got)
-            continue
-        got = 0
-        if 0 < nr_pages <= room:   # the first zone, with fallback: alloc_bulk_runs' first step
-            got = _rmqueue_bulk(path.zone, nr_pages, path.req, path.flags, owner_id, None)
-        if got < nr_pages:
-            got += int(alloc_bulk_runs(node, gfp, nr_pages - got, kind, owner_id)[1].sum())
-            fast.clear()   # the allocator may have changed anything: look again
-        supply.clear()     # a fallback takes blocks from other types' lists
+        got = turn.alloc(gfp, kind, nr_pages, owner())
         got_all.append(got)
         if got < nr_pages:
             break
     return got_all
+
+
+class BulkRequests:
+    """``alloc_bulk_runs()`` request after request, faster for many small ones (a fill).
+
+    ``alloc(gfp, kind, n, owner)`` gives what ``alloc_bulk_runs`` gives (same
+    pages, lists, counters, events), keeping between calls what they share:
+    each (gfp, kind)'s decoded request and first zone, and the pages on its
+    type's lists there.  A request those lists can serve above the low
+    watermark is exactly one ``_take_smallest_bulk``; one that needs a
+    fallback there starts with ``_rmqueue_bulk``, as ``alloc_bulk_runs``
+    would; what is left (another zone, the slow path) goes through
+    ``alloc_bulk_runs``.  Between two calls nothing else may change the
+    free lists (the caller allocates nothing else meanwhile).
+    """
+
+    __slots__ = ("node", "fast", "supply")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.fast: dict[tuple[str | int, int], _FastPath] = {}
+        self.supply: dict[tuple[int, int], int] = {}   # (zone, migratetype) -> pages listed
+
+    def alloc(self, gfp: str | int, kind: PageKind | None, nr_pages: int, owner: int) -> int:
+        """``alloc_bulk_runs(node, gfp, nr_pages, kind, owner)``; the pages it got."""
+        key = (gfp, -1 if kind is None else int(kind))
+        path = self.fast.get(key)
+        if path is None:
+            path = self.fast[key] = _FastPath(self.node, gfp, kind)
+        zone, supply = path.zone, self.supply
+        room = 0
+        if zone is not None:
+            where = (zone.zid, path.req.mt)
+            if where not in supply:
+                supply[where] = _own_supply(zone, path.req.mt)
+            room = watermark_headroom(zone, path.flags, path.req.highest)
+            if 0 < nr_pages <= room and nr_pages <= supply[where]:
+                got = _take_smallest_bulk(zone, nr_pages, path.req, owner, None)
+                supply[where] -= got
+                return got
+        got = 0
+        if 0 < nr_pages <= room:   # the first zone, with fallback: alloc_bulk_runs' first step
+            got = _rmqueue_bulk(zone, nr_pages, path.req, path.flags, owner, None)
+        if got < nr_pages:
+            got += int(alloc_bulk_runs(self.node, gfp, nr_pages - got, kind, owner)[1].sum())
+            self.fast.clear()   # the allocator may have changed anything: look again
+        supply.clear()          # a fallback takes blocks from other types' lists
+        return got
 
 
 class _FastPath:
