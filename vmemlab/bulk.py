@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import PageKind
-from .freelist import account_freepages, del_page_from_free_list
+from .freelist import Tail, account_freepages, del_page_from_free_list
 from .gfp import Gfp
 from .merge import free_blocks_batch, free_pages_batch
 from .page_alloc import (
@@ -219,10 +219,10 @@ class _FastPath:
 
 
 def _own_supply(zone: Zone, mt: int) -> int:
-    """Pages on ``mt``'s free lists of ``zone`` (a pending ``_Tail`` counted, not placed)."""
+    """Pages on ``mt``'s free lists of ``zone`` (a pending ``Tail`` counted, not placed)."""
     tail = zone.free_area[0].free_list[mt].pending
     pages, first = 0, 0
-    if isinstance(tail, _Tail):
+    if isinstance(tail, Tail):
         pages, first = tail.end - tail.start, len(tail.lists)
     return pages + sum(len(zone.free_area[o].free_list[mt]) << o
                        for o in range(first, len(zone.free_area)))
@@ -281,13 +281,13 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
 
     Order by order, the blocks at the head of the list are taken whole, a
     list at a time; only the last block may be split, its rest left as
-    expand() would leave it (a ``_Tail``, which the next call takes from
+    expand() would leave it (a ``Tail``, which the next call takes from
     first).  The whole blocks' heads keep their buddy order and list mark:
     every page is marked allocated right after (``_hand_out``).
     """
     mt = req.mt
     tail = zone.free_area[0].free_list[mt].pending
-    if type(tail) is _Tail and tail.end - tail.start >= want:   # the common case: one run
+    if type(tail) is Tail and tail.end - tail.start >= want:   # the common case: one run
         start = tail.take(want)
         _hand_out_run(zone, start, want, req, owner)
         if out is not None:
@@ -295,7 +295,7 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         return want
     taken = RunLists()
     got = first = 0
-    if type(tail) is _Tail:
+    if type(tail) is Tail:
         got = min(want, tail.end - tail.start)
         taken.add(tail.take(got), got)
         first = len(tail.lists)   # the lists below the split block's order are empty
@@ -315,7 +315,7 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         if got < want and lst:
             pfn = lst.first()
             del_page_from_free_list(zone, pfn, order, mt)
-            _Tail(zone, mt, pfn + want - got, pfn + (1 << order), order)
+            Tail(zone, mt, pfn + want - got, pfn + (1 << order), order)
             taken.add(pfn, want - got)
             got = want
     if got:
@@ -325,83 +325,6 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         elif out is not None:
             out.extend(taken.starts, taken.lengths)
     return got
-
-
-class _Tail:
-    """The rest [start, end) of a block that a bulk allocation split.
-
-    expand() puts its aligned pieces on the empty lists of the orders below
-    the block's (empty: that is why the block was split), and the next
-    allocation of the same type takes them back first, smallest, i.e.
-    lowest, first.  Until other code looks at those lists (``FreeList.pending``),
-    the pieces stay here as one range that the next bulk allocation takes
-    from the front in O(1).  Everything else is kept exact meanwhile: the
-    memmap (each piece head's buddy order and list) and NR_FREE_PAGES.
-    """
-
-    __slots__ = ("zone", "mt", "start", "end", "lists")
-
-    def __init__(self, zone: Zone, mt: int, start: int, end: int, order: int) -> None:
-        self.zone, self.mt, self.start, self.end = zone, mt, start, end
-        self.lists = [zone.free_area[o].free_list[mt] for o in range(order)]
-        if start == end:
-            return
-        self._mark_heads(start, end)
-        account_freepages(zone, end - start, mt)
-        for lst in self.lists:
-            lst.pending = self
-
-    def take(self, n: int) -> int:
-        """Take the first ``n`` pages (as the allocator would, piece by piece); their start."""
-        start = self.start
-        self.start += n
-        account_freepages(self.zone, -n, self.mt)
-        if self.start == self.end:
-            self._release()
-            return start
-        # Pieces wholly taken are marked allocated by the caller; the piece
-        # split now leaves smaller pieces behind, up to its own end.
-        edge, size = start, self.end - start
-        while edge < self.start:
-            low = size & -size
-            edge += low
-            size -= low
-        self._mark_heads(self.start, edge)
-        return start
-
-    def __call__(self) -> None:
-        """Put the pieces on their lists (someone is about to look)."""
-        self._release()
-        for pfn, order in _pieces(self.start, self.end):
-            self.lists[order].add(pfn)
-        self.start = self.end
-
-    def _release(self) -> None:
-        for lst in self.lists:
-            lst.pending = None
-
-    def _mark_heads(self, start: int, end: int) -> None:
-        """set_buddy_order() and the list mark of the pieces of [start, end)."""
-        mm = self.zone.node.mm
-        for pfn, order in _pieces(start, end):
-            mm.order[pfn] = order
-            mm.owner[pfn] = self.mt
-
-
-def _pieces(start: int, end: int) -> list[tuple[int, int]]:
-    """The naturally aligned blocks [start, end) splits into, lowest first.
-
-    ``end`` is aligned to the block the range was split from, so the
-    pieces' sizes are the bits of ``end - start``, smallest first.
-    """
-    out = []
-    size = end - start
-    while size:
-        low = size & -size
-        out.append((start, low.bit_length() - 1))
-        start += low
-        size -= low
-    return out
 
 
 def _hand_out_run(zone: Zone, start: int, nr_pages: int, req: AllocRequest, owner: int) -> None:

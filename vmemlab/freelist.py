@@ -109,6 +109,98 @@ def groups(key: np.ndarray) -> Iterator[tuple[int, np.ndarray | slice]]:
         yield int(key[part[0]]), part
 
 
+def expand_to_tail(zone: Zone, pfn: int, high: int, mt: int) -> bool:
+    """expand() of an order-0 page off the block at ``pfn`` as one ``Tail``, if it may.
+
+    It may when ``mt``'s lists below ``high`` are empty, with nothing kept
+    aside for them: then the pieces would be alone there.  False (nothing
+    done) otherwise.
+    """
+    area = zone.free_area
+    if not all(area[o].free_list[mt].idle() for o in range(high)):
+        return False
+    Tail(zone, mt, pfn + 1, pfn + (1 << high), high)
+    return True
+
+
+class Tail:
+    """The rest [start, end) of a block split for order-0 pages, kept off the lists.
+
+    expand() puts its aligned pieces on the empty lists of the orders below
+    the block's (empty: that is why the block was split), and the next
+    allocation of the same type takes them back first, smallest, i.e.
+    lowest, first.  Until other code looks at those lists (``FreeList.pending``),
+    the pieces stay here as one range that the next order-0 allocations
+    (vmemlab.bulk, rmqueue_smallest()) take from the front in O(1).
+    Everything else is kept exact meanwhile: the memmap (each piece head's
+    buddy order and list) and NR_FREE_PAGES.
+    """
+
+    __slots__ = ("zone", "mt", "start", "end", "lists")
+
+    def __init__(self, zone: Zone, mt: int, start: int, end: int, order: int) -> None:
+        self.zone, self.mt, self.start, self.end = zone, mt, start, end
+        self.lists = [zone.free_area[o].free_list[mt] for o in range(order)]
+        if start == end:
+            return
+        self._mark_heads(start, end)
+        account_freepages(zone, end - start, mt)
+        for lst in self.lists:
+            lst.pending = self
+
+    def take(self, n: int) -> int:
+        """Take the first ``n`` pages (as the allocator would, piece by piece); their start."""
+        start = self.start
+        self.start += n
+        account_freepages(self.zone, -n, self.mt)
+        if self.start == self.end:
+            self._release()
+            return start
+        # Pieces wholly taken are marked allocated by the caller; the piece
+        # split now leaves smaller pieces behind, up to its own end.
+        edge, size = start, self.end - start
+        while edge < self.start:
+            low = size & -size
+            edge += low
+            size -= low
+        self._mark_heads(self.start, edge)
+        return start
+
+    def __call__(self) -> None:
+        """Put the pieces on their lists (someone is about to look)."""
+        self._release()
+        for pfn, order in split_pieces(self.start, self.end):
+            self.lists[order].add(pfn)
+        self.start = self.end
+
+    def _release(self) -> None:
+        for lst in self.lists:
+            lst.pending = None
+
+    def _mark_heads(self, start: int, end: int) -> None:
+        """set_buddy_order() and the list mark of the pieces of [start, end)."""
+        mm = self.zone.node.mm
+        for pfn, order in split_pieces(start, end):
+            mm.order[pfn] = order
+            mm.owner[pfn] = self.mt
+
+
+def split_pieces(start: int, end: int) -> list[tuple[int, int]]:
+    """The naturally aligned blocks [start, end) splits into, lowest first.
+
+    ``end`` is aligned to the block the range was split from, so the
+    pieces' sizes are the bits of ``end - start``, smallest first.
+    """
+    out = []
+    size = end - start
+    while size:
+        low = size & -size
+        out.append((start, low.bit_length() - 1))
+        start += low
+        size -= low
+    return out
+
+
 def get_page_from_free_area(area: FreeArea, mt: int) -> int | None:
     """The first block on ``free_list[mt]`` (list_first_entry_or_null)."""
     return area.free_list[mt].first()

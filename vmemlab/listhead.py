@@ -164,6 +164,10 @@ class FreeList:
             else:
                 yield from seg
 
+    def idle(self) -> bool:
+        """Empty, with nothing kept aside for it (``pending``): a look that changes nothing."""
+        return self.pending is None and not self._len
+
     def __contains__(self, pfn: object) -> bool:
         if self.pending is not None:
             self.pending()
