@@ -160,22 +160,18 @@ class BulkRequests:
     """``alloc_bulk_runs()`` request after request, faster for many small ones (a fill).
 
     ``alloc(gfp, kind, n, owner)`` gives what ``alloc_bulk_runs`` gives (same
-    pages, lists, counters, events), keeping between calls what they share:
-    each (gfp, kind)'s decoded request and first zone, and the pages on its
-    type's lists there.  A request those lists can serve above the low
-    watermark is exactly one ``_take_smallest_bulk``; one that needs a
-    fallback there starts with ``_rmqueue_bulk``, as ``alloc_bulk_runs``
-    would; what is left (another zone, the slow path) goes through
-    ``alloc_bulk_runs``.  Between two calls nothing else may change the
-    free lists (the caller allocates nothing else meanwhile).
+    pages, lists, counters, events), keeping each (gfp, kind)'s decoded
+    request and first zone between calls.  A request that fits above the
+    first zone's low watermark is ``_rmqueue_bulk`` there, as
+    ``alloc_bulk_runs`` starts; what is left (another zone, the slow path)
+    goes through ``alloc_bulk_runs``.
     """
 
-    __slots__ = ("node", "fast", "supply")
+    __slots__ = ("node", "fast")
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.fast: dict[tuple[str | int, int], _FastPath] = {}
-        self.supply: dict[tuple[int, int], int] = {}   # (zone, migratetype) -> pages listed
 
     def alloc(self, gfp: str | int, kind: PageKind | None, nr_pages: int, owner: int) -> int:
         """``alloc_bulk_runs(node, gfp, nr_pages, kind, owner)``; the pages it got."""
@@ -183,24 +179,13 @@ class BulkRequests:
         path = self.fast.get(key)
         if path is None:
             path = self.fast[key] = _FastPath(self.node, gfp, kind)
-        zone, supply = path.zone, self.supply
-        room = 0
-        if zone is not None:
-            where = (zone.zid, path.req.mt)
-            if where not in supply:
-                supply[where] = _own_supply(zone, path.req.mt)
-            room = watermark_headroom(zone, path.flags, path.req.highest)
-            if 0 < nr_pages <= room and nr_pages <= supply[where]:
-                got = _take_smallest_bulk(zone, nr_pages, path.req, owner, None)
-                supply[where] -= got
-                return got
-        got = 0
-        if 0 < nr_pages <= room:   # the first zone, with fallback: alloc_bulk_runs' first step
+        got, zone = 0, path.zone
+        if zone is not None and 0 < nr_pages <= watermark_headroom(zone, path.flags,
+                                                                   path.req.highest):
             got = _rmqueue_bulk(zone, nr_pages, path.req, path.flags, owner, None)
         if got < nr_pages:
             got += int(alloc_bulk_runs(self.node, gfp, nr_pages - got, kind, owner)[1].sum())
             self.fast.clear()   # the allocator may have changed anything: look again
-        supply.clear()          # a fallback takes blocks from other types' lists
         return got
 
 
@@ -216,16 +201,6 @@ class _FastPath:
         self.flags = AllocFlags.WMARK_LOW | alloc_flags_nofragment(node, self.zone)
         if self.req.gfp & _GFP_KSWAPD:
             self.flags |= AllocFlags.KSWAPD
-
-
-def _own_supply(zone: Zone, mt: int) -> int:
-    """Pages on ``mt``'s free lists of ``zone`` (a pending ``Tail`` counted, not placed)."""
-    tail = zone.free_area[0].free_list[mt].pending
-    pages, first = 0, 0
-    if isinstance(tail, Tail):
-        pages, first = tail.end - tail.start, len(tail.lists)
-    return pages + sum(len(zone.free_area[o].free_list[mt]) << o
-                       for o in range(first, len(zone.free_area)))
 
 
 def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -268,10 +243,18 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
         pfn = rmqueue(zone, 0, req.mt, alloc_flags)  # one fallback step
         if pfn is None:
             break
-        prep_new_page(zone, pfn, req, owner)
+        # A claimed block's rest is a Tail right after the page: its first
+        # pages are what the next _take_smallest_bulk() would take.
+        run, tail = 1, zone.free_area[0].free_list[req.mt].pending
+        if type(tail) is Tail and tail.start == pfn + 1:
+            more = min(n - got - 1, tail.end - tail.start)
+            if more:
+                tail.take(more)
+            run += more
+        _hand_out_run(zone, pfn, run, req, owner)
         if out is not None:
-            out.add(pfn, 1)
-        got += 1
+            out.add(pfn, run)
+        got += run
     return got
 
 

@@ -179,10 +179,15 @@ class Tail:
 
     def _mark_heads(self, start: int, end: int) -> None:
         """set_buddy_order() and the list mark of the pieces of [start, end)."""
-        mm = self.zone.node.mm
-        for pfn, order in split_pieces(start, end):
-            mm.order[pfn] = order
-            mm.owner[pfn] = self.mt
+        mm, mt = self.zone.node.mm, self.mt
+        order, owner = memoryview(mm.order), memoryview(mm.owner)   # quick single writes
+        size = end - start
+        while size:
+            low = size & -size
+            order[start] = low.bit_length() - 1
+            owner[start] = mt
+            start += low
+            size -= low
 
 
 def split_pieces(start: int, end: int) -> list[tuple[int, int]]:
