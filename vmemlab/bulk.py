@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import PageKind
+from .fallback import rmqueue_other_type
 from .freelist import Tail, account_freepages, del_page_from_free_list
 from .gfp import Gfp
 from .merge import free_blocks_batch, free_pages_batch
@@ -40,7 +41,6 @@ from .page_alloc import (
     free_one_page,
     free_pages_ok,
     prep_new_page,
-    rmqueue,
     watermark_headroom,
     zone_uncharge,
 )
@@ -240,7 +240,8 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
         got += _take_smallest_bulk(zone, n - got, req, owner, out)
         if got == n:
             break
-        pfn = rmqueue(zone, 0, req.mt, alloc_flags)  # one fallback step
+        # rmqueue(): the own lists are empty (all taken above): the fallback step
+        pfn = rmqueue_other_type(zone, 0, req.mt, alloc_flags)
         if pfn is None:
             break
         # A claimed block's rest is a Tail right after the page: its first
@@ -298,7 +299,8 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         if got < want and lst:
             pfn = lst.first()
             del_page_from_free_list(zone, pfn, order, mt)
-            Tail(zone, mt, pfn + want - got, pfn + (1 << order), order)
+            Tail(zone, mt, pfn + want - got, pfn + (1 << order),
+                 [area.free_list[mt] for area in zone.free_area[:order]])
             taken.add(pfn, want - got)
             got = want
     if got:

@@ -22,6 +22,7 @@ import numpy as np
 from .constants import MIGRATE_TYPES, MigrateType
 
 if TYPE_CHECKING:
+    from .listhead import FreeList
     from .zone import FreeArea, Zone
 
 _ISOLATE = int(MigrateType.ISOLATE)
@@ -116,10 +117,11 @@ def expand_to_tail(zone: Zone, pfn: int, high: int, mt: int) -> bool:
     aside for them: then the pieces would be alone there.  False (nothing
     done) otherwise.
     """
-    area = zone.free_area
-    if not all(area[o].free_list[mt].idle() for o in range(high)):
-        return False
-    Tail(zone, mt, pfn + 1, pfn + (1 << high), high)
+    lists = [area.free_list[mt] for area in zone.free_area[:high]]
+    for lst in lists:
+        if not lst.idle():
+            return False
+    Tail(zone, mt, pfn + 1, pfn + (1 << high), lists)
     return True
 
 
@@ -138,9 +140,11 @@ class Tail:
 
     __slots__ = ("zone", "mt", "start", "end", "lists")
 
-    def __init__(self, zone: Zone, mt: int, start: int, end: int, order: int) -> None:
+    def __init__(self, zone: Zone, mt: int, start: int, end: int,
+                 lists: list[FreeList]) -> None:
+        """``lists``: ``mt``'s lists of the orders below the split block's, in order."""
         self.zone, self.mt, self.start, self.end = zone, mt, start, end
-        self.lists = [zone.free_area[o].free_list[mt] for o in range(order)]
+        self.lists = lists
         if start == end:
             return
         self._mark_heads(start, end)
