@@ -188,19 +188,18 @@ def free_area_init(node: Node, layout: BootLayout) -> None:
     node_start = min(s for s, _ in layout.memory)
     node_end = layout.end_pfn
     for start, end in layout.memory:
-        mm.mark_offline(start, end)  # a memmap exists; pages come alive below
+        # A memmap exists; memblock_free_all() marks every page reserved or free.
         mm.set_section_online(start, end, True)
     dma_end, dma32_end = layout.zone_limits
     limits = {ZoneType.DMA: (0, dma_end), ZoneType.DMA32: (dma_end, dma32_end),
               ZoneType.NORMAL: (max(dma32_end, 0), node_end)}
-    present = mm.state != PageState.ABSENT
     for zid, (lo, hi) in limits.items():
         lo, hi = max(lo, node_start), min(hi, node_end)
         if lo >= hi:
             continue
         zone = node.zone(zid)
         zone.zone_start_pfn, zone.spanned_pages = lo, hi - lo
-        zone.present_pages = int(np.count_nonzero(present[lo:hi]))
+        zone.present_pages = pages_within(layout.memory, lo, hi)
         zone.present_early_pages = zone.present_pages
         mm.set_zone(lo >> node.geo.pageblock_order << node.geo.pageblock_order,
                     -(-hi >> node.geo.pageblock_order) << node.geo.pageblock_order, zid)
@@ -257,18 +256,23 @@ def memblock_free_all(node: Node, layout: BootLayout) -> None:
     reserve_bootmem_region()
     """
     mm = node.mm
-    for start, end in layout.memory:
-        mm.mark_reserved(start, end)
-    free = boot_free_ranges(layout)
     limit = layout.first_deferred_pfn or layout.end_pfn
+    free = [(start, min(end, limit)) for start, end in boot_free_ranges(layout)
+            if start < limit]
+    reserved = subtract_ranges(layout.memory, free)   # the rest is marked free right after
+    for start, end in reserved:
+        mm.mark_reserved(start, end)
     for start, end in free:
-        if start < limit:
-            free_range(node, start, min(end, limit))
+        free_range(node, start, end)
     for zone in node.zones:
         if zone.present_pages:
-            s, e = zone.zone_start_pfn, zone.zone_end_pfn
-            zone.managed_pages = zone.present_pages - int(
-                np.count_nonzero(mm.state[s:e] == PageState.RESERVED))
+            zone.managed_pages = zone.present_pages - pages_within(
+                reserved, zone.zone_start_pfn, zone.zone_end_pfn)
+
+
+def pages_within(ranges: list[tuple[int, int]], lo: int, hi: int) -> int:
+    """Pages of the disjoint ``ranges`` that lie in [lo, hi)."""
+    return sum(max(0, min(end, hi) - max(start, lo)) for start, end in ranges)
 
 
 def deferred_init_memmap(node: Node, layout: BootLayout) -> None:

@@ -235,8 +235,15 @@ class MemMap:
 
 
 def _extend(arr: np.ndarray, extra: int, fill: int | bool) -> np.ndarray:
-    """A copy of ``arr`` with ``extra`` more entries set to ``fill``."""
-    out = np.empty(len(arr) + extra, arr.dtype)
+    """A copy of ``arr`` with ``extra`` more entries set to ``fill``.
+
+    Zeros come from np.zeros, whose fresh pages the OS zeroes on first
+    touch: no pass over memory that the boot writes anyway.
+    """
+    if fill == 0:
+        out = np.zeros(len(arr) + extra, arr.dtype)
+    else:
+        out = np.empty(len(arr) + extra, arr.dtype)
+        out[len(arr):] = fill
     out[:len(arr)] = arr
-    out[len(arr):] = fill
     return out
