@@ -47,8 +47,8 @@ def add_to_free_list(zone: Zone, pfn: int, order: int, mt: int, tail: bool = Fal
     """
     zone.free_area[order].free_list[mt].add(pfn, tail)
     mm = zone.node.mm
-    mm.order[pfn] = order
-    mm.owner[pfn] = mt
+    mm.head_order[pfn] = order
+    mm.head_owner[pfn] = mt
     if mt != _ISOLATE:
         account_freepages(zone, 1 << order, mt)
 
@@ -57,8 +57,8 @@ def del_page_from_free_list(zone: Zone, pfn: int, order: int, mt: int) -> None:
     """Take the free block at ``pfn`` off its list (it is being used or merged)."""
     zone.free_area[order].free_list[mt].remove(pfn)
     mm = zone.node.mm
-    mm.order[pfn] = -1
-    mm.owner[pfn] = -1
+    mm.head_order[pfn] = -1
+    mm.head_owner[pfn] = -1
     if mt != _ISOLATE:
         account_freepages(zone, -(1 << order), mt)
 
@@ -68,7 +68,7 @@ def move_to_free_list(zone: Zone, pfn: int, order: int, old_mt: int, new_mt: int
     area = zone.free_area[order]
     area.free_list[old_mt].remove(pfn)
     area.free_list[new_mt].add(pfn, tail=True)
-    zone.node.mm.owner[pfn] = new_mt
+    zone.node.mm.head_owner[pfn] = new_mt
     account_freepages(zone, -(1 << order), old_mt)
     account_freepages(zone, 1 << order, new_mt)
 
@@ -184,7 +184,7 @@ class Tail:
     def _mark_heads(self, start: int, end: int) -> None:
         """set_buddy_order() and the list mark of the pieces of [start, end)."""
         mm, mt = self.zone.node.mm, self.mt
-        order, owner = memoryview(mm.order), memoryview(mm.owner)   # quick single writes
+        order, owner = mm.head_order, mm.head_owner
         size = end - start
         while size:
             low = size & -size
