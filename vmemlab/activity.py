@@ -232,6 +232,29 @@ class Activity:
         self.shortfall += (nr_pages - got) << shift
         return got
 
+    def allocate_each(self, sizes: Sequence[int], turn: BulkRequests) -> bool:
+        """``allocate(n, turn)`` for each n in turn until one falls short (then False).
+
+        Requests the type's own free lists surely serve are taken at once
+        (``BulkRequests.alloc_split``), each still with its own owner,
+        mapping and counts.
+        """
+        if len(sizes) == 1 or self.killed or not all(sizes):
+            return all(self.allocate(n, turn) == n for n in sizes)
+        started = iter(sizes)
+
+        def start() -> int:     # what allocate() does before it allocates
+            n = next(started)
+            touched = min(n, self._unmapped)
+            self._unmapped -= touched
+            self.vm_pages += n - touched
+            self.requested += n << self.node.geo.page_shift
+            return self._new_owner()
+
+        if turn.alloc_split(self.spec.gfp, self.spec.kind, sizes, start):
+            return True
+        return all(self.allocate(n, turn) == n for n in sizes)
+
     def allocates_plainly(self) -> bool:
         """``allocate`` is ``_allocate_plainly``: one owner, one bulk allocation, nothing else."""
         return type(self)._allocate is Activity._allocate
@@ -269,10 +292,18 @@ def allocate_in_turn(requests: Sequence[tuple[Activity, int]]) -> bool:
     vmemlab.bulk.BulkRequests, which gives the same pages, owners and
     counters much faster for many small requests (a fill).
     """
-    turn = None
-    if requests and all(act.allocates_plainly() for act, _ in requests):
-        turn = BulkRequests(requests[0][0].node)
-    return all(act.allocate(n, turn) == n for act, n in requests)
+    if not requests or not all(act.allocates_plainly() for act, _ in requests):
+        return all(act.allocate(n) == n for act, n in requests)
+    turn = BulkRequests(requests[0][0].node)
+    i = 0
+    while i < len(requests):     # runs of requests of one activity, each run at once
+        act, j = requests[i][0], i + 1
+        while j < len(requests) and requests[j][0] is act:
+            j += 1
+        if not act.allocate_each([n for _, n in requests[i:j]], turn):
+            return False
+        i = j
+    return True
 
 
 def _check_fraction(fraction: float) -> None:

@@ -47,6 +47,7 @@ from .page_alloc import (
 from .trace import MmPageAlloc, MmPageFree
 
 if TYPE_CHECKING:
+    from .memmap import MemMap
     from .node import Node
     from .zone import Zone
 
@@ -187,6 +188,62 @@ class BulkRequests:
             got += int(alloc_bulk_runs(self.node, gfp, nr_pages - got, kind, owner)[1].sum())
             self.fast.clear()   # the allocator may have changed anything: look again
         return got
+
+
+    def alloc_split(self, gfp: str | int, kind: PageKind | None, sizes: Sequence[int],
+                    owner: Callable[[], int]) -> bool:
+        """``alloc(gfp, kind, n, owner())`` for each n in ``sizes``, if the type's own
+        lists in the first zone surely serve them all above the low watermark.
+
+        Then it is one ``_take_smallest_bulk`` of their sum (taking pages one
+        request after another from the same lists is taking them all at
+        once), split between the owners in allocation order; the owners are
+        made in turn after it, as nothing else makes one meanwhile.  False,
+        with nothing done, otherwise.
+        """
+        path = self.fast.get((gfp, -1 if kind is None else int(kind)))
+        if path is None or path.zone is None:
+            return False
+        zone, req, total = path.zone, path.req, sum(sizes)
+        if not 0 < total <= min(watermark_headroom(zone, path.flags, req.highest),
+                                _sure_supply(zone, req.mt)):
+            return False
+        first = owner()
+        runs = RunLists()
+        _take_smallest_bulk(zone, total, req, first, runs)
+        starts, lengths = runs.starts, runs.lengths
+        if runs.parts:
+            starts, lengths = (a.tolist() for a in runs.arrays())
+        _split_owners(zone.node.mm, [first] + [owner() for _ in sizes[1:]], sizes,
+                      starts, lengths)
+        return True
+
+
+def _sure_supply(zone: Zone, mt: int) -> int:
+    """Pages ``mt``'s lists surely hold: its Tail and its largest blocks (quick)."""
+    tail = zone.free_area[0].free_list[mt].pending
+    top = len(zone.free_area) - 1     # a Tail is below its block's order: never here
+    pages = tail.end - tail.start if type(tail) is Tail else 0
+    return pages + (len(zone.free_area[top].free_list[mt]) << top)
+
+
+def _split_owners(mm: MemMap, owners: list[int], sizes: Sequence[int], starts: list[int],
+                  lengths: list[int]) -> None:
+    """Give the pages of runs, in allocation order, to ``owners`` by ``sizes``.
+
+    The pages are all the first owner's already.
+    """
+    run, used = 0, 0    # the run the next page is in, pages of it already given
+    for i, (owner, size) in enumerate(zip(owners, sizes, strict=True)):
+        while size:
+            n = min(size, lengths[run] - used)
+            if i:
+                start = starts[run] + used
+                mm.set_owner(start, start + n, owner)
+            size -= n
+            used += n
+            if used == lengths[run]:
+                run, used = run + 1, 0
 
 
 class _FastPath:
