@@ -247,9 +247,10 @@ def memblock_free_all(node: Node, layout: BootLayout) -> None:
     """Reserve early allocations, then free the initialised rest to the buddy allocator.
 
     Memory is freed in the largest naturally aligned chunks, in ascending
-    address order, each to the tail of its list (FPI_TO_TAIL).  Pages past
-    ``first_deferred_pfn`` stay untouched (held as reserved here) until
-    ``deferred_init_memmap()``.  ``managed_pages`` counts what was freed.
+    address order, each to the tail of its list (FPI_TO_TAIL).  Free pages
+    past ``first_deferred_pfn`` stay untouched until ``deferred_init_memmap()``:
+    their struct pages are not initialised yet (their memmap entries stay as
+    fresh, ABSENT), and ``managed_pages`` counts only what was freed.
 
     Kernel: mm/memblock.c, memblock_free_all(), __free_pages_memory(),
     memblock_free_pages() (early_page_initialised()); mm/mm_init.c,
@@ -257,10 +258,11 @@ def memblock_free_all(node: Node, layout: BootLayout) -> None:
     """
     mm = node.mm
     limit = layout.first_deferred_pfn or layout.end_pfn
-    free = [(start, min(end, limit)) for start, end in boot_free_ranges(layout)
-            if start < limit]
-    reserved = subtract_ranges(layout.memory, free)   # the rest is marked free right after
-    for start, end in reserved:
+    ranges = boot_free_ranges(layout)
+    free = [(start, min(end, limit)) for start, end in ranges if start < limit]
+    deferred = [(max(start, limit), end) for start, end in ranges if end > limit]
+    reserved = subtract_ranges(layout.memory, free)   # not managed (yet)
+    for start, end in subtract_ranges(reserved, deferred):
         mm.mark_reserved(start, end)
     for start, end in free:
         free_range(node, start, end)

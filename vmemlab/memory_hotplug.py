@@ -151,10 +151,8 @@ class MemoryHotplug:
     def _create_boot_blocks(self) -> None:
         """memory_dev_init(): one online block per memory block holding boot memory."""
         mm, per = self.node.mm, self.block_pages
-        # A block is present where any page is not ABSENT (0): read 8 pages a word.
-        rows = (mm.state.view(np.uint64).reshape(-1, per // 8) if per % 8 == 0
-                else mm.state.reshape(-1, per))
-        for bid in np.flatnonzero(rows.any(axis=1)).tolist():
+        present = {b for s, e in self.machine.layout.memory for b in range(s // per, -(-e // per))}
+        for bid in sorted(present):
             start = bid * per
             zones = set(mm.pb_zone[start >> self.node.geo.pageblock_order:
                                    (start + per) >> self.node.geo.pageblock_order].tolist())
