@@ -201,12 +201,13 @@ class FreeList:
             self.pending()
         for i, seg in enumerate(self._segs):
             if type(seg) is _Run:
-                pos = seg.find(pfn)
+                head = seg.live and seg.pfns.item(seg.lo) == pfn   # its first block: O(1)
+                pos = seg.lo if head else seg.find(pfn)
                 if pos < 0:
                     continue
                 seg.kill(pos)
                 empty = not seg.live
-                seg.singles += 1
+                seg.singles += not head
                 if not empty and seg.singles > max(64, seg.live >> 4):
                     # Used one block at a time: a dict does that faster.
                     self._segs[i] = dict.fromkeys(seg.items().tolist())
