@@ -91,8 +91,11 @@ class _Run:
             self._advance()
 
     def _advance(self) -> None:
-        """Move ``lo`` to the next alive block, looking in ever larger windows."""
+        """Move ``lo`` to the next alive block: the next one, or in ever larger windows."""
         alive, lo, step = self.alive, self.lo, 64
+        if alive.item(lo + 1):    # a live block lies past lo, so lo + 1 exists
+            self.lo = lo + 1
+            return
         while not alive.item(lo):
             window = alive[lo:lo + step]
             if window.any():
@@ -110,6 +113,8 @@ class _Run:
         lo, alive = self.lo, self.alive
         dead = len(alive) - lo - self.live
         window = np.flatnonzero(alive[lo:lo + n + dead])[:n] + lo
+        if self.live > n:     # the first alive block left is past the window
+            self.lo = int(window[-1]) + 1
         self.kill(window)
         return self.pfns[window]
 
