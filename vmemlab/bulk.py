@@ -385,13 +385,14 @@ def _hand_out(zone: Zone, taken: RunLists, nr_pages: int, req: AllocRequest,
     """prep_new_page() for order-0 pages taken off the lists, in allocation order."""
     node = zone.node
     starts, lengths = taken.starts, taken.lengths
-    if not taken.parts and (len(starts) <= _SLICE_RUNS or len(starts) * _SLICE_RUN < nr_pages):
+    if taken.parts:
+        starts, lengths = (a.tolist() for a in taken.arrays())
+    if len(starts) <= _SLICE_RUNS or len(starts) * _SLICE_RUN < nr_pages:
         for start, end in _coalesce(starts, lengths):
             node.mm.mark_allocated(start, end, req.kind, owner)
     else:
-        arr = taken.arrays()
-        node.mm.mark_allocated_pfns(_expand(*arr), req.kind, owner)
-        starts, lengths = arr[0].tolist(), arr[1].tolist()
+        pfns = _expand(np.array(starts, np.int64), np.array(lengths, np.int64))
+        node.mm.mark_allocated_pfns(pfns, req.kind, owner)
     zone.nr_kind[req.kind] += nr_pages
     node.count_event(zone.pgalloc_event, nr_pages)
     if node.trace.enabled:
