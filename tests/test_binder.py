@@ -36,6 +36,15 @@ def test_repo2docker_renders_the_binder_image():
     assert "Building conda environment for python=3.11" in out
     assert "ENV KERNEL_PYTHON_PREFIX=${NB_PYTHON_PREFIX}" in out
     assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in out
+    assert 'ENV R2D_ENTRYPOINT="${REPO_DIR}/binder/start"' in out   # jupyter-config/ applies
+
+
+def test_binder_start_puts_the_lab_configuration_first():
+    """binder/start exports what lab.py sets: jupyter-config/ first on JUPYTER_CONFIG_PATH."""
+    out = subprocess.run(["bash", str(ROOT / "binder/start"), "bash", "-c",
+                          "echo $JUPYTER_CONFIG_PATH"], capture_output=True, text=True,
+                         env={"JUPYTER_CONFIG_PATH": "/etc/x", "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == f"{ROOT / 'jupyter-config'}:/etc/x", out.stderr
 
 
 def test_binder_requirements_cover_every_notebook_import():

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from student_version import comparable, instructor_sources, student_notebook  # noqa: E402
 
 pytest.importorskip("nbgrader", reason="needs nbgrader (in requirements.txt)")
+pytestmark = pytest.mark.timeout(1200)   # the course fixture runs every notebook twice
 
 CONFIG = """\
 c = get_config()
@@ -58,7 +59,7 @@ def course(tmp_path_factory) -> Path:
     (course / "nbgrader_config.py").write_text(CONFIG)
     for folder in ("source/lab", "submitted/solved/lab", "submitted/blank/lab"):
         (course / folder).mkdir(parents=True)
-    for path in sources:
+    for path in instructor_sources():     # all of them: autograde then runs each one
         shutil.copy(path, course / "source/lab" / path.name)
         shutil.copy(path, course / "submitted/solved/lab" / path.name)
         shutil.copy(ROOT / "notebooks" / path.name, course / "submitted/blank/lab" / path.name)
@@ -77,6 +78,22 @@ def test_released_notebooks_match_the_student_versions(course):
                 cell.metadata.get("nbgrader", {}).pop(added, None)
         ours = student_notebook(nbformat.read(path, as_version=4))
         assert comparable(released) == comparable(ours), path.name
+
+
+def test_every_answer_is_right_in_the_instructor_notebooks(course):
+    """Autograde ran each instructor notebook top to bottom (hidden tests included):
+    no cell failed and every answer cell's checker said Right."""
+    for path in instructor_sources():
+        nb = nbformat.read(course / "autograded/solved/lab" / path.name, as_version=4)
+        for cell in nb.cells:
+            outputs = cell.get("outputs", [])
+            assert not [o for o in outputs if o.output_type == "error"], (
+                f"{path.name}: {cell.source[:80]!r} failed")
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("solution") and cell.cell_type == "code":
+                text = "".join(o.get("data", {}).get("text/plain", "") + o.get("text", "")
+                               for o in outputs)
+                assert text.startswith("Right."), f"{meta['grade_id']}: {text[:200]}"
 
 
 def test_autograde_full_marks_for_solutions_none_for_blank(course):

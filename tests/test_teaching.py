@@ -1,15 +1,20 @@
-"""Exercises, nbgrader metadata, and the instructor/student notebook pair.
+"""Exercises, nbgrader metadata, and the instructor/student/regression notebooks.
 
 ``instructor/`` holds the sources (solutions, hidden tests, no outputs);
-``notebooks/`` the student versions made by ``python3 lab.py student``.
-These tests keep the two in sync, check every exercise's metadata and
-checker, and run the instructor notebooks to prove every solution and
-hidden test passes.
+``python3 lab.py student`` makes from them ``tests/notebooks/`` (the
+regression copy, every output, compared by nbval) and ``notebooks/`` (the
+student version: reveal outputs cleared).  ``python3 lab.py`` opens copies
+in ``my_notebooks/``, so a student's saved work changes neither.  These
+tests keep the folders in sync, show that a student's edit fails no test,
+and check every exercise's metadata and checker.  That every solution and
+hidden test passes is tests/test_nbgrader.py's (autograde runs instructor/).
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,11 +26,12 @@ from vmemlab.exercises import EXERCISES, Feedback, FunctionExercise, ValueExerci
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from student_version import (  # noqa: E402
+    REVEAL,
     clear_hidden_tests,
     clear_solutions,
-    comparable,
     instructor_sources,
-    student_notebook,
+    problems,
+    without_reveals,
 )
 
 SOURCES = instructor_sources()
@@ -59,23 +65,88 @@ def test_markdown_solution_and_hidden_tests():
     assert clear_hidden_tests(tests) == "# graded"
 
 
-# -- the pair of folders ------------------------------------------------------
-def test_every_student_notebook_has_an_instructor_source():
-    students = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert students == NAMES
+# -- the folders ----------------------------------------------------------------
+def test_every_student_and_regression_notebook_has_an_instructor_source():
+    for folder in ("notebooks", "tests/notebooks"):
+        found = sorted(p.name for p in (ROOT / folder).glob("[0-9][0-9]_*.ipynb"))
+        assert found == NAMES, folder
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_student_version_is_in_sync(name):
-    made = student_notebook(read(ROOT / "instructor" / name))
-    assert comparable(made) == comparable(read(ROOT / "notebooks" / name)), (
-        f"notebooks/{name} is stale: run python3 lab.py student")
+    """Both copies have the instructor's cells; notebooks/ is tests/notebooks/ less reveals."""
+    assert not problems(ROOT / "instructor" / name)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_instructor_sources_have_no_outputs(name):
     cells = read(ROOT / "instructor" / name).cells
     assert not [c.source[:40] for c in cells if c.get("outputs")]
+
+
+# -- reveal cells: no answer on screen before the prediction ---------------------------
+def _reveal_fixture() -> nbformat.NotebookNode:
+    """A prediction, then a cell tagged reveal whose output gives the answer away."""
+    nb = nbformat.v4.new_notebook()
+    out = nbformat.v4.new_output("stream", name="stdout", text="the answer is 4\n")
+    nb.cells = [nbformat.v4.new_code_cell("order = ...", execution_count=1),
+                nbformat.v4.new_code_cell("print(answer)", execution_count=2, outputs=[out],
+                                          metadata={"tags": [REVEAL]}),
+                nbformat.v4.new_code_cell("print(2)", execution_count=3, outputs=[out])]
+    return nb
+
+
+def test_the_student_version_clears_reveal_outputs_only():
+    nb = _reveal_fixture()
+    student = without_reveals(nb)
+    assert student.cells[1].outputs == [] and student.cells[1].execution_count is None
+    assert student.cells[2] == nb.cells[2] and student.cells[0] == nb.cells[0]
+    assert nb.cells[1].outputs, "the regression copy keeps every output"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_student_notebooks_show_no_reveal_output(name):
+    shown = [i for i, c in enumerate(read(ROOT / "notebooks" / name).cells)
+             if REVEAL in c.metadata.get("tags", []) and (c.get("outputs")
+                                                          or c.get("execution_count"))]
+    assert not shown, f"notebooks/{name}: reveal cells {shown} show their output"
+
+
+def _clone(tmp_path: Path, name: str) -> Path:
+    """What a checkout needs to test notebook ``name``: its three copies, tools, tests."""
+    clone = tmp_path / "clone"
+    for rel in ("pyproject.toml", "lab.py", "tests/__init__.py", "tests/conftest.py",
+                "tests/test_teaching.py", "tests/nbval_sanitize.cfg", f"tests/notebooks/{name}",
+                f"notebooks/{name}", f"instructor/{name}", *(
+                    p.relative_to(ROOT) for p in (ROOT / "tools").glob("*.py"))):
+        (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, clone / rel)
+    return clone
+
+
+def test_a_students_saved_edit_fails_no_test(tmp_path):
+    """The lab opens my_notebooks/; an answer saved there leaves the tests' inputs alone."""
+    name = NAMES[0]
+    clone = _clone(tmp_path, name)
+    run = [sys.executable, "-c", "import lab; print(lab.working_copies())"]
+    assert name in subprocess.run(run, cwd=clone, check=True, capture_output=True,
+                                  text=True).stdout
+    mine = clone / "my_notebooks" / name
+    nb = read(mine)
+    nb.cells[-1].source += "\nmy_answer = 42   # a student's edit, saved"
+    nb.cells.append(nbformat.v4.new_code_cell("print('mine')", execution_count=99, outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="mine\n")]))
+    nbformat.write(nb, mine)
+    pytest_in_clone = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    listed = subprocess.run([*pytest_in_clone, "--collect-only"], cwd=clone, text=True,
+                            capture_output=True, timeout=240)
+    assert f"tests/notebooks/{name}::Cell 0" in listed.stdout, listed.stdout[-2000:]
+    assert "my_notebooks" not in listed.stdout
+    sync = subprocess.run([*pytest_in_clone, "tests/test_teaching.py", "-k",
+                           "sync or reveal_output or instructor_source"],
+                          cwd=clone, text=True, capture_output=True, timeout=240)
+    assert sync.returncode == 0 and " passed" in sync.stdout, sync.stdout[-3000:]
+    assert read(mine).cells[-1].source == "print('mine')"   # the student's work is intact
 
 
 # -- nbgrader metadata ---------------------------------------------------------
@@ -119,7 +190,7 @@ def _all() -> list:
 def test_checker_says_right_wrong_and_pending(ex):
     pending = ex.check(...)
     assert isinstance(pending, Feedback) and pending.ok is None
-    assert ex.reveal().ok is True
+    assert ex.reveal().ok is None and not repr(ex.reveal()).startswith("Right.")
     if isinstance(ex, ValueExercise):
         assert ex.correct(ex.answer)
         wrong = ex.check(object())
@@ -128,19 +199,3 @@ def test_checker_says_right_wrong_and_pending(ex):
         assert isinstance(ex, FunctionExercise)
         assert ex.check(lambda *args: None).ok is False
         assert ex.check(7).ok is False
-
-
-# -- running the instructor notebooks -------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
-def test_instructor_notebook_solves_every_exercise(name, tmp_path):
-    """Execute the instructor version: no errors, every checker says Right."""
-    from nbclient import NotebookClient
-
-    nb = read(ROOT / "instructor" / name)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT / "instructor")}}).execute()
-    for cell in nb.cells:
-        if nbgrader(cell).get("solution") and cell.cell_type == "code":
-            text = "".join(o.get("data", {}).get("text/plain", "") + o.get("text", "")
-                           for o in cell.outputs)
-            assert text.startswith("Right."), f"{nbgrader(cell)['grade_id']}: {text[:200]}"

@@ -1,9 +1,10 @@
 """TraceViewer and HypervisorPanel in a real browser: JupyterLab 4 and Voila, headless Chromium.
 
 Skipped, saying why, without Playwright (the Python package), Debian's
-Chromium (/usr/bin/chromium) or Voila.  Each test starts its own server
-(tests/browser.py) with a one-cell notebook; tests/test_browser_notebooks.py
-drives the real notebooks.  The TraceViewer tests press the slider's arrow key and
+Chromium (/usr/bin/chromium) or Voila.  Each test opens a one-cell notebook
+on the session's JupyterLab server (tests/conftest.py), in the shared
+JupyterLab page or as a Voila app; tests/test_browser_notebooks.py drives
+the real notebooks.  The TraceViewer tests press the slider's arrow key and
 check that the kernel-side caption and the heatmap image changed in the
 page; the HypervisorPanel tests move the requested-size slider with the
 keyboard, click ``qom-set``, and check that the status text says what the
@@ -21,16 +22,13 @@ import pytest
 
 from .browser import (
     PageProblems,
-    jupyterlab,
-    lab_url,
     require_browser,
-    run_all_cells,
-    voila,
+    voila_url,
     wait_for_change,
     wait_until,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 require_browser()
 
 CELL = """\
@@ -73,7 +71,7 @@ def _step_and_check(page) -> None:
     page.locator(".widget-slider .noUi-handle").first.focus()
     page.keyboard.press("ArrowRight")
     page.locator("text=step 1/2: 8 kernel pages").wait_for(timeout=30_000)
-    wait_for_change(lambda: image.get_attribute("src"), src0, "the heatmap image", timeout=10)
+    wait_for_change(lambda: image.get_attribute("src"), src0, "the heatmap image", timeout=60)
     assert "mm_page_alloc: pfn=0x0 order=3" in page.content()
 
 
@@ -99,33 +97,34 @@ def _qom_set_and_check(page, label: str = "= 96 KiB", action: str = "96K",
     assert plugged in page.content()
     wait_until(lambda: _image_srcs(page)[:2],                # heatmap and subblock map redrawn
                lambda srcs: srcs[0] != srcs0[0] and srcs[1] != srcs0[1],
-               "the heatmap and the subblock map to change", timeout=10)
+               "the heatmap and the subblock map to change", timeout=60)
+
+
+def _site_notebook(site: Path, cell: str) -> str:
+    """Write ``cell`` as a notebook under the site's widgets/; its path there."""
+    name = "panel.ipynb" if "HypervisorPanel(" in cell else "trace_viewer.ipynb"
+    return f"widgets/{_notebook(site / 'widgets' / name, cell).name}"
 
 
 @contextlib.contextmanager
-def _lab(page, tmp_path: Path, cell: str) -> Iterator[None]:
-    _notebook(tmp_path / "viewer.ipynb", cell)
-    with jupyterlab(tmp_path) as base:
-        page.goto(lab_url(base, "viewer.ipynb"))
-        assert not run_all_cells(page, "viewer.ipynb")
-        yield
+def _lab(page, lab, site: Path, cell: str) -> Iterator[None]:
+    assert not lab.run(_site_notebook(site, cell))
+    yield
 
 
 @contextlib.contextmanager
-def _voila(page, tmp_path: Path, cell: str) -> Iterator[None]:
-    _notebook(tmp_path / "viewer.ipynb", cell)
-    with voila(tmp_path, "viewer.ipynb") as url:
-        page.goto(url)
-        yield
-        assert page.locator(".jp-CodeCell .jp-InputArea").count() == 0   # code stripped
+def _voila(page, lab, site: Path, cell: str) -> Iterator[None]:
+    page.goto(voila_url(lab.base, _site_notebook(site, cell)), timeout=180_000)
+    yield
+    assert page.locator(".jp-CodeCell .jp-InputArea").count() == 0   # code stripped
 
 
 @pytest.mark.parametrize("app", [_lab, _voila], ids=["jupyterlab", "voila"])
 @pytest.mark.parametrize(("cell", "check"), [(CELL, _step_and_check),
                                              (PANEL_CELL, _qom_set_and_check)],
                          ids=["trace_viewer_steps", "hypervisor_panel_plugs"])
-def test_widget_in_a_real_browser(page, tmp_path, app, cell, check):
-    problems = PageProblems(page)
-    with app(page, tmp_path, cell):
-        check(page)
+def test_widget_in_a_real_browser(page, lab, lab_site, app, cell, check):
+    shown = lab.page if app is _lab else page
+    with PageProblems(shown) as problems, app(shown, lab, lab_site, cell):
+        check(shown)
     problems.check()

@@ -18,7 +18,13 @@ from tests.conftest import teaching
 from vmemlab.constants import MigrateType, PageKind, PageState
 from vmemlab.trace import MigrateFolioMove, TestPagesIsolated
 from vmemlab.viz import fragdata, palette
-from vmemlab.viz.classes import PAGE_CLASSES, PAGEBLOCK_CLASSES, PB_BASE, CellClass
+from vmemlab.viz.classes import (
+    PAGE_CLASSES,
+    PAGEBLOCK_CLASSES,
+    PB_BASE,
+    SUBBLOCK_CLASSES,
+    CellClass,
+)
 from vmemlab.viz.figures import FIGSIZE, figure_png, new_figure
 from vmemlab.viz.fragplots import (
     draw_fragmentation,
@@ -29,6 +35,7 @@ from vmemlab.viz.heatmap import draw_heatmap, update_heatmap
 from vmemlab.viz.migration import draw_migration
 from vmemlab.viz.moves import migration_summary, range_rects
 from vmemlab.viz.render import HeatmapRenderer
+from vmemlab.viz.subblocks import CONTENT_CLASSES
 
 C = CellClass
 
@@ -92,14 +99,36 @@ def _linear(hex_colour: str) -> np.ndarray:
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
+# Classes that can share one picture: a simulated page map, a real machine's page
+# map (no isolation, pins, balloons or contig ranges are visible there, and its
+# pageblock types are unknown), a subblock map with and without its content.
+SIMULATED_PAGES = tuple(c for c in PAGE_CLASSES if c is not C.NO_FLAGS)
+REAL_PAGES = (C.NOT_PRESENT, C.OFFLINE, C.RESERVED, C.FREE, C.MOVABLE, C.RECLAIMABLE,
+              C.UNMOVABLE, C.PAGE_OFFLINE, C.NO_FLAGS, C.PB_UNKNOWN)
+PICTURES = {"page": SIMULATED_PAGES, "real": REAL_PAGES, "pageblock": PAGEBLOCK_CLASSES,
+            "subblock": SUBBLOCK_CLASSES, "content": CONTENT_CLASSES}
+
+
 @pytest.mark.parametrize("vision", ["normal", *_CVD])
-@pytest.mark.parametrize("classes", [PAGE_CLASSES, PAGEBLOCK_CLASSES], ids=["page", "pageblock"])
+@pytest.mark.parametrize("classes", PICTURES.values(), ids=PICTURES.keys())
 def test_palette_stays_distinct_under_colour_blindness(vision, classes):
     m = np.eye(3) if vision == "normal" else np.array(_CVD[vision])
     lab = {c: _lab(m @ _linear(palette.colour(c))) for c in classes}
     worst = min(float(np.linalg.norm(lab[a] - lab[b]))
                 for a, b in itertools.combinations(classes, 2))
     assert worst > 12.0     # CIE76 delta E; about 2.3 is "just noticeable"
+
+
+@pytest.mark.parametrize("pair", [(C.FREE, C.RECLAIMABLE), (C.UNMOVABLE, C.SB_KERNEL),
+                                  (C.CONTIG, C.PAGE_OFFLINE), (C.BALLOON, C.MOVABLE)],
+                         ids=lambda p: f"{p[0].name}-{p[1].name}")
+def test_classes_told_apart_in_the_notebooks_stay_far_apart(pair):
+    """Free memory is not Reclaimable's orange; 08's two hatched reds differ; the pages
+    alloc_contig_range() took are not the driver's PageOffline; balloons are not user pages."""
+    for vision in ["normal", *_CVD]:
+        m = np.eye(3) if vision == "normal" else np.array(_CVD[vision])
+        a, b = (_lab(m @ _linear(palette.colour(c))) for c in pair)
+        assert float(np.linalg.norm(a - b)) > 20.0, vision
 
 
 def test_class_cmap_maps_each_code_to_its_colour_exactly():
@@ -124,12 +153,15 @@ def test_draw_heatmap_page_zoom_returns_its_artists(ax):
     assert art.image.get_interpolation() == "nearest"
     assert np.array_equal(art.image.get_array(), art.grid.cells)
     assert art.grid.cells[divmod(pfn, 16)] == C.UNMOVABLE
-    assert legend_labels(art.legend) == [str(c) for c in PAGE_CLASSES]
+    assert legend_labels(art.legend) == ["free", "unmovable (kernel)"]   # only what it shows
     assert len(art.block_lines.get_segments()) == 3
     assert [t.get_text() for t in art.zone_labels] == ["Normal"]
     assert len(art.hatches) == 1                      # the one unmovable page
-    assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["0x0", "0x20"]
-    assert [t.get_text() for t in art.address_axis.get_yticklabels()][:2] == ["0", "128 KiB"]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[:2] == ["0x0", "0x10"]
+    assert list(ax.get_yticks()[:2]) == [-0.5, 0.5]     # on the top edge of each row
+    assert [t.get_text() for t in art.address_axis.get_yticklabels()][:2] == ["0", "64 KiB"]
+    assert list(ax.get_xticks()[:2]) == [-0.5, 1.5]     # on the left edge of a column
     assert art.ax.figure is ax.figure
 
 
@@ -142,7 +174,7 @@ def test_draw_heatmap_pageblock_zoom_shades_by_fill(ax):
     row, col = art.grid.rowcol(pfn)
     assert alpha[row, col] == pytest.approx(palette.FILL_FLOOR + (1 - palette.FILL_FLOOR) * 0.5)
     assert alpha[0, 0 if col else 1] == pytest.approx(palette.FILL_FLOOR)
-    assert legend_labels(art.legend) == [str(c) for c in PAGEBLOCK_CLASSES]
+    assert legend_labels(art.legend) == ["Movable pageblock"]
 
 
 def test_update_heatmap_changes_the_data_of_the_same_image(ax):
@@ -156,7 +188,8 @@ def test_update_heatmap_changes_the_data_of_the_same_image(ax):
     assert not np.array_equal(before, after)
     changed = np.argwhere(after != before)
     assert {grid.pfn_at(r, c) for r, c in changed} == set(range(pfn, pfn + 8))
-    assert len(art.hatches) == 1 and len(ax.collections) == 4   # hatch, blocks, devices, zones
+    # hatch, cell grid, blocks, devices, zones
+    assert len(art.hatches) == 1 and len(ax.collections) == 5
 
 
 def test_heatmap_of_a_q35_guest_marks_zones_and_leaves_the_hole_blank(ax):

@@ -65,7 +65,7 @@ def test_every_page_map_character_has_its_class():
     got = classify_pages(state, kind, flags).tolist()
     assert got == [C.FREE, C.MOVABLE, C.MOVABLE, C.MOVABLE, C.UNMOVABLE, C.UNMOVABLE,
                    C.RECLAIMABLE, C.UNMOVABLE, C.UNMOVABLE, C.UNMOVABLE, C.UNMOVABLE,
-                   C.MOVABLE, C.RESERVED, C.PAGE_OFFLINE, C.OFFLINE, C.PINNED]
+                   C.BALLOON, C.RESERVED, C.PAGE_OFFLINE, C.OFFLINE, C.PINNED]
 
 
 def test_classify_matches_the_scalar_rule_for_every_combination():

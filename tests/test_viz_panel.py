@@ -18,6 +18,7 @@ import vmemlab as vm
 from tests.conftest import teaching
 from vmemlab.viz.classes import CellClass
 from vmemlab.viz.panel import HypervisorPanel, qemu_size
+from vmemlab.viz.render import round_span
 
 C = CellClass
 MB = 64 * 4096
@@ -38,7 +39,8 @@ def test_requested_slider_and_qom_set_plug_and_redraw():
                            p.series_image.value)
     p.requested.value = 19                   # 19 device blocks of 32 KiB
     assert dev.requested_size == 0           # nothing happens before qom-set
-    assert "= 608 KiB" in p.requested_label.value
+    assert "= 608 KiB" in p.requested_label.value.replace("\u00a0", " ")
+    assert "white-space:nowrap" in p.requested_label.value
     p.apply()
     assert dev.requested_size == dev.size == 19 * 32 * 1024
     assert p.heatmap_image.value != heat0 and p.subblock_image.value != sub0
@@ -116,7 +118,23 @@ def test_run_samples_the_clock_and_the_retry_timer_fires():
     assert drv.passes == passes + 1 and "next wait 100 s" in p.status_text()
     s = p.recorder.series()
     assert len(s) >= 60 and (np.diff(s.time) > 0).all()
-    assert p.chart.ax.get_xlim()[1] - p.chart.ax.get_xlim()[0] == 120.0
+    lo, hi = p.chart.ax.get_xlim()
+    assert lo == s.time[0] and s.time[-1] <= hi and hi - lo == 100.0   # a round span
+
+
+def test_the_time_axis_fits_a_sub_second_unplug():
+    """A 0.3 s unplug fills the chart's time axis (0-0.5 s), not a sliver of 0-60 s."""
+    from vmemlab.exercises import nb00
+
+    m, dev, _ = nb00.demo_guest(trace=False)
+    p = HypervisorPanel(m)
+    t0 = m.now
+    p.apply(dev.block_size and (1 << 30) // dev.block_size)
+    s = p.recorder.series()
+    lo, hi = p.chart.ax.get_xlim()
+    assert s.time[-1] - t0 < 0.5 and (lo, hi) == (t0, t0 + 0.5)
+    assert round_span(0.347, 0.1) == 0.5 and round_span(61, 0.1) == 100.0
+    assert round_span(0, 0.1) == 0.1
 
 
 def test_reboot_unplugs_everything_and_the_guest_plugs_again():

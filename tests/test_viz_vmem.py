@@ -218,7 +218,10 @@ def test_draw_subblocks_returns_its_artists_and_a_legend(ax):
     assert np.array_equal(art.image.get_array(), art.grid.cells)
     assert art.image.get_interpolation() == "nearest"
     labels = [t.get_text() for t in art.legend.get_texts()]
-    assert labels == [str(c) for c in SUBBLOCK_CLASSES] + ["device region", "usable region"]
+    present = set(np.unique(art.grid.cells)) | set(np.unique(art.grid.strip))
+    assert labels == [str(c) for c in SUBBLOCK_CLASSES if c in present] + [
+        "device region", "usable region"]
+    assert "plugged, not added" not in labels            # no failed add in this picture
     assert len(art.block_lines.get_segments()) == 7
     assert len(art.device_line.get_segments()) == len(art.usable_line.get_segments()) == 1
     assert len(art.hatches) == 2                   # kernel-zone cells, and their strip rows
@@ -234,8 +237,9 @@ def test_content_legend_and_draw_heatmap_dispatch(ax):
     assert art.grid.content and art.legend is None
     fig, ax2 = new_figure("heatmap")
     art2 = draw_subblocks(ax2, vmem(), content=True, legend="below")
-    assert [t.get_text() for t in art2.legend.get_texts()][:len(CONTENT_CLASSES)] == [
-        str(c) for c in CONTENT_CLASSES]
+    present = set(np.unique(art2.grid.cells)) | set(np.unique(art2.grid.strip))
+    assert [t.get_text() for t in art2.legend.get_texts()][:-2] == [
+        str(c) for c in CONTENT_CLASSES if c in present]
     with pytest.raises(TypeError, match="device"):
         draw_heatmap(ax, vmem(), zoom="page", device=0)
 
@@ -328,7 +332,9 @@ def test_draw_plug_series_and_its_renderer(ax):
                                                                "usable region"]
     assert ax.get_ylabel() == "MiB" and chart.artists[0].get_drawstyle() == "steps-post"
     r = PlugSeriesRenderer(s)
-    assert r.ax.get_xlim() == (0.0, 60.0)
+    lo, hi = r.ax.get_xlim()
+    assert lo == s.time[0] and s.time[-1] <= hi <= s.time[0] + 2.5 * max(s.time[-1] - s.time[0],
+                                                                          0.1)
     longer = plug_series(recorded().trace.frames[:2])
     png = r.update(longer)
     assert png and list(r.lines[0].get_xdata()) == list(longer.time)
@@ -363,5 +369,5 @@ def test_renderer_pixels_match_a_full_matplotlib_draw(zoom, kw):
     inside = differ[y0:y1, x0:x1]
     assert inside.mean() < 0.002, f"{int(inside.sum())} pixels differ inside the axes"
     outside = differ.copy()
-    outside[y0 - 2:y1 + 2, x0 - 2:x1 + 2] = False
+    outside[y0 - 3:y1 + 3, x0 - 3:x1 + 3] = False   # where leaders meet the axes edge
     assert not outside.any()                  # ticks, labels, legend: identical

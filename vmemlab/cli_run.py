@@ -14,7 +14,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from .cli_common import UsageError, write_png
+from .cli_common import UsageError, load_viz, write_png
 from .scenario import (
     ACTION_HELP,
     ACTIONS,
@@ -109,6 +109,8 @@ def run_run(args: argparse.Namespace) -> int:
     from .scenario_run import format_header, format_step, format_verdict, run_scenario
 
     sc = load(args.scenario, args.param)
+    if args.png:
+        load_viz("--png", args.png)   # no matplotlib: say so now, not after the whole run
 
     def show(result: RunResult, res: StepResult) -> None:
         i = len(result.steps) - 1

@@ -169,6 +169,7 @@ class PageFlag(IntEnum):
     PINNED = 1        # long-term pin (FOLL_LONGTERM): refcount > mapcount + 1
     DIRTY = 2         # dirty page cache: not reclaimable without writeback
     REFCOUNT_ZERO = 4  # PageOffline page whose driver dropped its reference
+    NO_KPAGEFLAGS = 8  # a real machine's page whose /proc/kpageflags word is 0 (realmem only)
 
 
 class Errno(IntEnum):

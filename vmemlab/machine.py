@@ -35,6 +35,13 @@ from .activity import (
 from .boot import BootLayout, boot_layout, free_area_init, memblock_free_all, q35_reserve
 from .bootmem import BootMemory, boot_kernel
 from .bulk import alloc_pages_bulk
+from .compaction import (
+    CompactControl,
+    MigrateMode,
+    compact_nodes,
+    compact_zone,
+    compaction_cost_s,
+)
 from .constants import Geometry, GiB, MiB, PageKind, ZoneType, format_size, geometry, parse_size
 from .contig import ContigRange, alloc_contig_pages, free_contig_range
 from .drop_caches import drop_caches
@@ -614,6 +621,31 @@ class Machine:
         """Give back pages from alloc_contig_range(); returns the count still in use."""
         return free_contig_range(self.node, pfn, nr_pages)
 
+    def compact_memory(self) -> list[CompactControl]:
+        """``echo 1 > /proc/sys/vm/compact_memory``: compact every zone, synchronously.
+
+        Returns one CompactControl per zone (``compaction_summary`` prints
+        them); the simulated clock advances by their cost.
+        """
+        runs = compact_nodes(self.node)
+        self.advance(compaction_cost_s(runs, self.geometry.page_shift))
+        return runs
+
+    def compact_zone(self, zone: str | ZoneType, order: int = -1) -> CompactControl:
+        """Compact one zone synchronously from both ends; with ``order`` >= 0, stop as soon
+        as a free block of that order exists (what kcompactd does for an order)."""
+        if not isinstance(order, int) or isinstance(order, bool) \
+                or not -1 <= order <= self.geometry.max_page_order:
+            raise ValueError(f"order={order!r} must be -1 (the whole zone) or 0.."
+                             f"{self.geometry.max_page_order}")
+        z = self.zone(zone)
+        if not z.managed():
+            raise ValueError(f"zone {z.name} has no memory to compact")
+        cc = CompactControl(z, order, MigrateMode.MIGRATE_SYNC, highest_zoneidx=z.idx)
+        compact_zone(cc)
+        self.advance(compaction_cost_s([cc], self.geometry.page_shift))
+        return cc
+
     def alloc_contig_pages(self, nr_pages: int, gfp: str | int = "GFP_KERNEL") -> int | None:
         """Find and take ``nr_pages`` contiguous pages; the first pfn or None."""
         return alloc_contig_pages(self.node, nr_pages, gfp)
@@ -841,7 +873,8 @@ class Machine:
         mm = self.node.mm
         extra = {"pagetypeinfo": self.proc.pagetypeinfo(),
                  "virtio_mem": [dev.driver.view() for dev in self.virtio_mem
-                                if dev.driver.mode is not None]}
+                                if dev.driver.mode is not None],
+                 "contig": self.node.contig_runs()}
         return Snapshot(self.now, self.geometry, mm.state.copy(), mm.kind.copy(), mm.flags.copy(),
                         mm.pb_mt.copy(), mm.pb_zone.copy(), self.proc.buddyinfo(),
                         self.proc.meminfo(), extra)

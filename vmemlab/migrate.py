@@ -241,15 +241,25 @@ def move_folios_bulk(node: Node, srcs: np.ndarray, gfp: int, stats: MigrateStats
     if not len(srcs):
         return 0
     dsts = alloc_pages_bulk(node, gfp, len(srcs), PageKind.ANON, -1, fast_only=fast_only)
+    return move_folios_to(node, srcs[:len(dsts)], dsts, stats)
+
+
+def move_folios_to(node: Node, srcs: np.ndarray, dsts: np.ndarray, stats: MigrateStats) -> int:
+    """Migrate order-0 folios ``srcs[i]`` to ``dsts[i]``, in order; returns how many.
+
+    The destinations are already allocated as anonymous pages of no owner
+    (what ``alloc_pages_bulk(..., PageKind.ANON, -1)`` gives, or compaction's
+    ``compaction_alloc``): each takes its source's kind, owner and flags, and
+    the sources are freed.  Kernel: mm/migrate.c, migrate_pages_batch()
+    """
     if not len(dsts):
         return 0
-    moved = srcs[:len(dsts)]
-    _transfer_identity(node, moved, dsts, from_kind=PageKind.ANON)
-    free_pages_bulk(node, moved)
+    _transfer_identity(node, srcs, dsts, from_kind=PageKind.ANON)
+    free_pages_bulk(node, srcs)
     if node.trace.enabled:
-        for s, d in zip(moved.tolist(), dsts.tolist(), strict=True):
+        for s, d in zip(srcs.tolist(), dsts.tolist(), strict=True):
             node.emit(MigrateFolioMove(s, d, 0))
-    stats.record(moved, dsts, np.zeros(len(dsts), np.int64))
+    stats.record(srcs, dsts, np.zeros(len(dsts), np.int64))
     return len(dsts)
 
 

@@ -77,6 +77,7 @@ class Node:
         self.clock = lambda: 0.0
         # Per-CPU page lists (vmemlab.pcp.Pagesets), set when the machine boots.
         self.pagesets: Any = None
+        self.compaction: Any = None   # vmemlab.compaction.NodeCompaction, made on first use
 
     def printk(self, message: str) -> None:
         """Append a line to the kernel log (``Machine.dmesg()`` shows it)."""
@@ -114,6 +115,28 @@ class Node:
     def contig_owner_ids(self) -> list[int]:
         """Owners created by alloc_contig_range() (free_contig_range() frees only those)."""
         return [o.id for o in self.owners if o.contig]
+
+    def contig_runs(self) -> np.ndarray:
+        """(start, end) pfn runs of allocated pages held by alloc_contig_range() callers.
+
+        Those pages are KERNEL pages of a contig owner (``ContigRange`` and
+        ``fake_online`` give them that kind), so only KERNEL pages are looked
+        at.  Pictures draw them apart from other kernel memory.
+        """
+        ids = self.contig_owner_ids()
+        mm = self.mm
+        if not ids:
+            return np.zeros((0, 2), np.int64)
+        cand = np.flatnonzero((mm.kind == PageKind.KERNEL) & (mm.state == PageState.ALLOCATED))
+        is_contig = np.zeros(len(self.owners) + 1, bool)
+        is_contig[np.asarray(ids) + 1] = True
+        pfns = cand[is_contig[mm.owner[cand] + 1]]
+        if not pfns.size:
+            return np.zeros((0, 2), np.int64)
+        cuts = np.flatnonzero(np.diff(pfns) != 1) + 1
+        starts = pfns[np.concatenate(([0], cuts))]
+        ends = pfns[np.concatenate((cuts - 1, [pfns.size - 1]))] + 1
+        return np.stack([starts, ends], axis=1).astype(np.int64)
 
     def owner_of(self, pfn: int) -> Owner | None:
         """The owner of an allocated page, or None for free/reserved pages."""

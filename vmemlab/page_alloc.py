@@ -11,8 +11,9 @@ reclaim cannot free enough, the OOM killer may kill a process
 
 Simplifications (also in docs/glossary.md): per-CPU page lists only hold
 what boot left on them (vmemlab.pcp; a page is freed straight into the buddy
-allocator and allocations never take from the lists), no compaction, no
-highatomic reserve and no CMA (the simulated kernel is built without CONFIG_CMA).
+allocator and allocations never take from the lists), no highatomic reserve
+and no CMA (the simulated kernel is built without CONFIG_CMA).  Compaction
+is vmemlab.compaction's, with its own simplifications.
 
 Kernel: mm/page_alloc.c
 """
@@ -342,7 +343,8 @@ class AllocRequest:
 
 
 def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
-    """Allocate one block: fast path, kswapd, the min watermark, reclaim, the OOM killer.
+    """Allocate one block: fast path, kswapd, the min watermark, direct compaction
+    (order > 0 only, vmemlab.compaction) and reclaim, then the OOM killer.
 
     Returns (zone, head pfn) of a block still marked FREE in the memmap;
     ``prep_new_page`` hands it to its owner.  When reclaim makes no more
@@ -352,7 +354,8 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
 
     Kernel: mm/page_alloc.c, __alloc_pages() and __alloc_pages_slowpath()
     """
-    from .reclaim import direct_reclaim, wakeup_kswapd  # reclaim frees via this module
+    from .compaction import direct_compact_after_reclaim, direct_compact_first
+    from .reclaim import direct_reclaim, wakeup_kswapd  # both free via this module
 
     zonelist = node.zonelist(req.highest)
     if not zonelist:
@@ -365,20 +368,25 @@ def alloc_block(node: Node, req: AllocRequest) -> tuple[Zone, int] | None:
         return got
     slow = gfp_to_alloc_flags(req.gfp, req.order)
     if slow & AllocFlags.KSWAPD:
-        wakeup_kswapd(node, req.order, req.highest)
-    while True:
-        got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+        wakeup_kswapd(node, req.order, req.highest, req.gfp)
+    got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+    if got is None and req.order and req.gfp & _GFP_DIRECT:
+        got = direct_compact_first(node, req, slow)
+    while got is None:
         while got is None and req.gfp & _GFP_DIRECT:
             if not direct_reclaim(node, req.order, req.highest):
                 break
             got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
         if got is None and req.gfp & _GFP_DIRECT and drain_all_pages(node):
             got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
+        if got is None and req.order and req.gfp & _GFP_DIRECT:
+            got = direct_compact_after_reclaim(node, req, slow)
         if got is not None or not oom_may_kill(req):
             break
         got, progress = alloc_pages_may_oom(node, req)
         if got is not None or not progress or _current_killed(node):
             break
+        got = get_page_from_freelist(node, req.order, req.mt, req.highest, slow)
     if got is None and not req.gfp & _GFP_NOWARN and not _current_killed(node):
         warn_alloc(node, req)
     return got

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import PageFlag, PageKind, PageState
+from .gfp import Gfp
 from .trace import MmVmscanKswapdWake, MmVmscanLruShrinkInactive
 from .zone import SWAP_CLUSTER_MAX, WMARK_HIGH
 
@@ -55,12 +56,22 @@ def nr_reclaimable(node: Node, highest: int) -> int:
     return int(sum(z.nr_kind[PageKind.FILE] for z in _eligible(node, highest)))
 
 
-def wakeup_kswapd(node: Node, order: int, highest: int) -> int:
+def wakeup_kswapd(node: Node, order: int, highest: int, gfp: int = 0) -> int:
     """Wake kswapd if the node is unbalanced; it reclaims until balanced.
 
-    Returns the number of pages reclaimed.  Kernel: mm/vmscan.c, wakeup_kswapd()
+    For a high-order request kcompactd is woken too: by kswapd when it is
+    done, or instead of it when the node has enough free memory (then only
+    for a caller that cannot compact itself, without __GFP_DIRECT_RECLAIM).
+    Returns the number of pages reclaimed.  Kernel: mm/vmscan.c,
+    wakeup_kswapd(), kswapd_try_to_sleep()
     """
-    if pgdat_balanced(node, 0, highest) or not nr_reclaimable(node, highest):
+    from .compaction import wakeup_kcompactd
+
+    if pgdat_balanced(node, 0, highest):
+        if order and not gfp & Gfp.DIRECT_RECLAIM:
+            wakeup_kcompactd(node, order, highest)
+        return 0
+    if not nr_reclaimable(node, highest):
         return 0
     node.emit(MmVmscanKswapdWake(node.node_id, highest, order))
     node.count_event("pageoutrun")
@@ -71,6 +82,8 @@ def wakeup_kswapd(node: Node, order: int, highest: int) -> int:
         reclaimed += got
         if not got:
             break
+    if order:
+        wakeup_kcompactd(node, order, highest)     # kswapd goes to sleep
     return reclaimed
 
 

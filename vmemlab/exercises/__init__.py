@@ -13,47 +13,200 @@ In a notebook::
     ex.merge_order.check(prediction)  # right / not quite, and why
 
 ``check`` never raises: an unanswered ``...``, an answer of the wrong form
-and a function that crashes all come back as feedback.  ``correct`` is the
-bare boolean that nbgrader's hidden tests assert; ``reveal`` shows the
-answer.  Each notebook's module (``nb01``, ``nb02``, ...) defines its
-exercises with ``ValueExercise`` and ``FunctionExercise``; ``EXERCISES``
-holds them all, keyed ``"NN.name"``, for the instructor guide and tests.
+and a function that crashes all come back as feedback, marked "Right.",
+"Not quite." (a real answer, and wrong), "Wrong form:" (not an answer this
+exercise can read; the text says what to give) or "No prediction yet.".
+Every answer goes through one rule first (``normalise``, ``same``): case,
+spaces and underscores in names, lists and tuples, ``3.0`` and ``3``, and
+``-16``, ``"EBUSY"``, ``"-EBUSY"`` and ``vm.EBUSY`` do not matter; numpy
+arrays, NaN, infinities and the string ``'None'`` are the wrong form.
+``correct`` is the bare boolean that nbgrader's hidden tests assert;
+``reveal`` shows the answer, marked "The answer:" (never "Right.": a
+student who gave up has not been judged).  Each notebook's module
+(``nb01``, ``nb02``, ...) defines its exercises with ``ValueExercise`` and
+``FunctionExercise``; ``EXERCISES`` holds them all, keyed ``"NN.name"``,
+for the instructor guide and tests.
 """
 
 from __future__ import annotations
 
+import enum
 import html
 import importlib
+import math
 import pkgutil
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
+from vmemlab.constants import Errno
+
 EXERCISES: dict[str, Exercise] = {}
 
-_MARK = {True: "Right.", False: "Not quite.", None: "No prediction yet."}
-_COLOUR = {True: "#009E73", False: "#D55E00", None: "#999999"}  # Okabe-Ito
+# A verdict's mark and colour (Okabe-Ito).  ``ok`` is True only for "right".
+_MARK = {"right": "Right.", "wrong": "Not quite.", "form": "Wrong form:",
+         "pending": "No prediction yet.", "answer": "The answer:"}
+_COLOUR = {"right": "#009E73", "wrong": "#D55E00", "form": "#999999", "pending": "#999999",
+           "answer": "#0072B2"}
+_OK = {"right": True, "wrong": False, "form": False, "pending": None, "answer": None}
+MAX_DEPTH = 32          # nesting of lists a checker reads before calling it the wrong form
+MAX_SHOWN = 120         # characters of a student's answer quoted back
 
 
 @dataclass(frozen=True)
 class Feedback:
-    """What a checker says: ``ok`` is True, False, or None (nothing to check yet)."""
+    """What a checker says: ``ok`` is True (right), False (wrong, or the wrong form)
+    or None (nothing to judge: no prediction yet, or the answer revealed).
+
+    ``verdict`` names which: "right", "wrong", "form", "pending" or "answer";
+    it picks the mark printed before the text ("Right.", "Not quite.",
+    "Wrong form:", "No prediction yet.", "The answer:").
+    """
 
     ok: bool | None
     text: str
+    verdict: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.verdict:
+            object.__setattr__(self, "verdict", {True: "right", False: "wrong",
+                                                 None: "pending"}[self.ok])
+        if _OK[self.verdict] is not self.ok:
+            raise ValueError(f"verdict {self.verdict!r} does not go with ok={self.ok}")
 
     def __bool__(self) -> bool:
         return bool(self.ok)
 
     def __repr__(self) -> str:
-        return f"{_MARK[self.ok]} {self.text}"
+        return f"{_MARK[self.verdict]} {self.text}"
 
     def _repr_html_(self) -> str:
         body = html.escape(self.text)
-        return (f'<div style="border-left:4px solid {_COLOUR[self.ok]};padding:2px 10px;'
-                f'white-space:pre-wrap"><b>{_MARK[self.ok]}</b> {body}</div>')
+        return (f'<div style="border-left:4px solid {_COLOUR[self.verdict]};padding:2px 10px;'
+                f'white-space:pre-wrap"><b>{_MARK[self.verdict]}</b> {body}</div>')
+
+
+def wrong_form(text: str) -> Feedback:
+    """Feedback on an answer that cannot be judged: neutral, it says which form to give."""
+    return Feedback(False, text, "form")
+
+
+# ------------------------------------------------------------------ one normalisation rule
+class WrongForm(ValueError):
+    """An answer no checker can read; the message says what to give instead."""
+
+
+def normalise(x: Any, _depth: int = 0) -> Any:
+    """Bring an answer (or a student function's result) into the one form checkers read.
+
+    The rule, the same for every exercise, value or function:
+
+    * numpy scalars and 0-d arrays are the Python scalars they hold; an
+      integral float is an int (``3.0`` is ``3``); NaN and infinities are the
+      wrong form;
+    * lists are tuples (``[1, 2]`` is ``(1, 2)``), inside too; sets are
+      frozensets;
+    * a numpy array of one or more dimensions is the wrong form, even with
+      one element: give ``int(a[0])`` or ``tuple(a.tolist())``, so an array
+      is never taken for the number it happens to hold;
+    * the string ``'None'`` is the wrong form: Python's ``None`` is meant;
+    * strings, bools and ``None`` stay as they are (``same`` compares strings
+      without regard to case, spaces, underscores or hyphens, and reads errno
+      names: ``-16 == "EBUSY" == "-EBUSY" == vm.EBUSY``);
+    * anything else (including objects whose ``==`` or ``repr`` would
+      raise) is left to the exercise's ``accept``, and ``same`` refuses it.
+
+    Raises WrongForm, never anything else.
+    """
+    if _depth > MAX_DEPTH:
+        raise WrongForm(f"give a flat answer, not lists nested over {MAX_DEPTH} deep")
+    if x is None or isinstance(x, (bool, np.bool_)):
+        return None if x is None else bool(x)
+    if isinstance(x, np.ndarray):
+        if x.ndim == 0:
+            return normalise(x.item(), _depth + 1)
+        raise WrongForm(f"give a plain Python value, not a numpy array of shape {x.shape}: "
+                        "int(a[0]) for one number, tuple(a.tolist()) for several")
+    if isinstance(x, np.generic):
+        return normalise(x.item(), _depth + 1)
+    if isinstance(x, str):
+        if x.strip() == "None":
+            raise WrongForm("use Python's None (no quotes), not the string 'None'")
+        return x
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            raise WrongForm(f"give a finite number, not {x}")
+        return int(x) if x.is_integer() and type(x) is float else x
+    if isinstance(x, complex):
+        raise WrongForm("give a real number, not a complex one")
+    if isinstance(x, (list, tuple)):
+        return tuple(normalise(v, _depth + 1) for v in x)
+    if isinstance(x, (set, frozenset)):
+        items = frozenset(normalise(v, _depth + 1) for v in x)
+        return x if type(x) not in (set, frozenset) and items == x else items
+    return x
+
+
+_ERRNO_NAME = re.compile(r"-?\s*(E[A-Z0-9]+)")
+_SEPARATORS = re.compile(r"[\s_\-]+")
+
+
+def answer_key(x: Any, _depth: int = 0) -> Any:
+    """What two answers must share to be the same answer (after ``normalise``).
+
+    Numbers by value (bools apart from ints), strings without regard to
+    case, spaces, underscores and hyphens, errno names as their negative
+    numbers, tuples and sets by their items.  Raises WrongForm for anything
+    else: an answer must be made of these.
+    """
+    if _depth > MAX_DEPTH:
+        raise WrongForm(f"give a flat answer, not lists nested over {MAX_DEPTH} deep")
+    if x is None or isinstance(x, bool):
+        return ("const", x)
+    if isinstance(x, enum.Enum) and isinstance(x, int):
+        return int(x)
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        return int(x) if x.is_integer() else float(x)
+    if isinstance(x, str):
+        errno = _ERRNO_NAME.fullmatch(x.strip().upper())
+        if errno and errno.group(1) in Errno.__members__:
+            return -int(Errno[errno.group(1)])
+        return _SEPARATORS.sub(" ", x.strip().casefold()).strip()
+    if isinstance(x, tuple):
+        return tuple(answer_key(v, _depth + 1) for v in x)
+    if isinstance(x, frozenset):
+        return frozenset(answer_key(v, _depth + 1) for v in x)
+    raise WrongForm(f"give numbers, strings, None, True/False, or tuples and sets of them, "
+                    f"not a {type(x).__name__}")
+
+
+def _same_or_unreadable(value: Any, truth: Any) -> bool:
+    """``same(value, truth)``, or False when the rule cannot read ``value`` (``accept`` may)."""
+    try:
+        return same(value, truth)
+    except WrongForm:
+        return False
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether two normalised answers are the same answer (``answer_key`` equal)."""
+    return bool(answer_key(a) == answer_key(b))
+
+
+def shown(x: Any) -> str:
+    """An answer as a student reads it back: never raises, never runs for pages."""
+    try:
+        text = repr(x) if isinstance(x, str) else str(x)
+    except Exception:  # the student's object: its repr may raise anything
+        text = f"<a {type(x).__name__} that cannot be printed>"
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
 
 
 class Exercise(ABC):
@@ -63,7 +216,7 @@ class Exercise(ABC):
     question: str
 
     def check(self, prediction: Any) -> Feedback:
-        """Compare a prediction with the model; say why either way."""
+        """Compare a prediction with the model; say why either way.  Never raises."""
         if prediction is Ellipsis:
             name = self.key.split(".", 1)[1]
             return Feedback(None, "Replace ... with your prediction and run the cell again "
@@ -72,7 +225,7 @@ class Exercise(ABC):
 
     def correct(self, prediction: Any) -> bool:
         """Whether ``prediction`` is right (what graded tests assert)."""
-        return bool(self.check(prediction))
+        return self.check(prediction).ok is True
 
     @abstractmethod
     def judge(self, prediction: Any) -> Feedback:
@@ -80,12 +233,10 @@ class Exercise(ABC):
 
     @abstractmethod
     def reveal(self) -> Feedback:
-        """The answer and why, without a prediction."""
+        """The answer and why, without a prediction (never "Right.": nothing was judged)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key}: {self.question}>"
-
-
 class PartHints(Mapping):
     """Hints for an answer with parts (a tuple, a pair, a set), looked up part by part.
 
@@ -123,9 +274,10 @@ class ValueExercise(Exercise):
 
     ``solve()`` runs the model and returns the true answer (once).
     ``explain(truth)`` says why.  ``accept(prediction)`` brings what the
-    student typed into the answer's form, raising ValueError or TypeError
-    with a message when it cannot be an answer.  ``hints`` maps common
-    wrong answers to the misunderstanding they usually show.
+    student typed (already ``normalise``d) into the answer's form, raising
+    ValueError or TypeError with a message when it cannot be an answer.
+    ``hints`` maps common wrong answers to the misunderstanding they usually
+    show (looked up by ``answer_key``, so "Page_Cache" finds "page cache").
     """
 
     key: str
@@ -144,18 +296,37 @@ class ValueExercise(Exercise):
         return self.solve()
 
     def judge(self, prediction: Any) -> Feedback:
+        """The rule first: an answer ``same`` as the truth is right in any form.  Then
+        ``accept`` reads the other forms it knows (hex strings, sizes with units...)."""
         try:
-            guess = self.accept(prediction)
-        except (TypeError, ValueError) as err:
-            return Feedback(False, f"{prediction!r} cannot be the answer: {err}")
-        if guess == self.answer:
+            if _same_or_unreadable(prediction, self.answer):       # "None" when it is "none"
+                return Feedback(True, self.explain(self.answer))
+            value = normalise(prediction)
+            if _same_or_unreadable(value, self.answer):
+                return Feedback(True, self.explain(self.answer))
+            guess = self.accept(value)
+            hit = same(normalise(guess), self.answer)
+        except Exception as err:  # any answer at all must come back as feedback
+            return wrong_form(f"{_reason(err)}; {shown(prediction)} cannot be the answer.")
+        if hit:
             return Feedback(True, self.explain(self.answer))
-        hint = self.hints.get(guess) if _hashable(guess) else None
-        said = f"You said {_show(guess)}; the model says {_show(self.answer)}."
-        return Feedback(False, "\n".join(filter(None, [said, hint, self.explain(self.answer)])))
+        said = f"You said {shown(guess)}; the model says {shown(self.answer)}."
+        return Feedback(False, "\n".join(filter(None, [said, self._hint(guess),
+                                                        self.explain(self.answer)])))
+
+    def _hint(self, guess: Any) -> str | None:
+        """The hint for a wrong guess, if any (a hint lookup never fails a check)."""
+        try:
+            if isinstance(self.hints, dict):
+                key = answer_key(normalise(guess))
+                return next((h for k, h in self.hints.items()
+                             if answer_key(normalise(k)) == key), None)
+            return self.hints.get(guess) if _hashable(guess) else None
+        except Exception:  # hints are a courtesy: a failing lookup is no hint
+            return None
 
     def reveal(self) -> Feedback:
-        return Feedback(True, f"The answer is {_show(self.answer)}. {self.explain(self.answer)}")
+        return Feedback(None, f"{shown(self.answer)}. {self.explain(self.answer)}", "answer")
 
 
 @dataclass(frozen=True)
@@ -172,8 +343,12 @@ class FunctionExercise(Exercise):
 
     ``cases()`` lists the calls and the model's results; ``explain(case)``
     says what the kernel (or ``authority``) does in the first case that
-    differs; ``reference`` is a one-line model answer shown by ``reveal``.  A function that raises
-    (nbgrader's ``NotImplementedError`` stub included) gets feedback.
+    differs; ``reference`` is a one-line model answer shown by ``reveal``.
+    Results are compared by the rule of ``normalise`` and ``same``.  A
+    function that raises anything (nbgrader's ``NotImplementedError`` stub,
+    ``SystemExit`` from ``exit()``...) gets feedback; only KeyboardInterrupt
+    goes through, so the notebook's stop button still stops a function that
+    never returns.
     """
 
     key: str
@@ -189,7 +364,8 @@ class FunctionExercise(Exercise):
 
     def judge(self, fn: Any) -> Feedback:
         if not callable(fn):
-            return Feedback(False, f"pass the function {self.name} itself, not {fn!r}")
+            return wrong_form(f"pass the function {self.name} itself (no brackets), "
+                              f"not {shown(fn)}.")
         cases = list(self.cases())
         for case in cases:
             call = f"{self.name}({', '.join(map(repr, case.args))})"
@@ -197,16 +373,32 @@ class FunctionExercise(Exercise):
                 got = fn(*case.args)
             except NotImplementedError:
                 return Feedback(None, f"{self.name} is not written yet.")
-            except Exception as err:  # the student's code: report it, never crash
-                return Feedback(False, f"{call} raised {type(err).__name__}: {err}")
-            if got != case.want:
-                return Feedback(False, f"{call} returned {got!r}, {self.authority} gets "
-                                       f"{case.want!r}. {self.explain(case)}")
+            except KeyboardInterrupt:
+                raise
+            except BaseException as err:  # the student's code: report it, never crash
+                return Feedback(False, f"{call} raised {type(err).__name__}: {shown(err)}")
+            verdict = self._compare(call, got, case)
+            if verdict is not None:
+                return verdict
         return Feedback(True, f"{self.name} agrees with {self.authority} on all "
                               f"{len(cases)} cases.")
 
+    def _compare(self, call: str, got: Any, case: Case) -> Feedback | None:
+        """None when ``got`` is ``case.want``; else the feedback that says how it is not."""
+        try:
+            value = normalise(got)
+            if isinstance(case.want, bool) and not isinstance(value, bool):
+                raise WrongForm("return True or False")
+            hit = same(value, case.want)
+        except Exception as err:  # whatever it returned, say so
+            return wrong_form(f"{call} returned {shown(got)}: {_reason(err)}.")
+        if hit:
+            return None
+        return Feedback(False, f"{call} returned {shown(got)}, {self.authority} gets "
+                               f"{shown(case.want)}. {self.explain(case)}")
+
     def reveal(self) -> Feedback:
-        return Feedback(True, f"One way to write it: {self.reference}")
+        return Feedback(None, f"one way to write it: {self.reference}", "answer")
 
 
 def register(ex: Exercise) -> None:
@@ -237,9 +429,12 @@ def _hashable(x: Any) -> bool:
     return True
 
 
-def _show(x: Any) -> str:
-    return repr(x) if isinstance(x, str) else str(x)
+def _reason(err: BaseException) -> str:
+    """An exception's message as the reason an answer has the wrong form."""
+    text = shown(err) if str(err) else type(err).__name__
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
 __all__ = ["EXERCISES", "Case", "Exercise", "Feedback", "FunctionExercise", "ValueExercise",
-           "for_notebook", "load_all", "register"]
+           "WrongForm", "answer_key", "for_notebook", "load_all", "normalise", "register", "same",
+           "shown", "wrong_form"]

@@ -46,6 +46,11 @@ def machine() -> tuple[vm.Machine, Any]:
     return m, dev
 
 
+def fresh_machine() -> vm.Machine:
+    """A new copy of the notebook's guest and device (``m.virtio_mem[0]``), nothing requested."""
+    return machine()[0]
+
+
 def block(dev: Any, i: int) -> int:
     """The guest-physical address of device block ``i``."""
     return dev.addr + i * dev.block_size

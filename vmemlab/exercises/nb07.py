@@ -52,6 +52,11 @@ def machine(requested: int | str = 0, region: int | str = REGION_SIZE, trace: bo
     return m, dev
 
 
+def fresh_machine() -> vm.Machine:
+    """The notebook's guest (2 GiB, a 1 GiB device ``m.virtio_mem[0]``), nothing requested."""
+    return machine()[0]
+
+
 def mb_id(m: vm.Machine, addr: int) -> int:
     """The Linux memory block holding guest-physical ``addr``."""
     return addr // m.geometry.memory_block_size
@@ -379,7 +384,8 @@ def _explain_drop(ans: tuple[int, int]) -> str:
             f"alloc_contig_range(), marks its pages PageOffline and calls "
             f"adjust_managed_page_count(-nr_pages): MemTotal drops by 10 x 2 MiB = {ans[0]} "
             f"kB at once.  The memory block stays ({ans[1]} removed): it still has 54 plugged "
-            "subblocks, so it is online and MEMORY_PARTIAL (KERNEL_PARTIAL), memmap and all.  "
+            "subblocks, so it stays online, in state KERNEL_PARTIAL "
+            "(VIRTIO_MEM_SBM_MB_KERNEL_PARTIAL), memmap and all.  "
             "Only when its last subblock goes does offline_and_remove_memory() take it away.")
 
 
@@ -437,6 +443,14 @@ def pass_times(m: vm.Machine, dev: Any, seconds: float,
     if rec is not None:
         rec.record(m)
     return out
+
+
+def draw_passes(ax: Any, log: list[tuple[float, int, int]]) -> None:
+    """Mark each pass of ``log`` (from ``pass_times``) with a dotted line, named in the legend."""
+    for i, (t, _, _) in enumerate(log):
+        ax.axvline(t, color="#555555", linewidth=1.0, linestyle=":",
+                   label="a pass of run_wq" if i == 0 else None)
+    ax.legend(fontsize="small", frameon=False)
 
 
 def _retry_times() -> tuple[int, ...]:
@@ -563,6 +577,7 @@ class RaceResult:
     last_rc: int
     passes: int
     plugged_mib: int
+    kernel_log: str               # allocation failures and OOM kills after the shrink
 
     @property
     def rc_name(self) -> str:
@@ -594,7 +609,8 @@ def race(kind: str = "page_cache") -> RaceResult:
 
     2 GiB guest, 4 GiB device onlined to ZONE_MOVABLE, seed 3; the writer is
     ``kind`` ("page_cache": a file being read; "anon": a process touching
-    memory) and asks for 5 GiB in all.  The host shrinks at t = 9 s.
+    memory) and asks for 5 GiB in all.  The host shrinks at t = 9 s; the
+    sample at 9 s is taken just after its qom-set, before the driver runs.
     Sampled every second for 60 s after the shrink, then every 20 s.
     """
     if kind not in ("page_cache", "anon"):
@@ -613,14 +629,17 @@ def race(kind: str = "page_cache") -> RaceResult:
     for _ in range(int(RACE_START)):
         sample()
         m.run(1.0)
-    sample()
     dev.requested_size = 512 * MiB               # qom-set vmem0 requested-size 512M
+    sample()                                     # t = 9 s: asked for, not yet unplugged
+    logged = len(m.dmesg().splitlines())
     while m.now < RACE_START + RACE_SECONDS:
         m.run(1.0 if m.now < RACE_START + 60 else 20.0)
         sample()
     drv = dev.driver
+    notable = ("allocation failure", "invoked oom-killer", "Killed process")
+    log = [line for line in m.dmesg().splitlines()[logged:] if any(s in line for s in notable)]
     return RaceResult(kind, rec.series(), np.array(held), np.array(free), drv.status(),
-                      drv.last_rc, drv.passes, dev.size // MiB)
+                      drv.last_rc, drv.passes, dev.size // MiB, "\n".join(log))
 
 
 def _race_winner() -> str:
@@ -638,14 +657,18 @@ def _accept_winner(x: Any) -> str:
 
 def _explain_winner(winner: str) -> str:
     pc, an = race("page_cache"), race("anon")
+    killed = "Killed process" in an.kernel_log
     return (f"Page cache: {pc.plugged_mib} MiB plugged, last rc {errname(pc.last_rc)}.  To empty "
             "a subblock, alloc_contig_range() first drops clean page-cache pages "
             "(reclaim_clean_pages_from_list()) instead of migrating them, so the reader's cache "
             "simply shrinks and grows back in the memory that is left.  Anonymous memory: "
             f"{an.plugged_mib} MiB plugged, last rc {errname(an.last_rc)}.  It must be "
             "migrated, there is no swap, and with the writer filling memory there is nowhere "
-            "to put it: -ENOMEM aborts the pass and the retry timer takes over "
-            f"({an.passes} passes in {RACE_SECONDS:.0f} s).")
+            "to put it: the first pass fails with -ENOMEM and arms the retry timer"
+            + ("; then the writer's own next allocation finds nothing free and the OOM killer "
+               "(mm/oom_kill.c) kills it, so the retry pass has free memory again and "
+               "finishes the unplug: the host wins, the guest loses a process"
+               if killed else "") + f" ({an.passes} passes in {RACE_SECONDS:.0f} s).")
 
 
 race_winner = ValueExercise(
@@ -656,6 +679,8 @@ race_winner = ValueExercise(
     _race_winner, _explain_winner, _accept_winner,
     hints={"both": "Anonymous memory cannot be dropped without swap: it must move, and it "
                    "needs free memory to move into.",
+           "page_cache": "Anonymous memory cannot be dropped, but what happens to a program "
+                         "that keeps allocating when nothing is free any more?",
            "neither": "Clean page cache can be dropped and read again later: the unplug "
                       "does not have to migrate it.",
            "anon": "The page cache is not 'just movable': it is reclaimable, which is better."})

@@ -70,6 +70,11 @@ def small_story(online: str = "online") -> tuple[vm.Machine, Any]:
     return m, dev
 
 
+def fresh_machine(online: str = "online") -> vm.Machine:
+    """Section 2's teaching machine again, its device fully plugged (``m.virtio_mem[0]``)."""
+    return small_story(online)[0]
+
+
 def _stuck_size() -> int:
     m, dev = small_story()
     dev.requested_size = 0

@@ -67,6 +67,11 @@ def guest(trace: bool = False) -> vm.Machine:
     return m
 
 
+def fresh_machine() -> vm.Machine:
+    """Section 2's guest again, traced, without a balloon: for your own experiments."""
+    return guest(trace=True)
+
+
 def teaching(**kw) -> vm.Machine:
     """A flat 256-page teaching machine: one Normal zone."""
     return vm.Machine(boot_memory=TEACH_PAGES * PAGE, geometry="teaching", seed=0, **kw)

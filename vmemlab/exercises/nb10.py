@@ -1,81 +1,76 @@
-"""Exercises of notebook 10, history: virtio-mem and its allocator from Linux 5.8 to 6.12.
+"""Exercises of notebook 10, history: virtio-mem and its allocator from Linux 5.8 to 6.15.
 
-Every behaviour that changed between the two releases is a field of
-``vmemlab.profiles.KernelProfile``; each exercise runs the same calls on a
-``kernel="5.8"`` and a ``kernel="6.12"`` machine and asks for the pair of
+Every behaviour that changed between the releases vmemlab models ("5.8",
+"6.1", "6.12", "6.15") is a field of ``vmemlab.profiles.KernelProfile``,
+documented with the upstream release and change that brought it
+(``vmemlab.profiles.history``).  Each exercise runs the same calls on two
+machines, the last profile before a change and the first one with it
+(``around(field)``, read from the profiles), and asks for the pair of
 results.  The scenarios are small functions here, so the notebook can print
 their source, and the checkers run exactly what the notebook runs.
-
-"5.8" is vmemlab's reading of the release that merged virtio-mem (5.10.y
-code plus the 2020 patches); "6.12" is 6.12.y as Debian ships it, with the
-6.15 fallback rework backported (see vmemlab.profiles).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from functools import lru_cache
 from typing import Any
 
 import vmemlab as vm
 from vmemlab.constants import GiB, MiB, errname, format_size
-from vmemlab.profiles import PROFILES, KernelProfile, behaviour_fields, history
+from vmemlab.profiles import PROFILES, behaviour_fields, history
 from vmemlab.realmem.proctext import parse_pagetypeinfo
 
 from . import Case, FunctionExercise, PartHints, ValueExercise
 from .answers import Rc, errno_rc, whole_number
 
-KERNELS = ("5.8", "6.12")
-
-# Where each field of KernelProfile changed: (subsystem, release, change), as
-# vmemlab.profiles documents it for every field.
-CHANGED_IN: dict[str, tuple[str, str, str]] = {name: history(name)
-                                               for name in behaviour_fields()}
+ALL = tuple(PROFILES)                   # every modelled release, oldest first
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ", ".join(map(str, value))
-    if value is None:
-        return "-"
-    if isinstance(value, int) and not isinstance(value, bool) and value >= MiB:
-        return format_size(value)
-    return str(value)
+def around(field: str) -> tuple[str, str]:
+    """(the last profile before ``field`` took its newest value, the first one with it)."""
+    newest = getattr(PROFILES[ALL[-1]], field)
+    after = next(k for k in ALL if getattr(PROFILES[k], field) == newest)
+    if after == ALL[0]:
+        raise ValueError(f"field={field!r} is the same in every profile")
+    return ALL[ALL.index(after) - 1], after
 
 
-def profile_table() -> str:
-    """Every field of KernelProfile whose value differs, read from the two profiles."""
-    old, new = PROFILES["5.8"], PROFILES["6.12"]
-    names = [f.name for f in dataclasses.fields(KernelProfile) if f.name != "name"]
-    missing = set(names) ^ set(CHANGED_IN)
-    if missing:
-        raise AssertionError(f"CHANGED_IN and KernelProfile disagree on {sorted(missing)}")
-    lines, group = [f"{'field':<27}{'5.8':>14}{'6.12':>14}   changed in"], None
-    for name in names:
-        a, b = _short(getattr(old, name)), _short(getattr(new, name))
-        where, release, change = CHANGED_IN[name]
-        if where != group:
-            lines.append(f"-- {where} " + "-" * (70 - len(where)))
-            group = where
-        mark = "" if a != b else "  (same)"
-        if max(len(a), len(b)) <= 13:
-            lines.append(f"{name:<27}{a:>14}{b:>14}   {release}: {change}{mark}")
-        else:
-            lines.append(f"{name:<27}{'':>28}   {release}: {change}{mark}")
-            lines.append(f"    5.8   {a}")
-            lines.append(f"    6.12  {b}")
+def _version(release: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in release.split("."))
+
+
+def timeline() -> str:
+    """Every change the profiles model, by upstream release: what changed and where."""
+    rows = sorted((_version(history(f)[1]), f) for f in behaviour_fields())
+    lines = [f"{'release':<9}{'first profile':<15}{'field':<27}where", f"{'':<9}change"]
+    for _, name in rows:
+        where, release, change = history(name)
+        lines += [f"{release:<9}{around(name)[1]:<15}{name:<27}{where}", f"{'':<9}{change}"]
     return "\n".join(lines)
 
 
+# The pairs of releases each experiment compares, read from the profiles.
+SUBBLOCK = around("sbm_subblock")              # 4 MiB -> 2 MiB subblocks (5.19)
+BBM = around("big_block_mode")                 # Big Block Mode (5.11)
+MOVABLE = around("movable_partial_allowed")    # ZONE_MOVABLE no longer special (5.10, 5.14)
+ISOLATION = around("contig_align")             # pageblock-granular isolation (5.19)
+HYGIENE = around("freelist_hygiene")           # free-list hygiene (6.10)
+FALLBACK = around("fallback")                  # claim, then steal (6.15)
+GFP_CHECK = around("contig_gfp_check")         # unsupported gfp flags refused (6.14)
+STORY = (ALL[0], ALL[-1])                      # the oldest and the newest release
+
+
 # -- answer forms ----------------------------------------------------------------
-def _pair(one: Any, what: str) -> Any:
+def _pair(one: Any, what: str, kernels: tuple[str, str]) -> Any:
+    a, b = kernels
+
     def accept(x: object) -> tuple:
         if isinstance(x, dict):
-            if set(map(str, x)) != set(KERNELS):
-                raise ValueError('a dict needs the keys "5.8" and "6.12"')
-            x = (x["5.8"] if "5.8" in x else x[5.8], x["6.12"])
+            if set(map(str, x)) != set(kernels):
+                raise ValueError(f'a dict needs the keys "{a}" and "{b}"')
+            x = tuple(x[k] if k in x else x[float(k)] for k in kernels)
         if isinstance(x, str) or not isinstance(x, (tuple, list)) or len(x) != 2:
-            raise TypeError(f"give two {what}: (on 5.8, on 6.12)")
+            raise TypeError(f"give two {what}: (on {a}, on {b})")
         return tuple(one(v) for v in x)
     return accept
 
@@ -97,15 +92,17 @@ def _pfn(x: object) -> int:
 
 
 class PairHints(PartHints):
-    """Hints for a (5.8, 6.12) answer: one table per kernel, looked up separately."""
+    """Hints for a pair answer: one table per kernel, looked up separately."""
 
-    def __init__(self, truth: Any, per_kernel: tuple[dict, dict]) -> None:
+    def __init__(self, truth: Any, kernels: tuple[str, str],
+                 per_kernel: tuple[dict, dict]) -> None:
         super().__init__(truth)
-        self._per = per_kernel
+        self._kernels, self._per = kernels, per_kernel
 
     def lines(self, guess: Any, truth: Any) -> list[str]:
         return [f"on {k}: {table[g]}" for k, g, t, table in
-                zip(KERNELS, guess, truth, self._per, strict=True) if g != t and g in table]
+                zip(self._kernels, guess, truth, self._per, strict=True)
+                if g != t and g in table]
 
 
 # -- 10.granularity: 4 MiB vs 2 MiB subblocks ------------------------------------------
@@ -119,12 +116,12 @@ def granularity(kernel: str) -> vm.Machine:
 
 
 def _granularity() -> tuple[int, int]:
-    return tuple(granularity(k).virtio_mem[0].size // MiB for k in KERNELS)
+    return tuple(granularity(k).virtio_mem[0].size // MiB for k in SUBBLOCK)
 
 
 def _explain_granularity(truth: tuple[int, int]) -> str:
     parts = []
-    for k, size in zip(KERNELS, truth, strict=True):
+    for k, size in zip(SUBBLOCK, truth, strict=True):
         m = granularity(k)
         view = m.virtio_mem[0].driver.view()
         sb = view.sb_pages << m.geometry.page_shift
@@ -133,21 +130,22 @@ def _explain_granularity(truth: tuple[int, int]) -> str:
                      f"{size} MiB and the pass ends with rc 0")
     return ("; ".join(parts) + ".  The driver divides the difference by the subblock size "
             "(diff / sb_size), so a remainder smaller than one subblock is never plugged; "
-            "the device happily accepts 2 MiB blocks, the 5.8 driver just never asks for "
-            "one alone.")
+            f"the device happily accepts 2 MiB blocks, the {SUBBLOCK[0]} driver just never "
+            "asks for one alone.")
 
 
 granularity_size = ValueExercise(
     "10.granularity_size",
-    "The host sets requested-size 130M on a 2 GiB guest's 1 GiB device (2 MiB device "
-    "blocks).  How many MiB end up plugged: (on 5.8, on 6.12)?",
-    _granularity, _explain_granularity, _pair(_mib, "sizes in MiB"),
-    hints=PairHints(_granularity, ({130: "5.8's driver plugs 4 MiB subblocks (MAX_ORDER-1 "
-                                         "= order 10), whatever the device's block size.",
-                                    132: "the driver rounds the difference down, never up: "
-                                         "it must not plug more than requested."},
-                                   {128: "since 5.19 the subblock is one pageblock, 2 MiB, "
-                                         "the same as QEMU's block here."})))
+    f"The host sets requested-size 130M on a 2 GiB guest's 1 GiB device (2 MiB device "
+    f"blocks).  How many MiB end up plugged: (on {SUBBLOCK[0]}, on {SUBBLOCK[1]})?",
+    _granularity, _explain_granularity, _pair(_mib, "sizes in MiB", SUBBLOCK),
+    hints=PairHints(_granularity, SUBBLOCK,
+                    ({130: "the old driver plugs 4 MiB subblocks (MAX_ORDER-1 = order 10), "
+                           "whatever the device's block size.",
+                      132: "the driver rounds the difference down, never up: it must not "
+                           "plug more than requested."},
+                     {128: "since 5.19 the subblock is one pageblock, 2 MiB, the same as "
+                           "QEMU's block here."})))
 
 
 # -- 10.plug_unit: write it -------------------------------------------------------------
@@ -165,39 +163,40 @@ def _probe(kernel: str, block_mib: int) -> tuple[str | None, int | None]:
 
 @lru_cache(maxsize=1)
 def _unit_cases() -> tuple[Case, ...]:
-    return tuple(Case((k, b), _probe(k, b)[1]) for k in KERNELS for b in BLOCK_SIZES_MIB)
+    return tuple(Case((k, b), _probe(k, b)[1]) for k in BBM for b in BLOCK_SIZES_MIB)
 
 
 def _explain_unit(case: Case) -> str:
     kernel, block_mib = case.args
     mode, unit = _probe(kernel, block_mib)
+    old = PROFILES[kernel].sbm_subblock == "max_order"
     if mode is None:
         return (f"On {kernel} a device block of {block_mib} MiB is larger than a 128 MiB "
                 "memory block and there is no Big Block Mode yet: the driver logs \"The "
                 "block size is not supported (too big).\" and fails with -EINVAL.")
-    floor = "max(4 MiB MAX_ORDER-1 chunk, 2 MiB pageblock)" if kernel == "5.8" \
-        else "one 2 MiB pageblock"
+    floor = "max(4 MiB MAX_ORDER-1 chunk, 2 MiB pageblock)" if old else "one 2 MiB pageblock"
     if mode == "BBM":
         return (f"On {kernel} the subblock would be max({floor}, {block_mib} MiB), not "
                 f"smaller than a 128 MiB memory block, so the driver uses Big Block Mode "
                 f"with big blocks of max(device block, memory block) = {unit} MiB.")
     if unit == 128:
         return (f"On {kernel} the subblock is max({floor}, {block_mib} MiB) = 128 MiB, a whole "
-                "memory block; with no Big Block Mode yet, 5.8 still uses Sub Block Mode "
-                "with one subblock per memory block.")
+                "memory block; with no Big Block Mode yet, the driver still uses Sub Block "
+                "Mode with one subblock per memory block.")
     return (f"On {kernel} the subblock is max({floor}, device block {block_mib} MiB) = "
             f"{unit} MiB, smaller than a 128 MiB memory block, so Sub Block Mode.")
 
 
 plug_unit = FunctionExercise(
     "10.plug_unit",
-    "Write plug_unit(kernel, block_mib): how many MiB the x86-64 guest driver plugs or "
-    "unplugs at a time for a device with block_mib MiB blocks (its subblock in SBM, "
-    "its big block in BBM), or None if the driver refuses the device.",
+    f"Write plug_unit(kernel, block_mib): how many MiB the x86-64 guest driver plugs or "
+    f"unplugs at a time for a device with block_mib MiB blocks (its subblock in SBM, its big "
+    f"block in BBM), or None if the driver refuses the device.  kernel is {BBM[0]!r} or "
+    f"{BBM[1]!r}.",
     "plug_unit", _unit_cases, _explain_unit,
-    'sb = max(4 if kernel == "5.8" else 2, block_mib); '
-    'return sb if sb < 128 or (kernel == "5.8" and sb == 128) else '
-    '(None if kernel == "5.8" else max(block_mib, 128))')
+    f'sb = max(4 if kernel == "{BBM[0]}" else 2, block_mib); '
+    f'return sb if sb < 128 or (kernel == "{BBM[0]}" and sb == 128) else '
+    f'(None if kernel == "{BBM[0]}" else max(block_mib, 128))')
 
 
 # -- 10.movable_states: ONLINE_MOVABLE never unplugged ----------------------------------
@@ -225,7 +224,7 @@ def states_by_step(m: vm.Machine, blocks: int = 4) -> str:
     return "\n".join(lines)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=len(ALL))
 def _movable_run(kernel: str) -> tuple[tuple[str, ...], tuple[str, ...], int, int]:
     m = movable(kernel)
     grown, shrunk = (f.state.extra["virtio_mem"][0] for f in m.trace)
@@ -235,37 +234,40 @@ def _movable_run(kernel: str) -> tuple[tuple[str, ...], tuple[str, ...], int, in
 
 
 def _movable() -> tuple[int, int]:
-    return tuple(_movable_run(k)[2] for k in KERNELS)
+    return tuple(_movable_run(k)[2] for k in MOVABLE)
 
 
 def _explain_movable(truth: tuple[int, int]) -> str:
     out = []
-    for k in KERNELS:
+    for k in MOVABLE:
         grown, shrunk, size, rc = _movable_run(k)
         out.append(f"{k}: after growing {', '.join(grown)}; after the shrink "
                    f"{', '.join(shrunk)}: {size} MiB plugged, last rc {errname(rc)}")
-    order = {k: ", ".join(PROFILES[k].sbm_unplug_order) for k in KERNELS}
-    return ("\n".join(out) + f"\nThe 5.8 driver refused to online the partly plugged third "
+    old, new = MOVABLE
+    order = {k: ", ".join(PROFILES[k].sbm_unplug_order) for k in MOVABLE}
+    return ("\n".join(out) + f"\nThe {old} driver refused to online the partly plugged third "
             "block to ZONE_MOVABLE (\"memory block has holes, MOVABLE not supported\"), so it "
-            f"stayed OFFLINE_PARTIAL; its unplug order ({order['5.8']}) never visits "
+            f"stayed OFFLINE_PARTIAL; its unplug order ({order[old]}) never visits "
             "ONLINE_MOVABLE blocks, so after removing the offline block it is stuck and "
-            f"retries on a timer.  6.12 walks {order['6.12']}: MOVABLE_PARTIAL first, "
+            f"retries on a timer.  {new} walks {order[new]}: MOVABLE_PARTIAL first, "
             "then whole MOVABLE blocks.")
 
 
 movable_states = ValueExercise(
     "10.movable_states",
     "Every hotplugged block is onlined to ZONE_MOVABLE.  The device grows to 300 MiB, then "
-    "the host asks for 100 MiB.  How many MiB stay plugged: (on 5.8, on 6.12)?",
-    _movable, _explain_movable, _pair(_mib, "sizes in MiB"),
-    hints=PairHints(_movable, ({100: "5.8 never unplugs from an ONLINE_MOVABLE block: it "
-                                     "treats ZONE_MOVABLE like gigantic pages, off limits.",
-                                300: "the partly plugged block never got online in 5.8, "
-                                     "and offline memory can always be unplugged."},
-                               {256: "6.12 unplugs from ZONE_MOVABLE first: that is where "
-                                     "unplug is most reliable.",
-                                128: "the driver can unplug single subblocks of a block, "
-                                     "not only whole memory blocks."})))
+    f"the host asks for 100 MiB.  How many MiB stay plugged: (on {MOVABLE[0]}, on "
+    f"{MOVABLE[1]})?",
+    _movable, _explain_movable, _pair(_mib, "sizes in MiB", MOVABLE),
+    hints=PairHints(_movable, MOVABLE,
+                    ({100: "the old driver never unplugs from an ONLINE_MOVABLE block: it "
+                           "treats ZONE_MOVABLE like gigantic pages, off limits.",
+                      300: "the partly plugged block never got online in the old driver, "
+                           "and offline memory can always be unplugged."},
+                     {256: "the newer driver unplugs from ZONE_MOVABLE first: that is where "
+                           "unplug is most reliable.",
+                      128: "the driver can unplug single subblocks of a block, not only "
+                           "whole memory blocks."})))
 
 
 # -- 10.isolation: MAX_ORDER-aligned vs pageblock isolation -----------------------------
@@ -278,6 +280,11 @@ def teaching(kernel: str, trace: bool = False) -> vm.Machine:
                       seed=0, trace=trace)
 
 
+def fresh_machine(kernel: str = ALL[-1]) -> vm.Machine:
+    """A new 64-page teaching machine of any profile, traced, for your own experiments."""
+    return teaching(kernel, trace=True)
+
+
 def isolation(kernel: str) -> tuple[vm.Machine, Any]:
     """One kernel page at pfn 0, then alloc_contig_range() of pageblock 1, [8, 16)."""
     m = teaching(kernel)
@@ -286,19 +293,19 @@ def isolation(kernel: str) -> tuple[vm.Machine, Any]:
 
 
 def _isolation() -> tuple[int, int]:
-    return tuple(Rc(isolation(k)[1].run()) for k in KERNELS)
+    return tuple(Rc(isolation(k)[1].run()) for k in ISOLATION)
 
 
 def _explain_isolation(truth: tuple[int, int]) -> str:
     out = []
-    for k in KERNELS:
+    for k in ISOLATION:
         _, c = isolation(k)
         c.run()
         first = c.results[0]
         out.append(f"{k}: {first.phase}: {errname(first.rc)}, {first.text}; "
                    f"result {errname(c.rc)}")
-    return ("\n".join(out) + "\n5.8 isolates the whole MAX_ORDER-aligned 16-page block "
-            "around [8, 16) (4 MiB on x86-64), so the kernel page at pfn 0, outside the "
+    return ("\n".join(out) + f"\n{ISOLATION[0]} isolates the whole MAX_ORDER-aligned 16-page "
+            "block around [8, 16) (4 MiB on x86-64), so the kernel page at pfn 0, outside the "
             "range, makes has_unmovable_pages() fail.  Since 5.19 only the pageblocks of "
             "the range are isolated and checked.")
 
@@ -306,12 +313,13 @@ def _explain_isolation(truth: tuple[int, int]) -> str:
 isolation_rc = ValueExercise(
     "10.isolation_rc",
     "A kernel page sits at pfn 0; pfns 1-15 are free.  What does alloc_contig_range(8, 16) "
-    "return: (on 5.8, on 6.12)?",
-    _isolation, _explain_isolation, _pair(errno_rc, "return codes"),
-    hints=PairHints(_isolation, ({0: "in 5.8 the isolated range is rounded out to the "
-                                     "MAX_ORDER-aligned block, which includes pfn 0."},
-                                 {vm.EBUSY: "6.12 isolates pageblock granularity: only "
-                                            "[8, 16) is checked, and it is all free."})))
+    f"return: (on {ISOLATION[0]}, on {ISOLATION[1]})?",
+    _isolation, _explain_isolation, _pair(errno_rc, "return codes", ISOLATION),
+    hints=PairHints(_isolation, ISOLATION,
+                    ({0: "the old kernel rounds the isolated range out to the MAX_ORDER-"
+                         "aligned block, which includes pfn 0."},
+                     {vm.EBUSY: "since 5.19 isolation works at pageblock granularity: only "
+                                "[8, 16) is checked, and it is all free."})))
 
 
 # -- 10.hygiene: merging retypes pageblocks (6.10) ------------------------------------------
@@ -337,12 +345,12 @@ def unmovable_pageblocks(m: vm.Machine) -> int:
 
 
 def _hygiene() -> tuple[int, int]:
-    return tuple(unmovable_pageblocks(hygiene(k)) for k in KERNELS)
+    return tuple(unmovable_pageblocks(hygiene(k)) for k in HYGIENE)
 
 
 def _explain_hygiene(truth: tuple[int, int]) -> str:
     out = []
-    for k, n in zip(KERNELS, truth, strict=True):
+    for k, n in zip(HYGIENE, truth, strict=True):
         m = hygiene(k)
         p = parse_pagetypeinfo(m.proc.pagetypeinfo())
         lists = [f"{r.type} order {o}" for r in p.free for o, c in enumerate(r.counts) if c]
@@ -351,19 +359,20 @@ def _explain_hygiene(truth: tuple[int, int]) -> str:
             "pageblock 1 (Movable) is freed, its order-3 buddy is pageblock 0, free: the two "
             "merge into one order-4 block on the Movable list in both kernels.  Since 6.10 "
             "the merge also retypes the buddy's pageblock (change_pageblock_range() in "
-            "__free_one_page()), so a free block never spans pageblocks of two types; 5.8 "
-            "leaves pageblock 0 Unmovable under a block on the Movable list.")
+            f"__free_one_page()), so a free block never spans pageblocks of two types; "
+            f"{HYGIENE[0]} leaves pageblock 0 Unmovable under a block on the Movable list.")
 
 
 hygiene_blocks = ValueExercise(
     "10.hygiene_blocks",
     "After the last free, how many pageblocks does /proc/pagetypeinfo count as Unmovable: "
-    "(on 5.8, on 6.12)?",
-    _hygiene, _explain_hygiene, _pair(_count(TEACH_PAGES // 8), "counts"),
-    hints=PairHints(_hygiene, ({0: "nothing in 5.8 retypes a pageblock when buddies merge; "
-                                   "only a claim (or an isolation undo) does."},
-                               {1: "since 6.10 merging two pageblocks of different types "
-                                   "retypes the buddy's pageblock."})))
+    f"(on {HYGIENE[0]}, on {HYGIENE[1]})?",
+    _hygiene, _explain_hygiene, _pair(_count(TEACH_PAGES // 8), "counts", HYGIENE),
+    hints=PairHints(_hygiene, HYGIENE,
+                    ({0: "nothing before 6.10 retypes a pageblock when buddies merge; only a "
+                         "claim (or an isolation undo) does."},
+                     {1: "since 6.10 merging two pageblocks of different types retypes the "
+                         "buddy's pageblock."})))
 
 
 # -- 10.fallback: largest-first vs claim-then-steal -------------------------------------
@@ -378,43 +387,53 @@ def fallback(kernel: str) -> tuple[vm.Machine, int]:
 
 
 def _fallback() -> tuple[int, int]:
-    return tuple(fallback(k)[1] for k in KERNELS)
+    return tuple(fallback(k)[1] for k in FALLBACK)
 
 
 def _explain_fallback(truth: tuple[int, int]) -> str:
     out = []
-    for k in KERNELS:
+    for k in ALL:
         m, pfn = fallback(k)
         p = parse_pagetypeinfo(m.proc.pagetypeinfo())
         un = [f"order {o}" for r in p.free if r.type == "Unmovable"
               for o, c in enumerate(r.counts) if c]
-        out.append(f"{k}: the page is pfn {pfn}; free blocks left on the Unmovable list: "
+        out.append(f"{k}: pfn {pfn}; free blocks left on the Unmovable list: "
                    f"{', '.join(un) or 'none'}")
-    return ("\n".join(out) + "\nNo Unmovable block is free, so both fall back to Movable "
-            "ones, and a claim of pageblock 0 fails (3 free pages < 4 needed).  5.8 "
-            "(__rmqueue_fallback()) takes the largest fallback block, the order-1 block at "
-            "pfn 6, moves all free pages of pageblock 0 to the Unmovable list anyway and "
-            "allocates the smallest of them, pfn 5.  6.12 (__rmqueue_claim() then "
-            "__rmqueue_steal()) steals the smallest suitable block, the single page at pfn "
-            "15, and leaves pageblock 0's free pages on the Movable list.")
+    old, new = FALLBACK
+    return ("\n".join(out) + "\nNo Unmovable block is free, so every kernel falls back to "
+            "Movable ones, and a claim of pageblock 0 fails (3 free pages < 4 needed).  Up to "
+            f"{old} (__rmqueue_fallback()) the allocator takes the largest fallback block, the "
+            "order-1 block at pfn 6.  Before 6.10 it then moved all free pages of pageblock 0 "
+            "to the Unmovable list anyway and took the smallest of them, pfn 5; with free-list "
+            "hygiene (6.10) only the page it needs is split off the block, pfn 6, and pfn 7 "
+            f"stays on the Movable list.  {new} (__rmqueue_claim(), then __rmqueue_steal()) "
+            "steals the smallest suitable block instead, the single page at pfn 15, and "
+            "leaves pageblock 0's free pages alone.")
 
 
 fallback_pfn = ValueExercise(
     "10.fallback_pfn",
     "Every page is movable except the free pfns 5, 6, 7 and 15.  Which pfn does "
-    "alloc_pages(0, GFP_KERNEL) return: (on 5.8, on 6.12)?",
-    _fallback, _explain_fallback, _pair(_pfn, "pfns"),
-    hints=PairHints(_fallback, ({15: "5.8 goes for the largest fallback block first.",
-                                 6: "the order-1 block at 6 moved to the Unmovable list "
-                                    "together with pfn 5; the allocation then takes the "
-                                    "smallest block there."},
-                                {5: "6.12 claims only when the claim succeeds; otherwise "
-                                    "it steals the smallest block that fits.",
-                                 6: "6.12 steals the smallest suitable block."})))
+    f"alloc_pages(0, GFP_KERNEL) return: (on {FALLBACK[0]}, on {FALLBACK[1]})?",
+    _fallback, _explain_fallback, _pair(_pfn, "pfns", FALLBACK),
+    hints=PairHints(_fallback, FALLBACK,
+                    ({15: "before 6.15 the allocator goes for the largest fallback block "
+                          "first.",
+                      5: "with free-list hygiene (6.10) a failed claim no longer moves the "
+                         "pageblock's free pages to the Unmovable list."},
+                     {5: "6.15 claims only when the claim succeeds; otherwise it steals the "
+                         "smallest block that fits.",
+                      6: "6.15 steals the smallest suitable block."})))
 
 
-# -- 10.same_story: one scenario on both kernels ----------------------------------------------
-@lru_cache(maxsize=2)        # run once per kernel; the notebook and the checker share it
+# -- the gfp check of alloc_contig_range() (6.14) ----------------------------------------------
+def gfp_check(kernel: str) -> int:
+    """alloc_contig_range() of one free pageblock with __GFP_NOFAIL, which it cannot honour."""
+    return teaching(kernel).alloc_contig_range(0, 8, "GFP_KERNEL | __GFP_NOFAIL")
+
+
+# -- 10.same_story: one scenario on every kernel ----------------------------------------------
+@lru_cache(maxsize=len(ALL))  # run once per kernel; the notebook and the checker share it
 def scenario(kernel: str) -> vm.Machine:
     """Grow a 1 GiB guest by 1 GiB in ZONE_NORMAL, fill it, then ask for everything back."""
     m = vm.Machine(boot_memory=1 * GiB, kernel=kernel, seed=1, trace=True)
@@ -442,7 +461,7 @@ ROWS = {
 }
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=len(ALL))
 def scenario_rows(kernel: str) -> dict[str, str]:
     """The scenario's results, one short text per row of ``ROWS``."""
     m = scenario(kernel)
@@ -463,12 +482,17 @@ def scenario_rows(kernel: str) -> dict[str, str]:
 
 
 def side_by_side(mark: bool = True) -> str:
-    """The scenario's rows for both kernels; ``mark`` flags the rows that differ."""
-    a, b = (scenario_rows(k) for k in KERNELS)
-    lines = [f"{'row':<16}{'':<31}{'5.8':>18}   6.12"]
+    """The scenario's rows on every kernel; ``mark`` flags rows where the oldest and the
+    newest release differ."""
+    rows = {k: scenario_rows(k) for k in ALL}
+    widths = {k: max(len(k), *(len(r[key]) for key in ROWS)) + 3
+              for k, r in rows.items()}
+    lines = [f"{'row':<16}{'':<31}" + "".join(f"{k:>{widths[k]}}" for k in ALL)]
     for key, label in ROWS.items():
-        flag = "  <- differs" if mark and a[key] != b[key] else ""
-        lines.append(f"{key:<16}{label:<31}{a[key]:>18}   {b[key]:<18}{flag}".rstrip())
+        a, b = rows[STORY[0]][key], rows[STORY[1]][key]
+        flag = "  <- differs" if mark and a != b else ""
+        lines.append(f"{key:<16}{label:<31}"
+                     + "".join(f"{rows[k][key]:>{widths[k]}}" for k in ALL) + flag)
     return "\n".join(lines)
 
 
@@ -482,7 +506,7 @@ class RowSet(frozenset):
 
 
 def _differ() -> RowSet:
-    a, b = (scenario_rows(k) for k in KERNELS)
+    a, b = (scenario_rows(k) for k in STORY)
     return RowSet(k for k in ROWS if a[k] != b[k])
 
 
@@ -510,22 +534,26 @@ class SetHints(PartHints):
 
 
 def _explain_differ(truth: frozenset[str]) -> str:
-    a = scenario_rows("5.8")
-    b = scenario_rows("6.12")
-    return (f"Rows that differ: {', '.join(sorted(truth))}.\n"
-            f"Both kernels plug the same {a['grown']} with {a['plug_requests']} requests (one "
-            "per 128 MiB memory block) and both get stuck in ZONE_NORMAL, where unmovable "
-            f"kernel pages cannot be migrated: {a['shrunk']} on 5.8, {b['shrunk']} on 6.12, "
-            f"last rc {a['last_rc']} in both, so both retry on a timer.  6.12 sends about "
-            f"twice the UNPLUG requests ({b['unplug_requests']} vs {a['unplug_requests']}) "
-            "because each covers a 2 MiB subblock, not 4 MiB; the finer grain frees only a "
-            "little more, because grouping by mobility already packs unmovable pages into "
-            "few pageblocks.  The states spell the same thing in each release's names.")
+    old, new = STORY
+    a, b = scenario_rows(old), scenario_rows(new)
+    same = [k for k in ALL[1:] if scenario_rows(k) == b]
+    return (f"Rows that differ between {old} and {new}: {', '.join(sorted(truth))}.\n"
+            f"Both plug the same {a['grown']} with {a['plug_requests']} requests (one per "
+            "128 MiB memory block) and both get stuck in ZONE_NORMAL, where unmovable kernel "
+            f"pages cannot be migrated: {a['shrunk']} on {old}, {b['shrunk']} on {new}, last "
+            f"rc {a['last_rc']} in both, so both retry on a timer.  {new} sends about twice "
+            f"the UNPLUG requests ({b['unplug_requests']} vs {a['unplug_requests']}) because "
+            "each covers a 2 MiB subblock, not 4 MiB; the finer grain frees only a little "
+            "more, because grouping by mobility already packs unmovable pages into few "
+            "pageblocks.  The states spell the same thing in each release's names.  "
+            f"{', '.join(same)} tell the same story: the allocator changes after 5.19 "
+            "do not change this outcome.")
 
 
 same_story = ValueExercise(
     "10.same_story",
-    "Run scenario() on 5.8 and on 6.12.  Which rows of the side-by-side table differ?",
+    f"Run scenario() on {STORY[0]} and on {STORY[1]}.  Which rows of the side-by-side table "
+    "differ?",
     _differ, _explain_differ, _rows,
     hints=SetHints(_differ,
                    extra={"grown": "the device blocks are 2 MiB in both; 1 GiB is a whole "
@@ -538,7 +566,7 @@ same_story = ValueExercise(
                                          "stays added in both releases."},
                    missed={"unplug_requests": "one UNPLUG request per subblock freed: "
                                               "how big is a subblock?",
-                           "states": "5.8 and 6.12 name the states of online blocks "
+                           "states": "the two releases name the states of online blocks "
                                      "differently.",
                            "shrunk": "finer subblocks waste less around each unmovable "
                                      "page."}))

@@ -3,7 +3,9 @@
 The snapshot (``tests/fixtures/snapshot/fc-6.18-24g.npz``) was taken
 read-only with ``python -m vmemlab snapshot --save`` on the project's
 development VM: Linux 6.18, 24 GiB, 128 MiB memory blocks, the PCI hole
-at 3-4 GiB.  Every answer is computed from the snapshot's own files.
+at 3-4 GiB.  Every answer is computed from the snapshot's own files.  Its
+zoneinfo shows most of ZONE_NORMAL present but not yet managed, which
+MemFree counts and the free lists do not (``11.free_gap_cause``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from ..constants import PageState
+from ..realmem.kpageflags import free_gap
 from ..snapshot import RealSnapshot, load_snapshot
 from . import ValueExercise
 from .answers import whole_number
@@ -127,24 +129,57 @@ memory_blocks = ValueExercise(
            193: "Count blocks 0-23 and 32-199."})
 
 
-# -- 11.free_blocks --------------------------------------------------------
-def _free_blocks() -> list[int]:
+# -- 11.free_gap_cause -----------------------------------------------------
+CAUSES = ("per_cpu_lists", "not_yet_managed", "kernel_allocations")
+
+
+def pcp_pages(snap: RealSnapshot) -> int:
+    """Pages on the per-CPU lists: the ``count:`` lines of the pagesets in /proc/zoneinfo."""
+    text = snap.files.get("/proc/zoneinfo", "")
+    text = text.decode() if isinstance(text, bytes) else text
+    return sum(int(line.split()[1]) for line in text.splitlines()
+               if line.split()[:1] == ["count:"])
+
+
+def _free_gap_cause() -> str:
+    g = free_gap(snapshot())
+    return "not_yet_managed" if g.not_managed >= g.gap / 2 else "per_cpu_lists"
+
+
+def _cause(x: object) -> str:
+    if not isinstance(x, str):
+        raise TypeError(f"a string, one of {list(CAUSES)}")
+    key = "_".join(x.strip().lower().replace("-", " ").split())
+    if key not in CAUSES:
+        raise ValueError(f"one of {list(CAUSES)}")
+    return key
+
+
+def _explain_cause(cause: str) -> str:
     snap = snapshot()
-    counts = snap.block_page_counts()          # columns are PageState values
-    return [b.id for b, row in zip(snap.memory.blocks, counts, strict=True)
-            if row[PageState.FREE] == b.nr_pages]
+    g, mib = free_gap(snap), snap.page_size / (1 << 20)
+    return (f"MemFree counts {g.memfree} pages, the free lists hold {g.buddy}: {g.gap} pages "
+            f"({g.gap * mib / 1024:.1f} GiB) are counted free but sit on no free list.  "
+            f"zoneinfo's present minus managed is {g.not_managed} pages: memory the kernel "
+            "counts but had not handed to the buddy allocator when the files were read.  The "
+            f"per-CPU lists hold {pcp_pages(snap)} pages, and MemFree leaves them out anyway; "
+            "allocated pages are not free, so MemFree leaves them out too.  kpageflags reads "
+            f"all of these as words without a flag: {g.no_flags} pfns (fs/proc/page.c, "
+            "stable_page_flags(): KPF_BUDDY only for pages in a free block).")
 
 
-free_blocks = ValueExercise(
-    "11.free_blocks",
-    "How many memory blocks have every page free, so that offlining them would not "
-    "have to migrate a single page?",
-    lambda: len(_free_blocks()),
-    lambda n: (f"{n} blocks: memory{_free_blocks()[0]} to memory{_free_blocks()[-1]}, all of "
-               "DMA32 above the first block.  Block 0 holds reserved pages (firmware, the "
-               "low 1 MiB), and every block of Normal holds allocated pages: the kernel and "
-               "user space allocate from the highest zone first (ZONE_NORMAL), so DMA32 "
-               "stays empty on a machine this size."),
-    _whole,
-    hints={24: "Block 0 is in DMA32's range too, but look at its reserved pages.",
-           0: "Look at the free column of the block table for blocks 1-23."})
+free_gap_cause = ValueExercise(
+    "11.free_gap_cause",
+    "MemFree counts far more free memory than the free lists of /proc/buddyinfo hold.  Which "
+    "explains most of the difference: \"per_cpu_lists\", \"not_yet_managed\" or "
+    "\"kernel_allocations\"?",
+    _free_gap_cause, _explain_cause, _cause,
+    hints={"per_cpu_lists": "A per-CPU list holds a few hundred to a few thousand pages, MiB "
+                            "and not GiB, and MemFree does not count its pages either.",
+           "kernel_allocations": "Allocated pages are not free: MemFree does not count them, "
+                                 "so they cannot make it larger than the free lists."})
+
+
+def fresh_machine(path: str | Path | None = None) -> RealSnapshot:
+    """The notebook's snapshot again, or the one saved at ``path`` (``snapshot --save``)."""
+    return snapshot() if path is None else load_snapshot(path)

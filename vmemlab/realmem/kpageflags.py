@@ -22,9 +22,17 @@ anything else, including no flags     ALLOCATED      KERNEL
 ====================================  =============  ===================
 
 What flags cannot tell: reclaimable slab from unreclaimable (all slab is
-SLAB), and a page with no flags at all may be a raw kernel allocation, a
-page on a per-CPU free list, or memory a kernel with deferred struct-page
-init has not handed to the buddy allocator yet; all count as KERNEL.
+SLAB), and what a page with no flags at all is.  ``stable_page_flags()``
+gives a word of 0 to a page that is on no list it reports (not PageBuddy,
+not LRU, not slab...), not mapped, not compound and not reserved: a raw
+kernel allocation (``alloc_pages()`` without ``__GFP_COMP``: vmalloc and
+per-CPU area pages, many driver buffers), a free page on a per-CPU list
+(PageBuddy is cleared there and ``is_free_buddy_page()`` finds no free
+block around it), or memory whose struct pages a kernel that initialises
+them after boot has not handed to the buddy allocator yet.  Such pages
+count as KERNEL in the page states, and carry ``PageFlag.NO_KPAGEFLAGS`` so
+pictures give them their own class; ``free_gap_text`` sets MemFree beside
+the free lists to show how many of them are free memory.
 vmemlab has no hugetlb: its pages count as anonymous user memory.  Offline
 memory blocks and pfns outside any memory block are placed by
 ``vmemlab.snapshot`` from sysfs, since kpageflags reads them as holes.
@@ -36,7 +44,9 @@ Documentation/admin-guide/mm/pagemap.rst
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -146,12 +156,15 @@ def page_states(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def page_flag_bits(flags: np.ndarray) -> np.ndarray:
-    """vmemlab's per-page flag byte (``PageFlag``): DIRTY from KPF_DIRTY.
+    """vmemlab's per-page flag byte (``PageFlag``): DIRTY from KPF_DIRTY, and
+    NO_KPAGEFLAGS for a word of 0 (pictures draw those pages as "no flags").
 
     Long-term pins are not visible in kpageflags, so PINNED is never set.
     """
-    return np.where(has(np.asarray(flags, np.uint64), KPF.DIRTY),
-                    np.uint8(PageFlag.DIRTY), np.uint8(0)).astype(np.uint8)
+    flags = np.asarray(flags, np.uint64)
+    out = np.where(has(flags, KPF.DIRTY), np.uint8(PageFlag.DIRTY), np.uint8(0))
+    out[flags == 0] |= np.uint8(PageFlag.NO_KPAGEFLAGS)
+    return out.astype(np.uint8)
 
 
 def flag_counts(flags: np.ndarray) -> dict[str, int]:
@@ -160,3 +173,80 @@ def flag_counts(flags: np.ndarray) -> dict[str, int]:
     counts = {bit.name: int(np.count_nonzero(has(flags, bit))) for bit in KPF}
     counts["NO_FLAGS"] = int(np.count_nonzero(flags == 0))
     return counts
+
+
+# ------------------------------------------------------------------ MemFree vs the free lists
+@dataclass(frozen=True)
+class FreeGap:
+    """Free memory as four sources count it, in pages (None where the snapshot lacks a file).
+
+    ``memfree``: /proc/meminfo MemFree, the zones' NR_FREE_PAGES summed;
+    ``buddy``: pages in the free lists of /proc/buddyinfo (nr_free x 2**order);
+    ``buddy_flag``: pfns whose kpageflags word has KPF_BUDDY (a free-list page);
+    ``no_flags``: pfns whose word is 0;
+    ``not_managed``: present but not managed pages, over all zones (/proc/zoneinfo).
+    """
+
+    memfree: int | None
+    buddy: int | None
+    buddy_flag: int | None
+    no_flags: int | None
+    not_managed: int | None
+
+    @property
+    def gap(self) -> int | None:
+        """MemFree minus the free lists: free pages that sit on no free list."""
+        return None if self.memfree is None or self.buddy is None else self.memfree - self.buddy
+
+
+def free_gap(snap: Any) -> FreeGap:
+    """MemFree, the free lists, and what kpageflags says, of a ``RealSnapshot``.
+
+    Kernel: fs/proc/meminfo.c (MemFree = NR_FREE_PAGES), mm/vmstat.c
+    (frag_show_print, zoneinfo_show_print), fs/proc/page.c stable_page_flags()
+    """
+    def part(name: str) -> Any:
+        return snap.part(name) if snap.has(name) else None
+
+    meminfo, buddy, zoneinfo, words = (part(n) for n in ("meminfo", "buddyinfo", "zoneinfo",
+                                                          "kpageflags"))
+    kb_per_page = snap.page_size // 1024
+    memfree = next((r.value // kb_per_page for r in meminfo or () if r.label == "MemFree"), None)
+    nr_buddy = None if buddy is None else sum(
+        n << order for row in buddy for order, n in enumerate(row.nr_free))
+    not_managed = None if zoneinfo is None else sum(
+        z.present - z.managed for z in zoneinfo.zones)
+    if words is None:
+        return FreeGap(memfree, nr_buddy, None, None, not_managed)
+    words = np.asarray(words, np.uint64)
+    return FreeGap(memfree, nr_buddy, int(np.count_nonzero(has(words, KPF.BUDDY))),
+                   int(np.count_nonzero(words == 0)), not_managed)
+
+
+def free_gap_text(snap: Any) -> str:
+    """MemFree beside the buddyinfo total, and the two kpageflags counts that explain the gap.
+
+    Pages the kernel counts as free but keeps on no free list are not
+    PageBuddy: per-CPU free lists (order 0-3 pages a CPU keeps at hand) and,
+    on a kernel that initialises struct pages after boot, memory not yet
+    handed to the buddy allocator (zoneinfo's ``managed`` below ``present``).
+    kpageflags reads such pages, like raw kernel allocations (vmalloc,
+    per-CPU areas, page tables of some architectures), as words without any
+    flag.
+    """
+    g = free_gap(snap)
+    mib = snap.page_size / (1 << 20)
+
+    def row(what: str, pages: int | None) -> str:
+        if pages is None:
+            return f"{what:<46}{'-':>12}{'-':>12}"
+        return f"{what:<46}{pages:>12}{pages * mib:>12.1f}"
+
+    return "\n".join([
+        f"{'free memory, as each file counts it':<46}{'pages':>12}{'MiB':>12}",
+        row("MemFree (/proc/meminfo)", g.memfree),
+        row("in the free lists (/proc/buddyinfo)", g.buddy),
+        row("MemFree - free lists: free, on no free list", g.gap),
+        row("present - managed (/proc/zoneinfo)", g.not_managed),
+        row("pfns with KPF_BUDDY (/proc/kpageflags)", g.buddy_flag),
+        row("pfns with no flag at all (/proc/kpageflags)", g.no_flags)]) + "\n"

@@ -3,6 +3,7 @@
     from vmemlab import viz
     fig, ax = viz.new_figure("heatmap")
     art = viz.draw_heatmap(ax, m)                  # per-pageblock map (default zoom)
+    viz.outline_range(art, start_pfn, end_pfn)     # outline a range someone asked for
     print(viz.heatmap_summary(art.grid, m))        # the same picture as text
     viz.TraceViewer(m.trace)                       # step through recorded frames
     art = viz.draw_subblocks(ax, m, "vmem0")       # a virtio-mem device, subblock by subblock
@@ -43,6 +44,7 @@ _EXPORTS = {
     "add_legend": "palette", "class_cmap": "palette",
     "FIGSIZE": "figures", "new_figure": "figures", "figure_png": "figures",
     "HeatmapArtists": "heatmap", "draw_heatmap": "heatmap", "update_heatmap": "heatmap",
+    "outline_range": "heatmap", "note_classes": "palette", "present_classes": "palette",
     "MigrationArtists": "migration", "draw_migration": "migration",
     "draw_free_blocks": "fragplots", "draw_fragmentation": "fragplots",
     "draw_timeseries": "fragplots",

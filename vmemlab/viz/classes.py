@@ -1,13 +1,21 @@
 """Cell classes: what one heatmap cell shows, as small integers.
 
-Every picture in vmemlab colours cells by one ``CellClass``.  Codes 0-9 are
+Every picture in vmemlab colours cells by one ``CellClass``.  Codes 0-12 are
 the classes of a page (what the allocator and an unplug care about);
-codes 10-15 are the migratetypes of a pageblock; codes 16-18 are what a
+codes 13-18 are the migratetypes of a pageblock; codes 19-21 are what a
 virtio-mem subblock map adds: plugged memory by where it went (a kernel
 zone, ZONE_MOVABLE, or nowhere yet).  A pageblock or subblock that holds no
 buddy memory uses the page codes (not present, offline, reserved,
-PageOffline), so the same state has the same code, and so the same colour,
-in every picture.
+PageOffline, balloon), so the same state has the same code, and so the same
+colour, in every picture.
+
+Three page classes are not a page state of their own in the memmap:
+balloon pages are PageOffline pages of kind BALLOON; pages taken by
+``alloc_contig_range()`` are KERNEL pages whose owner is a contig owner
+(``Node.contig_runs()``, kept in each frame's snapshot); a real machine's
+page whose kpageflags word is 0 carries ``PageFlag.NO_KPAGEFLAGS``
+(``vmemlab.realmem.kpageflags``).  ``mark_runs`` and ``mark_no_flags``
+add the last two after the table lookup.
 
 ``classify_pages`` maps the memmap's ``state``/``kind``/``flags`` arrays to
 page classes with one lookup table; this module needs only numpy.
@@ -37,15 +45,18 @@ class CellClass(IntEnum):
     UNMOVABLE = 7      # kernel memory, ramfs, pipes, page tables
     PINNED = 8         # a long-term pinned page: unmovable while pinned
     PAGE_OFFLINE = 9   # PageOffline: unplugged, given back to the hypervisor
-    PB_UNMOVABLE = 10  # pageblock migratetypes (code = PB_BASE + MigrateType)
-    PB_MOVABLE = 11
-    PB_RECLAIMABLE = 12
-    PB_HIGHATOMIC = 13
-    PB_ISOLATE = 14
-    PB_UNKNOWN = 15    # a real machine's pageblock: the kernel does not export its type
-    SB_KERNEL = 16     # virtio-mem: a plugged subblock of a block online in a kernel zone
-    SB_MOVABLE = 17    # virtio-mem: a plugged subblock of a block online in ZONE_MOVABLE
-    SB_PLUGGED = 18    # virtio-mem: plugged but not added to Linux (a failed add)
+    BALLOON = 10       # inflated into virtio-balloon: given to the host, movable
+    CONTIG = 11        # taken by alloc_contig_range(), held by its caller
+    NO_FLAGS = 12      # a real machine's page with no /proc/kpageflags flag at all
+    PB_UNMOVABLE = 13  # pageblock migratetypes (code = PB_BASE + MigrateType)
+    PB_MOVABLE = 14
+    PB_RECLAIMABLE = 15
+    PB_HIGHATOMIC = 16
+    PB_ISOLATE = 17
+    PB_UNKNOWN = 18    # a real machine's pageblock: the kernel does not export its type
+    SB_KERNEL = 19     # virtio-mem: a plugged subblock of a block online in a kernel zone
+    SB_MOVABLE = 20    # virtio-mem: a plugged subblock of a block online in ZONE_MOVABLE
+    SB_PLUGGED = 21    # virtio-mem: plugged but not added to Linux (a failed add)
 
     def __str__(self) -> str:
         return CLASS_LABELS[self]
@@ -65,6 +76,9 @@ CLASS_LABELS = {
     CellClass.UNMOVABLE: "unmovable (kernel)",
     CellClass.PINNED: "pinned",
     CellClass.PAGE_OFFLINE: "PageOffline (unplugged)",
+    CellClass.BALLOON: "balloon (given to the host)",
+    CellClass.CONTIG: "taken by alloc_contig_range()",
+    CellClass.NO_FLAGS: "no kpageflags flag",
     CellClass.PB_UNMOVABLE: "Unmovable pageblock",
     CellClass.PB_MOVABLE: "Movable pageblock",
     CellClass.PB_RECLAIMABLE: "Reclaimable pageblock",
@@ -77,8 +91,10 @@ CLASS_LABELS = {
 }
 
 PAGE_CLASSES = tuple(CellClass(c) for c in range(PB_BASE))
-PAGEBLOCK_CLASSES = (CellClass.NOT_PRESENT, CellClass.OFFLINE, CellClass.RESERVED,
-                     CellClass.PAGE_OFFLINE) + tuple(CellClass(PB_BASE + mt) for mt in MigrateType)
+# What a pageblock without buddy memory shows (the page classes of what it holds).
+DEAD_PAGEBLOCK_CLASSES = (CellClass.NOT_PRESENT, CellClass.OFFLINE, CellClass.RESERVED,
+                          CellClass.PAGE_OFFLINE, CellClass.BALLOON)
+PAGEBLOCK_CLASSES = DEAD_PAGEBLOCK_CLASSES + tuple(CellClass(PB_BASE + mt) for mt in MigrateType)
 # A virtio-mem subblock map: unplugged (not added / PageOffline), plugged by where it went.
 SUBBLOCK_CLASSES = (CellClass.NOT_PRESENT, CellClass.PAGE_OFFLINE, CellClass.SB_PLUGGED,
                     CellClass.OFFLINE, CellClass.SB_KERNEL, CellClass.SB_MOVABLE)
@@ -88,21 +104,22 @@ PB_CODES[[int(mt) for mt in MigrateType]] = [PB_BASE + int(mt) for mt in Migrate
 
 # When many pages share one cell, the cell shows its highest-priority class:
 # whatever would stop an unplug wins over what would not.
-PRIORITY = (CellClass.NOT_PRESENT, CellClass.OFFLINE, CellClass.FREE, CellClass.PAGE_OFFLINE,
-            CellClass.SB_PLUGGED, CellClass.MOVABLE, CellClass.SB_MOVABLE, CellClass.ISOLATED,
-            CellClass.RECLAIMABLE, CellClass.RESERVED, CellClass.SB_KERNEL,
-            CellClass.UNMOVABLE, CellClass.PINNED, CellClass.PB_UNKNOWN,
+PRIORITY = (CellClass.NOT_PRESENT, CellClass.OFFLINE, CellClass.FREE, CellClass.NO_FLAGS,
+            CellClass.PAGE_OFFLINE, CellClass.SB_PLUGGED, CellClass.BALLOON, CellClass.MOVABLE,
+            CellClass.SB_MOVABLE, CellClass.ISOLATED, CellClass.RECLAIMABLE, CellClass.RESERVED,
+            CellClass.SB_KERNEL, CellClass.CONTIG, CellClass.UNMOVABLE, CellClass.PINNED,
+            CellClass.PB_UNKNOWN,
             CellClass.PB_MOVABLE, CellClass.PB_RECLAIMABLE, CellClass.PB_HIGHATOMIC,
             CellClass.PB_UNMOVABLE, CellClass.PB_ISOLATE)
 RANK = np.zeros(NR_CLASSES, np.uint8)
 RANK[[int(c) for c in PRIORITY]] = np.arange(NR_CLASSES, dtype=np.uint8)
 UNRANK = np.array([int(c) for c in PRIORITY], np.uint8)
 
-# Balloon pages are PageOffline in the kernel too (PG_balloon became PG_offline in
-# 5.0), but they are drawn as movable, which they are (balloon compaction); the
+# Balloon pages are PageOffline in the kernel (PG_balloon became PG_offline in 5.0)
+# and movable through balloon compaction.  They get a class of their own, so the
 # PageOffline colour stays with virtio-mem's unplugged memory (docs/glossary.md).
 _KIND_CLASS = {PageKind.ANON: CellClass.MOVABLE, PageKind.FILE: CellClass.MOVABLE,
-               PageKind.SHMEM: CellClass.MOVABLE, PageKind.BALLOON: CellClass.MOVABLE,
+               PageKind.SHMEM: CellClass.MOVABLE, PageKind.BALLOON: CellClass.BALLOON,
                PageKind.SLAB_RECLAIMABLE: CellClass.RECLAIMABLE}
 _STATE_CLASS = {PageState.ABSENT: CellClass.NOT_PRESENT, PageState.OFFLINE: CellClass.OFFLINE,
                 PageState.RESERVED: CellClass.RESERVED, PageState.FREE: CellClass.FREE,
@@ -116,6 +133,8 @@ def kind_class(kind: PageKind) -> CellClass:
 
 def state_class(state: int, kind: int = 0, pinned: bool = False) -> CellClass:
     """The class of one page from its memmap fields (the scalar rule)."""
+    if state == PageState.PAGE_OFFLINE and kind == PageKind.BALLOON:
+        return CellClass.BALLOON
     if state != PageState.ALLOCATED:
         return _STATE_CLASS.get(PageState(state), CellClass.NOT_PRESENT)
     if pinned:
@@ -166,6 +185,33 @@ def classify_pages(state: np.ndarray, kind: np.ndarray, flags: np.ndarray,
     pinned = ((flags & PageFlag.PINNED) != 0) & (state == PageState.ALLOCATED)
     out[pinned] = CellClass.PINNED
     return RANK[out] if ranked else out
+
+
+def mark_runs(classes: np.ndarray, runs: np.ndarray, first_pfn: int, cls: CellClass,
+              only: CellClass, ranked: bool = False) -> None:
+    """Turn ``only`` into ``cls``, in place, in pages of the pfn ``runs`` ((n, 2) array).
+
+    ``classes`` covers pfns from ``first_pfn``; ``ranked`` as in ``classify_pages``.
+    """
+    if not len(runs):
+        return
+    end_pfn = first_pfn + classes.size
+    was, now = (RANK[only], RANK[cls]) if ranked else (int(only), int(cls))
+    for start, end in np.asarray(runs).tolist():
+        lo, hi = max(start, first_pfn) - first_pfn, min(end, end_pfn) - first_pfn
+        if lo < hi:
+            part = classes[lo:hi]
+            part[part == was] = now
+
+
+def mark_no_flags(classes: np.ndarray, flags: np.ndarray, ranked: bool = False) -> None:
+    """Kernel-looking pages flagged ``NO_KPAGEFLAGS`` (a real machine's, aligned with
+    ``classes``) become NO_FLAGS, in place."""
+    was, now = CellClass.UNMOVABLE, CellClass.NO_FLAGS
+    if ranked:
+        was, now = RANK[was], RANK[now]
+    hit = ((flags & np.uint8(PageFlag.NO_KPAGEFLAGS)) != 0) & (classes == was)
+    classes[hit] = now
 
 
 def mark_isolated(classes: np.ndarray, pb_mt: np.ndarray, pageblock_nr_pages: int,

@@ -14,6 +14,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 DPI = 100
+# Text sizes in points (1 pt = DPI/72 px): at 100 dpi the smallest, 8 pt, is 11 px,
+# still 10 px or more where a widget shows a figure at 90% of its size.
+TICK_PT = 8.0
+LEGEND_PT = 8.0
+LABEL_PT = 9.0
+TITLE_PT = 10.5
+MIN_TEXT_PT = 8.0
 FIGSIZE = {
     "heatmap": (9.0, 5.5),
     "migration": (9.0, 5.5),
@@ -31,6 +38,15 @@ def new_figure(kind: str = "heatmap", nrows: int = 1, ncols: int = 1,
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, **kw)
     return fig, axes
+
+
+def min_text_px(fig: Figure) -> float:
+    """The size in pixels of the smallest visible text the figure holds (at its dpi)."""
+    from matplotlib.text import Text
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip()]
+    return min(sizes, default=0.0) * fig.dpi / 72.0
 
 
 def figure_png(fig: Figure) -> bytes:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..constants import MigrateType
+from .figures import LABEL_PT, LEGEND_PT, TITLE_PT
 from .fragdata import FragSeries, FreeBlocks
 from .palette import SERIES_COLOURS, colour, hatch, hatch_edge
 
@@ -51,15 +52,15 @@ def draw_free_blocks(ax: Any, fb: FreeBlocks, zone: str | None = None, *,
                            label=name))
         bottom += row
     ax.set_xticks(orders)
-    ax.set_xlabel("order (block of 2**order pages)", fontsize="small")
-    ax.set_ylabel("free pages" if pages else "free blocks", fontsize="small")
+    ax.set_xlabel("order (block of 2**order pages)", fontsize=LABEL_PT)
+    ax.set_ylabel("free pages" if pages else "free blocks", fontsize=LABEL_PT)
     ax.set_title(f"zone {zone or list(fb.free)[-1]}: free "
                  f"{'pages' if pages else 'blocks'} per order and migratetype",
-                 fontsize="medium")
+                 fontsize=TITLE_PT)
     if log:
         ax.set_yscale("symlog", linthresh=1.0)
     ax.axvline(fb.pageblock_order, color="#000000", linewidth=0.8, linestyle="dashed")
-    leg = ax.legend(fontsize="small", frameon=False) if legend else None
+    leg = ax.legend(fontsize=LEGEND_PT, frameon=False) if legend else None
     return ChartArtists(bars, leg)
 
 
@@ -84,9 +85,9 @@ def draw_timeseries(ax: Any, t: Sequence[float], series: Mapping[str, Sequence[f
         if markers:
             kw.update(marker="o", markersize=3)
         lines.append(ax.plot(np.asarray(t, float), np.asarray(values, float), **kw)[0])
-    ax.set_xlabel(xlabel, fontsize="small")
-    ax.set_ylabel(ylabel, fontsize="small")
-    leg = ax.legend(fontsize="small", frameon=False) if legend and lines else None
+    ax.set_xlabel(xlabel, fontsize=LABEL_PT)
+    ax.set_ylabel(ylabel, fontsize=LABEL_PT)
+    leg = ax.legend(fontsize=LEGEND_PT, frameon=False) if legend and lines else None
     return ChartArtists(lines, leg)
 
 
@@ -102,5 +103,5 @@ def draw_fragmentation(ax: Any, series: FragSeries, *, legend: bool = True) -> C
         ylabel="index", legend=legend)
     ax.set_ylim(-1.05, 1.05)
     ax.axhline(0.0, color="#000000", linewidth=0.5)
-    ax.set_title(f"zone {series.zone}: fragmentation over time", fontsize="medium")
+    ax.set_title(f"zone {series.zone}: fragmentation over time", fontsize=TITLE_PT)
     return out

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..constants import PageState, format_size
+from ..constants import PageKind, PageState, format_size
 from .classes import (
     CLASS_LABELS,
     PB_BASE,
@@ -37,6 +37,8 @@ from .classes import (
     CellClass,
     classify_pages,
     mark_isolated,
+    mark_no_flags,
+    mark_runs,
 )
 from .source import (
     DeviceSpan,
@@ -152,15 +154,28 @@ def _reduce_ranked(ranked: np.ndarray, per: int, how: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ grids
+def classify_view(view: MemView, lo: int, hi: int, ranked: bool = False) -> np.ndarray:
+    """Page classes of ``[lo, hi)`` (pageblock-aligned ``lo``), every rule applied.
+
+    The table lookup, then isolation (a pageblock property), pages held by
+    alloc_contig_range() callers, and a real machine's flagless pages.
+    """
+    codes = classify_pages(view.state[lo:hi], view.kind[lo:hi], view.flags[lo:hi], ranked)
+    mark_isolated(codes, view.pb_mt, view.geo.pageblock_nr_pages,
+                  lo // view.geo.pageblock_nr_pages, ranked)
+    mark_runs(codes, view.contig, lo, CellClass.CONTIG, CellClass.UNMOVABLE, ranked)
+    if view.real:
+        mark_no_flags(codes, view.flags[lo:hi], ranked)
+    return codes
+
+
 def page_classes(src: Any, start_pfn: int = 0, end_pfn: int | None = None) -> np.ndarray:
     """The CellClass code of every page in ``[start_pfn, end_pfn)`` (1-D)."""
     view = mem_view(src)
     start_pfn, end_pfn = _check_range(view, start_pfn, end_pfn)
     per_pb = view.geo.pageblock_nr_pages
     lo, hi = start_pfn // per_pb * per_pb, -(-end_pfn // per_pb) * per_pb
-    codes = classify_pages(view.state[lo:hi], view.kind[lo:hi], view.flags[lo:hi])
-    mark_isolated(codes, view.pb_mt, per_pb, lo // per_pb)
-    return codes[start_pfn - lo:end_pfn - lo]
+    return classify_view(view, lo, hi)[start_pfn - lo:end_pfn - lo]
 
 
 def page_grid(src: Any, start_pfn: int = 0, end_pfn: int | None = None, *,
@@ -173,8 +188,7 @@ def page_grid(src: Any, start_pfn: int = 0, end_pfn: int | None = None, *,
     per, w, rows = plan_cells(end_pfn - start_pfn, max_side, width)
     per_pb = view.geo.pageblock_nr_pages
     lo, hi = start_pfn // per_pb * per_pb, -(-end_pfn // per_pb) * per_pb
-    ranked = classify_pages(view.state[lo:hi], view.kind[lo:hi], view.flags[lo:hi], ranked=True)
-    mark_isolated(ranked, view.pb_mt, per_pb, lo // per_pb, ranked=True)
+    ranked = classify_view(view, lo, hi, ranked=True)
     flat = _reduce_ranked(ranked[start_pfn - lo:end_pfn - lo], per, reduce)
     cells = _to_2d(flat, w, rows, int(CellClass.NOT_PRESENT))
     return Grid("page", cells, None, start_pfn, end_pfn, per, view.geo.page_shift)
@@ -200,18 +214,22 @@ def pageblock_classes(src: Any, start_pfn: int = 0,
     fill = 1.0 - free.astype(np.float32) / np.float32(per)
     dead = np.flatnonzero(free + used == 0)
     if dead.size:
-        codes[dead] = _dead_pageblock_classes(state[dead])
+        kind = view.kind[lo * per:hi * per].reshape(-1, per)
+        codes[dead] = _dead_pageblock_classes(state[dead], kind[dead])
         fill[dead] = 1.0
     return codes, fill
 
 
-def _dead_pageblock_classes(state: np.ndarray) -> np.ndarray:
-    """Classes of pageblocks without free or allocated pages (rows of ``state``)."""
+def _dead_pageblock_classes(state: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """Classes of pageblocks without free or allocated pages (rows of ``state``, ``kind``)."""
     out = np.full(state.shape[0], int(CellClass.NOT_PRESENT), np.uint8)
-    for st, cls in ((PageState.OFFLINE, CellClass.OFFLINE),
-                    (PageState.PAGE_OFFLINE, CellClass.PAGE_OFFLINE),
-                    (PageState.RESERVED, CellClass.RESERVED)):    # later wins
-        out[(state == st).any(axis=1)] = cls
+    offline = state == PageState.PAGE_OFFLINE
+    balloon = offline & (kind == PageKind.BALLOON)
+    for mask, cls in ((state == PageState.OFFLINE, CellClass.OFFLINE),
+                      (balloon, CellClass.BALLOON),
+                      (offline & ~balloon, CellClass.PAGE_OFFLINE),
+                      (state == PageState.RESERVED, CellClass.RESERVED)):    # later wins
+        out[mask.any(axis=1)] = cls
     return out
 
 

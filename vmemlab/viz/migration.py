@@ -18,10 +18,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from .classes import PAGE_CLASSES
+from .figures import LABEL_PT
 from .grid import MAX_SIDE, boundary_path
 from .heatmap import HeatmapArtists, draw_heatmap
 from .moves import MigrationStep, MoveRun, cell_centre, migration_step, move_runs, range_rects
-from .palette import FAILED, MOVE_DST, MOVE_SRC, legend_handles
+from .palette import FAILED, MOVE_DST, MOVE_SRC, add_legend
 from .source import mem_view
 
 SMALL_MACHINE_PAGES = 64 * 64
@@ -80,20 +81,24 @@ def draw_migration(ax: Any, src: Any, events: Any, start_pfn: int | None = None,
     busy = _mark_busy(ax, grid, step.busy_pfn)
     leg = None
     if legend:
-        leg = ax.legend(handles=legend_handles(PAGE_CLASSES) + overlay_handles(),
-                        loc="upper left", bbox_to_anchor=(1.15, 1.0), fontsize="small",
-                        frameon=False, title="page", title_fontsize="small")
+        leg = add_legend(ax, PAGE_CLASSES, "page", extra=overlay_handles(step),
+                         bbox_to_anchor=(1.3, 1.0))
     return MigrationArtists(hm, step, sources, targets, arrows, checked, busy, leg)
 
 
-def overlay_handles() -> list[Any]:
-    """Legend entries for the marks a migration picture adds."""
-    return [Line2D([], [], color=MOVE_SRC, linestyle="dashed", label="moved from"),
-            Line2D([], [], color=MOVE_DST, linewidth=2.0, label="moved to"),
-            Line2D([], [], color=FAILED, linestyle="dotted", linewidth=2.0,
-                   label="range tested for isolation"),
-            Line2D([], [], color=FAILED, marker="X", linestyle="none", markersize=9,
-                   markeredgecolor="#FFFFFF", label="busy page (made it fail)")]
+def overlay_handles(step: MigrationStep | None = None) -> list[Any]:
+    """Legend entries for the marks a migration picture adds (those ``step`` draws)."""
+    marks = [(True if step is None else bool(step.moves),
+              Line2D([], [], color=MOVE_SRC, linestyle="dashed", label="moved from")),
+             (True if step is None else bool(step.moves),
+              Line2D([], [], color=MOVE_DST, linewidth=2.0, label="moved to")),
+             (True if step is None else bool(step.checks),
+              Line2D([], [], color=FAILED, linestyle="dotted", linewidth=2.0,
+                     label="range tested for isolation")),
+             (True if step is None else step.busy_pfn is not None,
+              Line2D([], [], color=FAILED, marker="X", linestyle="none", markersize=9,
+                     markeredgecolor="#FFFFFF", label="busy page (made it fail)"))]
+    return [h for drawn, h in marks if drawn]
 
 
 def _boxes(ax: Any, grid: Any, runs: list[tuple[int, int]], colour: str, style: str) -> Any:
@@ -126,7 +131,7 @@ def _mark_busy(ax: Any, grid: Any, pfn: int | None) -> list[Any]:
     marker = ax.plot([x], [y], marker="X", markersize=14, color=FAILED,
                      markeredgecolor="#FFFFFF", linestyle="none")[0]
     label = ax.annotate(f"busy pfn {pfn:#x}", (x, y), xytext=(8, -8),
-                        textcoords="offset points", fontsize="small", color=FAILED,
+                        textcoords="offset points", fontsize=LABEL_PT, color=FAILED,
                         bbox={"boxstyle": "round,pad=0.2", "facecolor": "#FFFFFF",
                               "edgecolor": FAILED, "linewidth": 0.5})
     return [marker, label]

@@ -1,26 +1,33 @@
 """The one palette: a colour (and, where hue is not enough, a hatch) per state.
 
 Colours are the Okabe-Ito set (Okabe & Ito 2008, "Color Universal Design"),
-vendored as hex so any matplotlib >= 3.8 draws the same picture, plus greys,
-one Paul Tol colour for the HighAtomic type nothing in the model creates,
-and three more Paul Tol colours for virtio-mem's plugged subblocks (rose:
-online in a kernel zone, green: online in ZONE_MOVABLE, sand: plugged but
-not added), chosen to stay apart from the subblock map's other classes
-under every colour-vision deficiency.
+vendored as hex so any matplotlib >= 3.8 draws the same picture, plus greys
+and colours from Paul Tol's schemes (https://personal.sron.nl/~pault/) for
+the classes Okabe-Ito has no room for: light yellow for free memory (far
+from Reclaimable's orange in lightness, so the two stay apart under every
+colour-vision deficiency), pale green for balloon pages (movable, given
+away), indigo for pages ``alloc_contig_range()`` took, wine, green and pale
+cyan for virtio-mem's plugged subblocks (a kernel zone, ZONE_MOVABLE, not
+added), light blue for a real machine's pages without kpageflags flags.
+``tests/test_viz_draw.py`` checks every set of classes that can share a
+picture for distance (CIE76 delta E) under simulated protanopia,
+deuteranopia and tritanopia.
 A pageblock's migratetype has the colour of the pages it is meant for
 (Movable = movable pages, Isolate = isolated free pages), so the same state
-has the same colour in every picture.  Unmovable, pinned and isolated cells
-also carry a hatch, in the legend and on small maps, so they never rely on
-hue alone.
+has the same colour in every picture.  Classes that stop an unplug, isolated
+cells and the contig, balloon and kernel-zone classes also carry a hatch, in
+the legend and on small maps, so they never rely on hue alone.
 
 ``colour(x)`` accepts a ``CellClass``, ``MigrateType``, ``PageState`` or
-``PageKind``.
+``PageKind``.  ``add_legend`` lists only the classes present in the
+picture (``note_classes`` records them as each drawing is made).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap, to_rgb
@@ -28,6 +35,7 @@ from matplotlib.patches import Patch
 
 from ..constants import MigrateType, PageKind, PageState
 from .classes import CLASS_LABELS, NR_CLASSES, PB_BASE, CellClass, kind_class, state_class
+from .figures import LEGEND_PT
 
 OKABE_ITO = {
     "black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9",
@@ -42,25 +50,29 @@ CLASS_COLOURS: dict[CellClass, str] = {
     CellClass.NOT_PRESENT: "#FFFFFF",
     CellClass.OFFLINE: "#BBBBBB",
     CellClass.RESERVED: OKABE_ITO["black"],
-    CellClass.FREE: OKABE_ITO["yellow"],
+    CellClass.FREE: "#EEDD88",                   # Paul Tol "light yellow"
     CellClass.ISOLATED: OKABE_ITO["sky blue"],
     CellClass.MOVABLE: OKABE_ITO["bluish green"],
     CellClass.RECLAIMABLE: OKABE_ITO["orange"],
     CellClass.UNMOVABLE: OKABE_ITO["vermillion"],
     CellClass.PINNED: OKABE_ITO["reddish purple"],
     CellClass.PAGE_OFFLINE: OKABE_ITO["blue"],
+    CellClass.BALLOON: "#A6DBA0",                # pale green (ColorBrewer PRGn)
+    CellClass.CONTIG: "#332288",                 # Paul Tol "indigo"
+    CellClass.NO_FLAGS: "#92C5DE",               # light blue (ColorBrewer RdBu)
     CellClass.PB_UNMOVABLE: OKABE_ITO["vermillion"],
     CellClass.PB_MOVABLE: OKABE_ITO["bluish green"],
     CellClass.PB_RECLAIMABLE: OKABE_ITO["orange"],
-    CellClass.PB_HIGHATOMIC: "#882255",          # Paul Tol "wine"
+    CellClass.PB_HIGHATOMIC: "#40004B",          # dark purple (ColorBrewer PRGn)
     CellClass.PB_ISOLATE: OKABE_ITO["sky blue"],
-    CellClass.PB_UNKNOWN: "#777777",
-    CellClass.SB_KERNEL: "#CC6677",              # Paul Tol "rose"
+    CellClass.PB_UNKNOWN: "#666666",
+    CellClass.SB_KERNEL: "#882255",              # Paul Tol "wine"
     CellClass.SB_MOVABLE: "#117733",             # Paul Tol "green"
-    CellClass.SB_PLUGGED: "#DDCC77",             # Paul Tol "sand"
+    CellClass.SB_PLUGGED: "#99DDFF",             # Paul Tol "light cyan"
 }
 CLASS_HATCHES: dict[CellClass, str] = {
     CellClass.ISOLATED: "..", CellClass.UNMOVABLE: "//", CellClass.PINNED: "xx",
+    CellClass.CONTIG: "||", CellClass.BALLOON: "--",
     CellClass.PB_UNMOVABLE: "//", CellClass.PB_HIGHATOMIC: "++", CellClass.PB_ISOLATE: "..",
     CellClass.SB_KERNEL: "\\\\",
 }
@@ -78,7 +90,9 @@ MOVE_DST = OKABE_ITO["black"]
 FAILED = OKABE_ITO["black"]
 ZONE_LINE = OKABE_ITO["black"]
 BLOCK_LINE = "#666666"
-DEVICE_LINE = "#882255"        # a virtio-mem device's region (Paul Tol "wine")
+CELL_LINE = (0.0, 0.0, 0.0, 0.25)   # around each cell of a small map
+RANGE_LINE = OKABE_ITO["black"]     # a pfn range a caller asked for (outline_range)
+DEVICE_LINE = "#AA3377"        # a virtio-mem device's region (Paul Tol "purple")
 USABLE_LINE = OKABE_ITO["black"]   # its usable region
 
 
@@ -133,22 +147,76 @@ def legend_handles(classes: Iterable[CellClass]) -> list[Patch]:
             for c in classes]
 
 
+# The classes each Axes shows, recorded by the drawing functions (``note_classes``).
+_PRESENT: WeakKeyDictionary[Any, frozenset[CellClass]] = WeakKeyDictionary()
+
+
+def note_classes(ax: Any, *cells: np.ndarray) -> frozenset[CellClass]:
+    """Record which classes ``ax`` shows now: those in the ``cells`` arrays; returns them."""
+    codes: set[int] = set()
+    for c in cells:
+        codes.update(np.unique(np.asarray(c)).tolist())
+    present = frozenset(CellClass(int(c)) for c in codes if 0 <= c < NR_CLASSES)
+    _PRESENT[ax] = present
+    return present
+
+
+def present_classes(target: Any) -> frozenset[CellClass] | None:
+    """The classes an Axes (or every Axes of a Figure) shows, or None if nothing was noted."""
+    axes = getattr(target, "axes", None)
+    if isinstance(axes, list):            # a Figure: the union over its axes
+        noted = [_PRESENT[a] for a in axes if a in _PRESENT]
+        return frozenset().union(*noted) if noted else None
+    return _PRESENT.get(target)
+
+
+def shown(classes: Iterable[CellClass], target: Any) -> list[CellClass]:
+    """``classes`` in their order, keeping only those ``target`` (Axes or Figure) shows."""
+    present = present_classes(target)
+    return [c for c in classes if present is None or c in present]
+
+
 def add_legend(ax: Any, classes: Iterable[CellClass], title: str | None = None,
                extra: Iterable[Any] = (), where: str = "right", **kw: Any) -> Any:
     """Add a legend of ``classes`` (then ``extra`` handles) to the right of ``ax``.
 
+    Only classes the picture shows are listed: those noted for ``ax`` (for
+    ``where="below"``, for any axes of the figure) by the drawing functions.
     ``where="below"`` puts it under the figure instead, in columns (a
     figure legend: the figure should hold only ``ax``, as in a widget).
+    Returns None when there is nothing to list.
     """
-    handles = legend_handles(classes) + list(extra)
+    if where not in ("right", "below"):
+        raise ValueError(f"where={where!r} is not one of ['right', 'below']")
+    target = ax.figure if where == "below" else ax
+    handles = legend_handles(shown(classes, target)) + list(extra)
+    if not handles:
+        return None
     if where == "below":
-        opts = {"loc": "outside lower center", "ncols": 3, "fontsize": "x-small",
-                "frameon": False, "title": title, "title_fontsize": "x-small"}
+        opts = {"loc": "outside lower center", "ncols": 3, "fontsize": LEGEND_PT,
+                "frameon": False, "title": title, "title_fontsize": LEGEND_PT}
         opts.update(kw)
         return ax.figure.legend(handles=handles, **opts)
-    if where != "right":
-        raise ValueError(f"where={where!r} is not one of ['right', 'below']")
-    opts = {"loc": "upper left", "bbox_to_anchor": (1.15, 1.0), "fontsize": "small",
-            "frameon": False, "title": title, "title_fontsize": "small"}
+    opts = {"fontsize": LEGEND_PT, "frameon": False, "title": title,
+            "title_fontsize": LEGEND_PT}
+    if _alone_in_constrained_figure(ax):      # the layout makes room right of everything
+        opts.update({k: v for k, v in kw.items() if k != "bbox_to_anchor"})
+        opts["loc"] = "outside right upper"
+        return ax.figure.legend(handles=handles, **opts)
+    opts.update({"loc": "upper left", "bbox_to_anchor": (1.15, 1.0)})
     opts.update(kw)
     return ax.legend(handles=handles, **opts)
+
+
+def _alone_in_constrained_figure(ax: Any) -> bool:
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    fig = ax.figure
+    return (len(fig.axes) == 1 and fig.axes[0] is ax
+            and isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine))
+
+
+def legend_classes(leg: Any) -> list[CellClass]:
+    """The classes a legend lists (its class patches), in order."""
+    by_label = {CLASS_LABELS[c]: c for c in CellClass}
+    return [by_label[t.get_text()] for t in leg.get_texts() if t.get_text() in by_label]

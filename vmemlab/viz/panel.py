@@ -43,17 +43,15 @@ from ..virtio_mem_driver import RUN_WQ_ACTIONS
 from .render import HeatmapRenderer, PlugSeriesRenderer
 from .vmemgrid import subblock_summary
 from .vmemseries import PlugRecorder
-from .widgets import css_classes
+from .widgets import css_classes, label_html, natural_width, pre_html
 
 AUTO_ONLINE = "/sys/devices/system/memory/auto_online_blocks"
 WORKLOADS = ("page_cache", "anon", "tmpfs", "ramfs", "slab", "kernel", "page_tables", "pin")
-PANEL_FIGSIZE = {"heatmap": (6.6, 5.0), "subblock": (5.8, 5.0), "series": (12.4, 2.4)}
+# Sized to be shown at their natural size (one figure pixel per screen pixel) in a
+# notebook's output area at a 1400 px wide window: the maps sit side by side where
+# there is room and one above the other where not, never shrunk below it.
+PANEL_FIGSIZE = {"heatmap": (5.3, 4.8), "subblock": (4.3, 4.8), "series": (9.6, 2.6)}
 MEMINFO_HEAD = 8
-
-
-def _pre(text: str) -> str:
-    return ("<pre style='margin:0; font-size:11px; line-height:1.25'>"
-            f"{html.escape(text)}</pre>")
 
 
 def qemu_size(nbytes: int) -> str:
@@ -119,7 +117,8 @@ class HypervisorPanel(widgets.VBox):
             widgets.HBox([self.kind, self.amount, self.allocate_button, self.start_button,
                           self.stop_button, self.release_button]),
             widgets.HBox([self.seconds, self.run_button, self.settle_button]),
-            widgets.HBox([self.heatmap_image, self.subblock_image]),
+            widgets.HBox([self.heatmap_image, self.subblock_image],
+                         layout=widgets.Layout(flex_flow="row wrap")),
             self.series_image,
             widgets.HBox([widgets.VBox([self.status], layout=widgets.Layout(width="50%")),
                           widgets.VBox([self.kernel_log], layout=widgets.Layout(width="50%"))])])
@@ -195,10 +194,10 @@ class HypervisorPanel(widgets.VBox):
         self.settle_button.on_click(lambda _: self.settle())
 
     def _make_views(self) -> None:
-        self.heatmap_image = widgets.Image(format="png", layout=widgets.Layout(width="53%"))
-        self.subblock_image = widgets.Image(format="png", layout=widgets.Layout(width="47%"))
-        self.series_image = widgets.Image(format="png", layout=widgets.Layout(width="100%"))
-        scroll = {"max_height": "26em", "overflow": "auto"}
+        self.heatmap_image, self.subblock_image, self.series_image = (
+            widgets.Image(format="png", layout=natural_width(r.figure))
+            for r in (self.heatmap, self.subblocks, self.chart))
+        scroll = {"max_height": "26em", "overflow": "auto", "min_width": "0"}
         self.status = widgets.HTML(layout=widgets.Layout(**scroll))
         self.kernel_log = widgets.HTML(layout=widgets.Layout(**scroll))
 
@@ -210,8 +209,7 @@ class HypervisorPanel(widgets.VBox):
 
     def _show_requested(self) -> None:
         size = self.requested_bytes
-        self.requested_label.value = (
-            f"<code>= {html.escape(format_size(size) if size else '0')}</code>")
+        self.requested_label.value = label_html(f"= {format_size(size) if size else '0'}")
 
     def apply(self, blocks: int | None = None) -> None:
         """qom-set the slider's requested-size (or ``blocks`` device blocks), then settle."""
@@ -342,8 +340,8 @@ class HypervisorPanel(widgets.VBox):
         self.heatmap_image.value = self.heatmap.update(self.m)
         self.subblock_image.value = self.subblocks.update(self.m)
         self.series_image.value = self.chart.update(self.recorder.series(self.dev.name))
-        self.status.value = _pre(self.status_text())
-        self.kernel_log.value = _pre(self.log_text())
+        self.status.value = pre_html(self.status_text())
+        self.kernel_log.value = pre_html(self.log_text())
         self._syncing = True          # show the machine's settings without acting on them
         try:
             self.requested.value = self.dev.requested_size // self.dev.block_size

@@ -11,15 +11,16 @@ artist, which cell every pixel of the axes shows.  A new state then costs
 a grid, ``set_data`` on the same image artists (so they stay the truth), a
 numpy gather of cell colours into the pixels, the overlay pixels blended
 on top, and the PNG encoding; matplotlib draws again only when the grid's
-shape or the overlays changed (memory added, a zone grew), or to hatch the
-cells of small maps.  The PNG bytes go straight into an ``ipywidgets.Image``,
-which works in JupyterLab, Voila and nbval alike (no ipympl, no ``Output``
-capture).
+shape, the overlays (memory added, a zone grew) or the legend (a class
+appeared or went) changed, or to hatch the cells of small maps.  The PNG
+bytes go straight into an ``ipywidgets.Image``, which works in JupyterLab,
+Voila and nbval alike (no ipympl, no ``Output`` capture).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .figures import DPI, FIGSIZE
+from .figures import DPI, FIGSIZE, min_text_px
 from .heatmap import draw_heatmap, image_alpha, update_heatmap
 from .palette import class_rgb
 
@@ -106,6 +107,11 @@ class HeatmapRenderer:
         self._capture_background()
 
     @property
+    def min_text_px(self) -> float:
+        """The smallest text of the picture, in pixels of the PNG."""
+        return min_text_px(self.figure)
+
+    @property
     def grid(self) -> Any:
         """The grid now shown."""
         return self.artists.grid
@@ -160,13 +166,14 @@ class HeatmapRenderer:
 
     def update(self, src: Any) -> bytes:
         """Show ``src`` (Machine, Snapshot or Frame) and return the PNG."""
-        old = self.artists.grid
+        old, old_legend = self.artists.grid, self.artists.legend
         grid = update_heatmap(self.artists, src)
         for a in self.artists.artists():
             a.set_animated(True)
         if (grid.cells.shape, grid.start_pfn, grid.pages_per_cell) != (
-                old.cells.shape, old.start_pfn, old.pages_per_cell):
-            self._capture_background()        # new axes: draw everything again
+                old.cells.shape, old.start_pfn, old.pages_per_cell) \
+                or self.artists.legend is not old_legend:
+            self._capture_background()        # new axes or legend: draw everything again
             return self.png()
         if id(getattr(self.artists, "overlay", None)) != self._overlay_key:
             self._draw_overlay()              # outlines moved: only their layer
@@ -203,12 +210,15 @@ class PlugSeriesRenderer:
     """A plugged-vs-requested chart that redraws only its lines while the time axis fits.
 
     The y axis is fixed (0 to the device's region); the time axis starts at
-    the first sample and doubles its span when a sample falls past it, the
-    only time the axes are drawn again.
+    the first sample and spans a round length (1, 2 or 5 times a power of
+    ten, at least ``min_span`` seconds) just longer than the samples, so a
+    0.3 s unplug fills the chart instead of a sliver of a minute.  When a
+    sample falls past it, the span grows to the next round length and the
+    axes are drawn again.
     """
 
     def __init__(self, series: Any, *, figsize: tuple[float, float] = FIGSIZE["series"],
-                 dpi: int = DPI, min_span: float = 60.0) -> None:
+                 dpi: int = DPI, min_span: float = 0.1) -> None:
         from .subblocks import draw_plug_series
 
         self.figure = Figure(figsize=figsize, dpi=dpi, layout="constrained")
@@ -222,6 +232,11 @@ class PlugSeriesRenderer:
         self._background: Any = None
         self._span: tuple[float, float] = (0.0, 0.0)
         self.update(series)
+
+    @property
+    def min_text_px(self) -> float:
+        """The smallest text of the chart, in pixels of the PNG."""
+        return min_text_px(self.figure)
 
     def _scaled(self, series: Any) -> list[Any]:
         scale = 1 << (30 if self.unit == "GiB" else 20)
@@ -237,10 +252,7 @@ class PlugSeriesRenderer:
         t1 = float(t[-1]) if len(t) else 0.0
         lo, hi = self._span
         if self._background is None or t0 < lo or t1 > hi:
-            span = self.min_span
-            while t0 + span <= t1:
-                span *= 2
-            self._span = (t0, t0 + span)
+            self._span = (t0, t0 + round_span(1.05 * (t1 - t0), self.min_span))
             self.ax.set_xlim(*self._span)
             for line in self.lines:
                 line.set_animated(True)
@@ -256,3 +268,13 @@ class PlugSeriesRenderer:
     def png(self) -> bytes:
         """The current pixels as PNG bytes."""
         return canvas_png(self.canvas)
+
+
+def round_span(length: float, minimum: float) -> float:
+    """The smallest of 1, 2, 5 x 10**k that is at least ``length`` and ``minimum``."""
+    want = max(float(length), float(minimum))
+    k = math.floor(math.log10(want))
+    for m in (1.0, 2.0, 5.0, 10.0):
+        if m * 10.0 ** k >= want * (1 - 1e-12):
+            return m * 10.0 ** k
+    return 10.0 ** (k + 1)

@@ -10,7 +10,8 @@ Numpy only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,17 @@ class DeviceSpan:
     usable_end_pfn: int
 
 
+_NO_RUNS = np.zeros((0, 2), np.int64)
+
+
 @dataclass(frozen=True)
 class MemView:
-    """The per-page and per-pageblock arrays one picture needs."""
+    """The per-page and per-pageblock arrays one picture needs.
+
+    ``contig`` gives the (start, end) pfn runs of pages taken by
+    ``alloc_contig_range()`` and still held; ``real`` says the arrays come
+    from a real machine's /proc/kpageflags.
+    """
 
     geo: Geometry
     state: np.ndarray
@@ -40,6 +49,13 @@ class MemView:
     pb_zone: np.ndarray
     time: float = 0.0
     devices: tuple[DeviceSpan, ...] = ()
+    contig_of: Callable[[], np.ndarray] = field(default=lambda: _NO_RUNS)
+    real: bool = False
+
+    @property
+    def contig(self) -> np.ndarray:
+        """(start, end) pfn runs of pages held by alloc_contig_range() callers."""
+        return self.contig_of()
 
     @property
     def nr_pfns(self) -> int:
@@ -59,16 +75,24 @@ def mem_view(src: Any) -> MemView:
     if node is not None and hasattr(node, "mm"):
         mm = node.mm
         return MemView(src.geometry, mm.state, mm.kind, mm.flags, mm.pb_mt, mm.pb_zone,
-                       float(getattr(src, "now", 0.0)), _spans(vmem_views(src)))
+                       float(getattr(src, "now", 0.0)), _spans(vmem_views(src)),
+                       node.contig_runs)
     if isinstance(getattr(src, "state", None), np.ndarray) and hasattr(src, "geo"):
+        extra = getattr(src, "extra", None) or {}
         return MemView(src.geo, src.state, src.kind, src.flags, src.pb_mt, src.pb_zone,
-                       float(src.time), _spans(vmem_views(src)))
+                       float(src.time), _spans(vmem_views(src)),
+                       _runs_of(extra.get("contig")), extra.get("source") == "real")
     if hasattr(src, "events") and hasattr(src, "state"):
         if src.state is None:
             raise ValueError(f"frame {getattr(src, 'index', '?')} kept no state "
                              "(the trace records one every record_every frames)")
         return mem_view(src.state)
     raise ValueError(f"cannot draw {type(src).__name__}: pass a Machine, Snapshot or Frame")
+
+
+def _runs_of(runs: Any) -> Callable[[], np.ndarray]:
+    arr = _NO_RUNS if runs is None else np.asarray(runs, np.int64).reshape(-1, 2)
+    return lambda: arr
 
 
 def vmem_views(src: Any) -> list[Any]:

@@ -24,9 +24,10 @@ from matplotlib.patches import Rectangle
 
 from ..constants import GiB, MiB, format_size
 from .classes import SUBBLOCK_CLASSES, CellClass
+from .figures import LABEL_PT, TICK_PT, TITLE_PT
 from .fragplots import ChartArtists, draw_timeseries
 from .grid import MAX_SIDE
-from .heatmap import HATCH_MAX_CELLS, _draw_hatches
+from .heatmap import HATCH_MAX_CELLS, _draw_hatches, beside_right_axis
 from .palette import (
     BLOCK_LINE,
     CLASS_HATCHES,
@@ -35,6 +36,8 @@ from .palette import (
     USABLE_LINE,
     add_legend,
     class_cmap,
+    note_classes,
+    shown,
 )
 from .vmemgrid import SubblockGrid, SubblockOverlay, row_labels, subblock_grid, subblock_overlay
 from .vmemseries import VmemSeries
@@ -42,8 +45,8 @@ from .vmemseries import VmemSeries
 C = CellClass
 # Content mode: what plugged online subblocks can hold, then the block classes.
 CONTENT_CLASSES = (C.NOT_PRESENT, C.PAGE_OFFLINE, C.SB_PLUGGED, C.OFFLINE, C.FREE, C.ISOLATED,
-                   C.MOVABLE, C.RECLAIMABLE, C.UNMOVABLE, C.PINNED, C.RESERVED, C.SB_KERNEL,
-                   C.SB_MOVABLE)
+                   C.MOVABLE, C.BALLOON, C.RECLAIMABLE, C.UNMOVABLE, C.CONTIG, C.PINNED,
+                   C.RESERVED, C.SB_KERNEL, C.SB_MOVABLE)
 def strip_x(width: int) -> tuple[float, float]:
     """Where the block-state strip goes, left of column 0, in cell units (about 2% wide)."""
     w = max(0.25, 0.02 * width)
@@ -67,6 +70,7 @@ class SubblockArtists:
     address_axis: Any
     options: dict[str, Any] = field(default_factory=dict)
     overlay: SubblockOverlay | None = None
+    legend_shows: tuple[CellClass, ...] = ()
 
     def artists(self) -> list[Any]:
         """Everything drawn over the axes' background, in drawing order."""
@@ -98,6 +102,7 @@ def draw_subblocks(ax: Any, src: Any, device: int | str | Any = 0, *, content: b
     strip = ax.imshow(grid.strip.reshape(-1, 1), cmap=cmap, norm=norm,
                       interpolation="nearest", aspect="auto",
                       extent=(*sx, grid.rows - 0.5, -0.5))
+    note_classes(ax, grid.cells, grid.strip)
     hatches = _draw_hatches(ax, grid, hatch_max_cells) + _strip_hatches(ax, grid, sx)
     ov = subblock_overlay(grid)
     block_lines = ax.add_collection(LineCollection(ov.block_paths, colors=BLOCK_LINE,
@@ -112,20 +117,33 @@ def draw_subblocks(ax: Any, src: Any, device: int | str | Any = 0, *, content: b
     ax.set_xlim(sx[0] - 0.05 * (sx[1] - sx[0]) - 0.02, grid.width - 0.5)
     ax.set_ylim(grid.rows - 0.5, -0.5)
     ax.set_title(title or f"{grid.device}: {grid.column_name}s ({grid.view.mode})",
-                 fontsize="medium")
-    leg = None
-    if legend:
-        classes = CONTENT_CLASSES if content else SUBBLOCK_CLASSES
-        extra = [Line2D([], [], color=DEVICE_LINE, linewidth=2.0, label="device region"),
-                 Line2D([], [], color=USABLE_LINE, linewidth=1.4, linestyle="dashed",
-                        label="usable region")]
-        below = legend == "below"
-        leg = add_legend(ax, classes, f"{grid.column_name} (strip: the {grid.unit_name})",
-                         extra=extra, where="below" if below else "right",
-                         **({"ncols": 2} if below else {"bbox_to_anchor": (1.0, 1.0),
-                                                         "borderaxespad": 6.5}))
-    return SubblockArtists(ax, image, strip, grid, device_line, usable_line, block_lines,
-                           hatches, leg, address_axis, options, ov)
+                 fontsize=TITLE_PT)
+    options["legend"] = legend
+    art = SubblockArtists(ax, image, strip, grid, device_line, usable_line, block_lines,
+                          hatches, None, address_axis, options, ov)
+    _legend(art)
+    return art
+
+
+def _legend(art: SubblockArtists) -> None:
+    """(Re)draw the legend: the classes the map shows now, then the two outlines."""
+    if art.legend is not None:
+        art.legend.remove()
+        art.legend = None
+    grid, legend = art.grid, art.options["legend"]
+    classes = CONTENT_CLASSES if grid.content else SUBBLOCK_CLASSES
+    art.legend_shows = tuple(shown(classes, art.ax))
+    if not legend:
+        return
+    extra = [Line2D([], [], color=DEVICE_LINE, linewidth=2.0, label="device region"),
+             Line2D([], [], color=USABLE_LINE, linewidth=1.4, linestyle="dashed",
+                    label="usable region")]
+    below = legend == "below"
+    art.legend = add_legend(art.ax, art.legend_shows,
+                            f"{grid.column_name} (strip: the {grid.unit_name})",
+                            extra=extra, where="below" if below else "right",
+                            **({"ncols": 2} if below else {"bbox_to_anchor": (
+                                beside_right_axis(art.ax, 0.0, art.address_axis), 1.0)}))
 
 
 def update_subblocks(art: SubblockArtists, src: Any) -> SubblockGrid:
@@ -137,6 +155,7 @@ def update_subblocks(art: SubblockArtists, src: Any) -> SubblockGrid:
                          f"{grid.cells.shape}): draw it again")
     art.image.set_data(grid.cells)
     art.strip.set_data(grid.strip.reshape(-1, 1))
+    note_classes(art.ax, grid.cells, grid.strip)
     for h in art.hatches:
         h.remove()
     art.hatches = (_draw_hatches(art.ax, grid, o["hatch_max_cells"])
@@ -146,6 +165,9 @@ def update_subblocks(art: SubblockArtists, src: Any) -> SubblockGrid:
         art.usable_line.set_segments([p for p in (ov.usable_path,) if p is not None])
         art.overlay = ov              # a new overlay object tells renderers to redraw it
     art.grid = grid
+    if tuple(shown(CONTENT_CLASSES if grid.content else SUBBLOCK_CLASSES, art.ax)) \
+            != art.legend_shows:
+        _legend(art)
     return grid
 
 
@@ -177,26 +199,26 @@ def _label_axes(ax: Any, grid: SubblockGrid, compact: bool = False) -> Any:
         step *= 2
     rows = list(range(0, grid.rows, step))
     left, right_labels = row_labels(grid, rows)
-    ax.set_yticks(rows, labels=left, fontsize="x-small")
+    ax.set_yticks(rows, labels=left, fontsize=TICK_PT)
     if not compact:
         ax.set_ylabel(f"{grid.unit_name} (first memory block of the row)"
-                      if grid.view.mode == "BBM" else "memory block", fontsize="small")
+                      if grid.view.mode == "BBM" else "memory block", fontsize=LABEL_PT)
     cstep = 1
     while -(-grid.width // cstep) > 8:
         cstep *= 2
     cols = list(range(0, grid.width, cstep))
-    ax.set_xticks(cols, labels=[str(c) for c in cols], fontsize="x-small")
+    ax.set_xticks(cols, labels=[str(c) for c in cols], fontsize=TICK_PT)
     per = (f"{grid.units_per_row} {grid.unit_name}s per row, " if grid.units_per_row > 1
            else "")
     cell = format_size(grid.pages_per_cell << grid.page_shift)
     ax.set_xlabel(f"{grid.column_name} ({cell})" if compact else
                   f"{grid.column_name} in the {grid.unit_name} ({per}one cell = {cell})",
-                  fontsize="small")
+                  fontsize=LABEL_PT)
     if compact:
         return None
     right = ax.secondary_yaxis("right")
-    right.set_yticks(rows, labels=right_labels, fontsize="x-small")
-    right.set_ylabel("physical address", fontsize="small")
+    right.set_yticks(rows, labels=right_labels, fontsize=TICK_PT)
+    right.set_ylabel("physical address", fontsize=LABEL_PT)
     return right
 
 
@@ -219,5 +241,5 @@ def draw_plug_series(ax: Any, series: VmemSeries, *, unit: str | None = None,
         lines["usable region"] = series.usable / scale
     out = draw_timeseries(ax, series.time, lines, ylabel=unit, legend=legend, markers=markers)
     ax.set_ylim(-0.02 * series.region_size / scale, 1.05 * series.region_size / scale)
-    ax.set_title(f"{series.device}: plugged vs requested", fontsize="medium")
+    ax.set_title(f"{series.device}: plugged vs requested", fontsize=TITLE_PT)
     return out

@@ -44,8 +44,8 @@ import numpy as np
 
 from ..constants import NO_ZONE, ZoneType, format_size
 from ..virtio_mem import VirtioMemView
-from .classes import CLASS_LABELS, RANK, UNRANK, CellClass, classify_pages, mark_isolated
-from .grid import MAX_SIDE, Grid, format_addr, range_outline
+from .classes import CLASS_LABELS, RANK, UNRANK, CellClass
+from .grid import MAX_SIDE, Grid, classify_view, format_addr, range_outline
 from .source import MemView, mem_view, vmem_views
 
 C = CellClass
@@ -172,10 +172,7 @@ def content_classes(view: VirtioMemView, mv: MemView, units: np.ndarray) -> np.n
     col = column_pages(view, mv.geo.pages_per_memory_block)
     start = view.first_unit_pfn
     end = min(start + units.size * col, mv.nr_pfns)
-    per_pb = mv.geo.pageblock_nr_pages
-    ranked = classify_pages(mv.state[start:end], mv.kind[start:end], mv.flags[start:end],
-                            ranked=True)
-    mark_isolated(ranked, mv.pb_mt, per_pb, start // per_pb, ranked=True)
+    ranked = classify_view(mv, start, end, ranked=True)
     pad = units.size * col - ranked.size
     if pad:
         ranked = np.concatenate([ranked, np.zeros(pad, ranked.dtype)])

@@ -20,6 +20,7 @@ Tests drive it from Python: set ``viewer.slider.value`` (or call
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,9 +35,36 @@ from .vmemgrid import subblock_summary
 PROC_FILES = ("buddyinfo", "meminfo")
 
 
-def _pre(text: str) -> str:
-    return ("<pre style='margin:0; font-size:11px; line-height:1.25'>"
-            f"{html.escape(text)}</pre>")
+# Text panes keep the kernel's layout: a fixed-width font named outright (an inline
+# style, so neither JupyterLab's nor Voila's stylesheets can swap it), no wrapping
+# (long lines scroll sideways), and no size below 12 px.
+PRE_STYLE = ("margin:0; font-size:12px; line-height:1.3; white-space:pre; overflow-x:auto; "
+             "font-family:'DejaVu Sans Mono', Menlo, Consolas, 'Liberation Mono', monospace")
+LABEL_STYLE = "white-space:nowrap; font-size:13px"
+
+
+def natural_width(figure: Any, shrink: bool = True) -> widgets.Layout:
+    """An image layout at the figure's own pixel width; ``shrink`` lets it narrow to fit
+    its box, else its row scrolls sideways."""
+    width = f"{int(round(figure.get_figwidth() * figure.dpi))}px"
+    if shrink:
+        return widgets.Layout(width=width, max_width="100%", height="auto")
+    return widgets.Layout(width=width, min_width=width, flex="0 0 auto", height="auto")
+
+
+def pre_html(text: str) -> str:
+    """Text as a <pre> block that never wraps and always uses a fixed-width font."""
+    return f'<pre style="{PRE_STYLE}">{html.escape(text)}</pre>'
+
+
+def label_html(text: str) -> str:
+    """A one-line label: never broken inside a word or between a number and its unit."""
+    return f'<span style="{LABEL_STYLE}">{html.escape(nbsp_units(text))}</span>'
+
+
+def nbsp_units(text: str) -> str:
+    """Join numbers to their units (and "t =" to its value) with no-break spaces."""
+    return re.sub(r"(\d) (?=[KMGT]i?B\b|s\b|ms\b|events\b|%)|(=) (?=\d)", "\\1\\2\u00a0", text)
 
 
 class TraceViewer(widgets.VBox):
@@ -86,11 +114,12 @@ class TraceViewer(widgets.VBox):
 
     def _make_panes(self, options: tuple[str, ...], proc: str) -> None:
         """The caption, the heatmap image, the events pane and the /proc pane."""
-        scroll = {"max_height": "16em", "overflow": "auto"}
+        scroll = {"max_height": "16em", "overflow": "auto", "min_width": "0"}
         self.caption = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%"))
         self.events = widgets.HTML(layout=widgets.Layout(**scroll))
-        self.proc_choice = widgets.ToggleButtons(options=options, value=proc)
+        self.proc_choice = widgets.ToggleButtons(options=options, value=proc,
+                                                 style={"button_width": "auto"})
         self.proc = widgets.HTML(layout=widgets.Layout(**scroll))
         self.proc_choice.observe(self._on_proc, names="value")
 
@@ -107,15 +136,15 @@ class TraceViewer(widgets.VBox):
     def show(self, index: int) -> None:
         """Show frame ``index``: heatmap, caption, events and /proc text."""
         self.image.value = self.renderer.update(self.frames[self._state_at[index]])
-        self.caption.value = html.escape(self.caption_text(index))
-        self.events.value = _pre(self.events_text(index))
-        self.proc.value = _pre(self.proc_text(index))
+        self.caption.value = label_html(self.caption_text(index))
+        self.events.value = pre_html(self.events_text(index))
+        self.proc.value = pre_html(self.proc_text(index))
 
     def _on_step(self, change: dict[str, Any]) -> None:
         self.show(int(change["new"]))
 
     def _on_proc(self, change: dict[str, Any]) -> None:
-        self.proc.value = _pre(self.proc_text(self.index))
+        self.proc.value = pre_html(self.proc_text(self.index))
 
     # -- text (what nbval and tests can compare) -------------------------
     def caption_text(self, index: int) -> str:
@@ -223,15 +252,18 @@ class TraceComparison(widgets.VBox):
                                         continuous_update=False)
         self.link = widgets.jslink((self.play, "value"), (self.slider, "value"))
         self.slider.observe(lambda c: self.show(int(c["new"])), names="value")
-        width = f"{100 // len(self.names)}%"
-        self.images = {n: widgets.Image(format="png", layout=widgets.Layout(width=width))
+        self.images = {n: widgets.Image(format="png",
+                                        layout=natural_width(self.renderers[n].figure,
+                                                             shrink=False))
                        for n in self.names}
-        self.captions = {n: widgets.HTML(layout=widgets.Layout(width=width)) for n in self.names}
+        self.captions = {n: widgets.HTML(layout=widgets.Layout(
+            width=self.images[n].layout.width, overflow="hidden")) for n in self.names}
         self.table = widgets.HTML()
         super().__init__(children=[
             widgets.HBox([self.play, self.slider]),
-            widgets.HBox([self.captions[n] for n in self.names]),
-            widgets.HBox([self.images[n] for n in self.names]),
+            widgets.VBox([widgets.HBox([self.captions[n] for n in self.names]),
+                          widgets.HBox([self.images[n] for n in self.names])],
+                         layout=widgets.Layout(overflow="auto")),
             self.table])
         css_classes({self: "trace-comparison", self.slider: "step",
                   **{img: "heatmap" for img in self.images.values()},
@@ -247,8 +279,8 @@ class TraceComparison(widgets.VBox):
         for n in self.names:
             frame = self.frames[n][self._state_at[n][index]]
             self.images[n].value = self.renderers[n].update(frame)
-            self.captions[n].value = html.escape(self.caption_text(n, index))
-        self.table.value = _pre(self.table_text(index))
+            self.captions[n].value = label_html(self.caption_text(n, index))
+        self.table.value = pre_html(self.table_text(index))
 
     def caption_text(self, name: str, index: int) -> str:
         frame = self.frames[name][index]
