@@ -40,15 +40,18 @@ from results import update_section
 REPEATS = 5
 GUESTS_GIB = (4, 16, 64)
 NOTE_PEER = (
-    "What made it fast: boot frees its memory through the level-by-level batch merge "
-    "(`bulk.free_blocks_bulk`) instead of one `free_pages_ok()` per chunk.  A fill goes "
-    "through `bulk.alloc_bulk_many`: a chunk its type's own lists can serve is one "
-    "`_take_smallest_bulk`, which keeps the rest of a split block aside (`_Tail`, "
-    "`FreeList.pending`) and takes from it next time in O(1), instead of putting its "
-    "pieces on up to ten lists and taking them back.  What still costs: about 900 chunks "
-    "per 16 GiB need a fallback (an unmovable or reclaimable chunk claims a whole movable "
-    "pageblock), and those run the allocator's block-by-block path (`rmqueue_claim()`, "
-    "`expand()`).")
+    "What made it fast: boot writes each page's memmap entry once (reserved or free; "
+    "deferred pages untouched until deferred init; zero arrays from `np.zeros`), frees its "
+    "memory through the level-by-level batch merge (`bulk.free_blocks_bulk`), and counts "
+    "present and managed pages from ranges.  A fill is one `Activity.allocate()` per chunk "
+    "sharing a `bulk.BulkRequests`: a run of one activity's chunks that its own lists "
+    "surely serve is one `_take_smallest_bulk` split between the chunks' owners "
+    "(`alloc_split`); a split block's rest stays aside as one `freelist.Tail` taken from "
+    "in O(1), also when a fallback claims a whole pageblock (`expand()` keeps the halves "
+    "as a Tail, and the claimed block's first pages go out with the fallback page); short "
+    "runs and free-block heads are written through memoryviews of the memmap.  What still "
+    "costs: Python work per chunk (about 6,000 chunks for 16 GiB) and per fallback (about "
+    "900 claims, each a walk of the fallback order).")
 NOTE_GROWTH = (
     "Boot and fill are linear in memory (arrays per page, a chunk count proportional to "
     "memory); the 4 GiB guest carries fixed costs that the ratio divides by.")

@@ -376,25 +376,40 @@ def test_alloc_bulk_many_equals_calls_in_turn(kernel, ops, requests, wmin):
     a.validate()
 
 
-def test_a_fill_gives_the_pages_of_one_allocation_per_chunk():
-    """workload.fill() through alloc_bulk_many() equals Activity.allocate() chunk by chunk."""
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@pytest.mark.parametrize("fraction", [0.75, 0.995, 1.0])
+@pytest.mark.parametrize("background", [True, False])
+def test_a_fill_gives_the_pages_of_one_allocation_per_chunk(kernel, fraction, background):
+    """workload.fill() through the shared fast path equals Activity.allocate() chunk by chunk.
+
+    A q35 guest with the kernel's background allocations and boot memory;
+    filled past the low watermark (reclaim, the per-CPU lists drained) and
+    into the OOM killer, which kills the filling process while it allocates.
+    """
     from vmemlab import activity
 
-    a = vm.Machine(boot_memory=512 * vm.MiB, seed=7)
+    a = vm.Machine(boot_memory=512 * vm.MiB, kernel=kernel, seed=7,
+                   kernel_activity=background)
+    a.run(5.0)   # the background allocates and frees on its own for a while
     b = copy.deepcopy(a)
-    workload.fill(a, 0.995)
+    workload.fill(a, fraction)
     classes = (activity.Activity, activity.AnonActivity)
     saved = [c.allocates_plainly for c in classes]
     for c in classes:
         c.allocates_plainly = lambda self: False   # one allocate() per chunk
     try:
-        workload.fill(b, 0.995)
+        workload.fill(b, fraction)
     finally:
         for c, plain in zip(classes, saved, strict=True):
             c.allocates_plainly = plain
     assert full_state(a) == full_state(b)
-    assert [(x.requested, x.shortfall) for x in a.activities] == \
-        [(x.requested, x.shortfall) for x in b.activities]
+    assert a.node.log == b.node.log
+    assert [(x.requested, x.shortfall, x.killed, x.vm_pages, x.owner_ids, x.task_mem())
+            for x in a.activities] == \
+        [(x.requested, x.shortfall, x.killed, x.vm_pages, x.owner_ids, x.task_mem())
+         for x in b.activities]
+    assert a.node.current is b.node.current is None
+    a.validate()
 
 
 @pytest.mark.parametrize("kernel", sorted(PROFILES))

@@ -48,15 +48,13 @@ fs/dcache.c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bulk import alloc_bulk_many, alloc_bulk_runs, alloc_pages_bulk, free_pages_bulk
+from .bulk import BulkRequests, alloc_bulk_runs, alloc_pages_bulk, free_pages_bulk
 from .checks import check_fraction
 from .constants import PageFlag, PageKind, PageState, format_size, parse_size
 from .oom import TaskMem, check_oom_score_adj
@@ -155,14 +153,9 @@ class Activity:
         """A process holds this memory and frees it when it exits (OOM-killable)."""
         return self.spec.process
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
+    def running(self) -> _Running:
         """Run the enclosed allocations as this activity's process (``current``)."""
-        prev, self.node.current = self.node.current, self
-        try:
-            yield
-        finally:
-            self.node.current = prev
+        return _Running(self)
 
     def task_mem(self) -> TaskMem:
         """The process's mm counters as the OOM killer reads them."""
@@ -198,12 +191,18 @@ class Activity:
                 f"{format_size(self.resident)} resident{short}{dead}>")
 
     # -- growing and shrinking ----------------------------------------------
-    def allocate(self, nr_pages: int) -> int:
-        """Allocate ``nr_pages`` more pages as this process; return how many it got."""
+    def allocate(self, nr_pages: int, turn: BulkRequests | None = None) -> int:
+        """Allocate ``nr_pages`` more pages as this process; return how many it got.
+
+        ``turn``, for an activity that ``allocates_plainly``, is the
+        ``BulkRequests`` a run of such calls shares (``allocate_in_turn``).
+        """
         if self.killed:
             return 0
         self._touch(nr_pages)
         with self.running():
+            if turn is not None:
+                return self._allocate_plainly(nr_pages, turn)
             return self._allocate(nr_pages)
 
     def _touch(self, nr_pages: int) -> None:
@@ -213,16 +212,46 @@ class Activity:
         self.vm_pages += nr_pages - touched
 
     def _allocate(self, nr_pages: int) -> int:
+        return self._allocate_plainly(nr_pages, None)
+
+    def _allocate_plainly(self, nr_pages: int, turn: BulkRequests | None) -> int:
+        """One owner, one bulk allocation, the shortfall counted."""
         owner = self._new_owner()
-        _, lengths = alloc_bulk_runs(self.node, self.spec.gfp, nr_pages, self.spec.kind, owner)
-        got = int(lengths.sum())
-        self.requested += nr_pages << self.node.geo.page_shift
-        self.shortfall += (nr_pages - got) << self.node.geo.page_shift
+        if turn is not None:
+            got = turn.alloc(self.spec.gfp, self.spec.kind, nr_pages, owner)
+        else:
+            got = int(alloc_bulk_runs(self.node, self.spec.gfp, nr_pages, self.spec.kind,
+                                      owner)[1].sum())
+        shift = self.node.geo.page_shift
+        self.requested += nr_pages << shift
+        self.shortfall += (nr_pages - got) << shift
         return got
 
+    def allocate_each(self, sizes: Sequence[int], turn: BulkRequests) -> bool:
+        """``allocate(n, turn)`` for each n in turn until one falls short (then False).
+
+        Requests the type's own free lists surely serve are taken at once
+        (``BulkRequests.alloc_split``), each still with its own owner,
+        mapping and counts.
+        """
+        if len(sizes) == 1 or self.killed or not all(sizes):
+            return all(self.allocate(n, turn) == n for n in sizes)
+        started = iter(sizes)
+
+        def start() -> int:     # what allocate() does before it allocates
+            n = next(started)
+            self._touch(n)
+            self.requested += n << self.node.geo.page_shift
+            return self._new_owner()
+
+        if turn.alloc_split(self.spec.gfp, self.spec.kind, sizes, start):
+            return True
+        return all(self.allocate(n, turn) == n for n in sizes)
+
     def allocates_plainly(self) -> bool:
-        """One owner and one bulk allocation per ``allocate`` call, nothing else."""
-        return type(self).allocate is Activity.allocate
+        """``allocate`` is ``_allocate_plainly``: one owner, one bulk allocation, nothing else."""
+        cls = type(self)
+        return cls.allocate is Activity.allocate and cls._allocate is Activity._allocate
 
     def release(self, fraction: float = 1.0) -> int:
         """Free all (1.0) or a seeded random ``fraction`` of this activity's memory.
@@ -250,44 +279,45 @@ class Activity:
         return np.sort(pages[chosen])
 
 
+class _Running:
+    """``Activity.running()``: ``node.current`` is the activity inside (quicker than a
+    generator-based context manager, as it runs once per allocation)."""
+
+    __slots__ = ("act", "prev")
+
+    def __init__(self, act: Activity) -> None:
+        self.act = act
+
+    def __enter__(self) -> None:
+        node = self.act.node
+        self.prev, node.current = node.current, self.act
+
+    def __exit__(self, *exc: object) -> None:
+        self.act.node.current = self.prev
+
+
 def allocate_in_turn(requests: Sequence[tuple[Activity, int]]) -> bool:
     """``act.allocate(n)`` for each (act, n) in turn until one falls short (then False).
 
-    When every activity allocates plainly, the calls go to
-    vmemlab.bulk.alloc_bulk_many, which gives the same pages, owners and
+    When every activity allocates plainly, the calls share one
+    vmemlab.bulk.BulkRequests, which gives the same pages, owners and
     counters much faster for many small requests (a fill).  Each request
-    runs as its process (``current``, for the OOM killer), and a process
-    the OOM killer has killed meanwhile gets nothing, which ends the turn.
+    still goes through ``allocate()``: it runs as its process (``current``,
+    for the OOM killer), and a process the OOM killer has killed meanwhile
+    gets nothing, which ends the turn.
     """
-    if not all(act.allocates_plainly() for act, _ in requests):
+    if not requests or not all(act.allocates_plainly() for act, _ in requests):
         return all(act.allocate(n) == n for act, n in requests)
-    if not requests:
-        return True
-    node = requests[0][0].node
-    started: list[tuple[Activity, int]] = []
-
-    def start(act: Activity, n: int) -> int:        # allocate() up to _allocate()
-        act._touch(n)
-        node.current = act
-        return act._new_owner()
-
-    def alive() -> Iterator[tuple[str | int, PageKind, int, Callable[[], int]]]:
-        for act, n in requests:
-            if act.killed:
-                return                               # allocate() gives 0: the turn ends
-            started.append((act, n))
-            yield act.spec.gfp, act.spec.kind, n, partial(start, act, n)
-
-    prev = node.current
-    try:
-        got = alloc_bulk_many(node, alive())
-    finally:
-        node.current = prev
-    shift = node.geo.page_shift
-    for (act, n), g in zip(started, got, strict=False):   # got stops at a shortfall
-        act.requested += n << shift
-        act.shortfall += (n - g) << shift
-    return len(got) == len(requests) and got[-1] == requests[-1][1]
+    turn = BulkRequests(requests[0][0].node)
+    i = 0
+    while i < len(requests):     # runs of requests of one activity, each run at once
+        act, j = requests[i][0], i + 1
+        while j < len(requests) and requests[j][0] is act:
+            j += 1
+        if not act.allocate_each([n for _, n in requests[i:j]], turn):
+            return False
+        i = j
+    return True
 
 
 def _check_fraction(fraction: float) -> None:

@@ -188,19 +188,18 @@ def free_area_init(node: Node, layout: BootLayout) -> None:
     node_start = min(s for s, _ in layout.memory)
     node_end = layout.end_pfn
     for start, end in layout.memory:
-        mm.mark_offline(start, end)  # a memmap exists; pages come alive below
+        # A memmap exists; memblock_free_all() marks every page reserved or free.
         mm.set_section_online(start, end, True)
     dma_end, dma32_end = layout.zone_limits
     limits = {ZoneType.DMA: (0, dma_end), ZoneType.DMA32: (dma_end, dma32_end),
               ZoneType.NORMAL: (max(dma32_end, 0), node_end)}
-    present = mm.state != PageState.ABSENT
     for zid, (lo, hi) in limits.items():
         lo, hi = max(lo, node_start), min(hi, node_end)
         if lo >= hi:
             continue
         zone = node.zone(zid)
         zone.zone_start_pfn, zone.spanned_pages = lo, hi - lo
-        zone.present_pages = int(np.count_nonzero(present[lo:hi]))
+        zone.present_pages = pages_within(layout.memory, lo, hi)
         zone.present_early_pages = zone.present_pages
         mm.set_zone(lo >> node.geo.pageblock_order << node.geo.pageblock_order,
                     -(-hi >> node.geo.pageblock_order) << node.geo.pageblock_order, zid)
@@ -248,27 +247,34 @@ def memblock_free_all(node: Node, layout: BootLayout) -> None:
     """Reserve early allocations, then free the initialised rest to the buddy allocator.
 
     Memory is freed in the largest naturally aligned chunks, in ascending
-    address order, each to the tail of its list (FPI_TO_TAIL).  Pages past
-    ``first_deferred_pfn`` stay untouched (held as reserved here) until
-    ``deferred_init_memmap()``.  ``managed_pages`` counts what was freed.
+    address order, each to the tail of its list (FPI_TO_TAIL).  Free pages
+    past ``first_deferred_pfn`` stay untouched until ``deferred_init_memmap()``:
+    their struct pages are not initialised yet (their memmap entries stay as
+    fresh, ABSENT), and ``managed_pages`` counts only what was freed.
 
     Kernel: mm/memblock.c, memblock_free_all(), __free_pages_memory(),
     memblock_free_pages() (early_page_initialised()); mm/mm_init.c,
     reserve_bootmem_region()
     """
     mm = node.mm
-    for start, end in layout.memory:
-        mm.mark_reserved(start, end)
-    free = boot_free_ranges(layout)
     limit = layout.first_deferred_pfn or layout.end_pfn
+    ranges = boot_free_ranges(layout)
+    free = [(start, min(end, limit)) for start, end in ranges if start < limit]
+    deferred = [(max(start, limit), end) for start, end in ranges if end > limit]
+    reserved = subtract_ranges(layout.memory, free)   # not managed (yet)
+    for start, end in subtract_ranges(reserved, deferred):
+        mm.mark_reserved(start, end)
     for start, end in free:
-        if start < limit:
-            free_range(node, start, min(end, limit))
+        free_range(node, start, end)
     for zone in node.zones:
         if zone.present_pages:
-            s, e = zone.zone_start_pfn, zone.zone_end_pfn
-            zone.managed_pages = zone.present_pages - int(
-                np.count_nonzero(mm.state[s:e] == PageState.RESERVED))
+            zone.managed_pages = zone.present_pages - pages_within(
+                reserved, zone.zone_start_pfn, zone.zone_end_pfn)
+
+
+def pages_within(ranges: list[tuple[int, int]], lo: int, hi: int) -> int:
+    """Pages of the disjoint ``ranges`` that lie in [lo, hi)."""
+    return sum(max(0, min(end, hi) - max(start, lo)) for start, end in ranges)
 
 
 def deferred_init_memmap(node: Node, layout: BootLayout) -> None:

@@ -106,6 +106,13 @@ class BootMemory:
     mapped: int = 0                 # NR_FILE_MAPPED of init's processes
     committed: int = 0              # vm_committed_as of init's processes, pages
     anon: int = 0                   # init's anonymous pages (AnonPages at boot)
+    given: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # use -> runs
+
+    def given_pfns(self, name: str) -> np.ndarray:
+        """Pfns the boot gave one use, ascending (``pages`` while none moved or was freed)."""
+        runs = self.given.get(name, [])
+        return np.sort(np.concatenate([np.arange(s, s + n) for s, n in runs]
+                                      or [np.zeros(0, np.int64)]))
 
     def pages(self, name: str, node: Node) -> np.ndarray:
         """Pfns one boot use holds now (they move if migrated)."""
@@ -263,11 +270,16 @@ def _run(node: Node, steps: list[Step], bm: BootMemory) -> None:
     """Allocate each step; a boot that runs out of memory is a machine too small."""
     for step in steps:
         owner = _owner(node, bm, step.use, step.kind)
+        runs = bm.given.setdefault(step.use, [])
         if step.order or step.nr_pages == 1:
-            got = alloc_pages(node, step.order, step.gfp, step.kind, owner) is not None
+            pfn = alloc_pages(node, step.order, step.gfp, step.kind, owner)
+            got = pfn is not None
+            if got:
+                runs.append((pfn, step.nr_pages))
         else:
-            got = int(alloc_bulk_runs(node, step.gfp, step.nr_pages, step.kind,
-                                      owner)[1].sum()) == step.nr_pages
+            starts, lengths = alloc_bulk_runs(node, step.gfp, step.nr_pages, step.kind, owner)
+            runs += zip(starts.tolist(), lengths.tolist(), strict=True)
+            got = int(lengths.sum()) == step.nr_pages
         if not got:
             raise ValueError(f"boot memory is too small: the kernel could not allocate "
                              f"its {step.use} at boot; give the guest more boot_memory")
@@ -289,7 +301,7 @@ def _late_frees(m: Machine, bm: BootMemory, rng: np.random.Generator) -> None:
     init/main.c kernel_init(), mm/page_alloc.c free_reserved_area()
     """
     node, pagesets = m.node, m.node.pagesets
-    transient = bm.pages("short-lived", node)
+    transient = bm.given_pfns("short-lived")   # still held: nothing freed them since
     cpu_of = rng.integers(pagesets.cpus, size=-(-len(transient) // 32))
     for cpu in range(pagesets.cpus):
         pagesets.free_unref_pages(transient[np.repeat(cpu_of, 32)[:len(transient)] == cpu], cpu)

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constants import PageKind
-from .freelist import account_freepages, del_page_from_free_list
+from .fallback import rmqueue_other_type
+from .freelist import Tail, account_freepages, del_page_from_free_list
 from .gfp import Gfp
 from .merge import free_blocks_batch, free_pages_batch
 from .page_alloc import (
@@ -40,13 +41,13 @@ from .page_alloc import (
     free_one_page,
     free_pages_ok,
     prep_new_page,
-    rmqueue,
     watermark_headroom,
     zone_uncharge,
 )
 from .trace import MmPageAlloc, MmPageFree
 
 if TYPE_CHECKING:
+    from .memmap import MemMap
     from .node import Node
     from .zone import Zone
 
@@ -144,43 +145,105 @@ def alloc_bulk_many(node: Node, requests: Iterable[tuple[str | int, PageKind | N
 
     Stops after the first request that falls short, as a loop of calls
     checking each result would.  ``owner`` is called as its request starts,
-    so owners are created in the same order as by such a loop.  A request
-    its type's own free lists in the preferred zone can serve, above the
-    low watermark, is exactly one ``_take_smallest_bulk`` there; one that
-    needs a fallback there starts with ``_rmqueue_bulk``, as
-    ``alloc_bulk_runs`` would; what is left (another zone, the slow path)
-    goes through ``alloc_bulk_runs``.
+    so owners are created in the same order as by such a loop.
     """
+    turn = BulkRequests(node)
     got_all: list[int] = []
-    fast: dict[tuple[str | int, int], _FastPath] = {}
-    supply: dict[tuple[int, int], int] = {}   # (zone, migratetype) -> pages on its lists
     for gfp, kind, nr_pages, owner in requests:
-        key = (gfp, -1 if kind is None else int(kind))
-        path = fast.get(key)
-        if path is None:
-            path = fast[key] = _FastPath(node, gfp, kind)
-        owner_id = owner()
-        where = (path.zone.zid, path.req.mt) if path.zone is not None else None
-        if where is not None and where not in supply:
-            supply[where] = _own_supply(path.zone, path.req.mt)
-        room = (watermark_headroom(path.zone, path.flags, path.req.highest)
-                if where is not None else 0)
-        if 0 < nr_pages <= room and nr_pages <= supply[where]:
-            got = _take_smallest_bulk(path.zone, nr_pages, path.req, owner_id, None)
-            supply[where] -= got
-            got_all.append(got)
-            continue
-        got = 0
-        if 0 < nr_pages <= room:   # the first zone, with fallback: alloc_bulk_runs' first step
-            got = _rmqueue_bulk(path.zone, nr_pages, path.req, path.flags, owner_id, None)
-        if got < nr_pages:
-            got += int(alloc_bulk_runs(node, gfp, nr_pages - got, kind, owner_id)[1].sum())
-            fast.clear()   # the allocator may have changed anything: look again
-        supply.clear()     # a fallback takes blocks from other types' lists
+        got = turn.alloc(gfp, kind, nr_pages, owner())
         got_all.append(got)
         if got < nr_pages:
             break
     return got_all
+
+
+class BulkRequests:
+    """``alloc_bulk_runs()`` request after request, faster for many small ones (a fill).
+
+    ``alloc(gfp, kind, n, owner)`` gives what ``alloc_bulk_runs`` gives (same
+    pages, lists, counters, events), keeping each (gfp, kind)'s decoded
+    request and first zone between calls.  A request that fits above the
+    first zone's low watermark is ``_rmqueue_bulk`` there, as
+    ``alloc_bulk_runs`` starts; what is left (another zone, the slow path)
+    goes through ``alloc_bulk_runs``.
+    """
+
+    __slots__ = ("node", "fast")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.fast: dict[tuple[str | int, int], _FastPath] = {}
+
+    def alloc(self, gfp: str | int, kind: PageKind | None, nr_pages: int, owner: int) -> int:
+        """``alloc_bulk_runs(node, gfp, nr_pages, kind, owner)``; the pages it got."""
+        key = (gfp, -1 if kind is None else int(kind))
+        path = self.fast.get(key)
+        if path is None:
+            path = self.fast[key] = _FastPath(self.node, gfp, kind)
+        got, zone = 0, path.zone
+        if zone is not None and 0 < nr_pages <= watermark_headroom(zone, path.flags,
+                                                                   path.req.highest):
+            got = _rmqueue_bulk(zone, nr_pages, path.req, path.flags, owner, None)
+        if got < nr_pages:
+            got += int(alloc_bulk_runs(self.node, gfp, nr_pages - got, kind, owner)[1].sum())
+            self.fast.clear()   # the allocator may have changed anything: look again
+        return got
+
+
+    def alloc_split(self, gfp: str | int, kind: PageKind | None, sizes: Sequence[int],
+                    owner: Callable[[], int]) -> bool:
+        """``alloc(gfp, kind, n, owner())`` for each n in ``sizes``, if the type's own
+        lists in the first zone surely serve them all above the low watermark.
+
+        Then it is one ``_take_smallest_bulk`` of their sum (taking pages one
+        request after another from the same lists is taking them all at
+        once), split between the owners in allocation order; the owners are
+        made in turn after it, as nothing else makes one meanwhile.  False,
+        with nothing done, otherwise.
+        """
+        path = self.fast.get((gfp, -1 if kind is None else int(kind)))
+        if path is None or path.zone is None:
+            return False
+        zone, req, total = path.zone, path.req, sum(sizes)
+        if not 0 < total <= min(watermark_headroom(zone, path.flags, req.highest),
+                                _sure_supply(zone, req.mt)):
+            return False
+        first = owner()
+        runs = RunLists()
+        _take_smallest_bulk(zone, total, req, first, runs)
+        starts, lengths = runs.starts, runs.lengths
+        if runs.parts:
+            starts, lengths = (a.tolist() for a in runs.arrays())
+        _split_owners(zone.node.mm, [first] + [owner() for _ in sizes[1:]], sizes,
+                      starts, lengths)
+        return True
+
+
+def _sure_supply(zone: Zone, mt: int) -> int:
+    """Pages ``mt``'s lists surely hold: its Tail and its largest blocks (quick)."""
+    tail = zone.free_area[0].free_list[mt].pending
+    top = len(zone.free_area) - 1     # a Tail is below its block's order: never here
+    pages = tail.end - tail.start if type(tail) is Tail else 0
+    return pages + (len(zone.free_area[top].free_list[mt]) << top)
+
+
+def _split_owners(mm: MemMap, owners: list[int], sizes: Sequence[int], starts: list[int],
+                  lengths: list[int]) -> None:
+    """Give the pages of runs, in allocation order, to ``owners`` by ``sizes``.
+
+    The pages are all the first owner's already.
+    """
+    run, used = 0, 0    # the run the next page is in, pages of it already given
+    for i, (owner, size) in enumerate(zip(owners, sizes, strict=True)):
+        while size:
+            n = min(size, lengths[run] - used)
+            if i:
+                start = starts[run] + used
+                mm.set_owner(start, start + n, owner)
+            size -= n
+            used += n
+            if used == lengths[run]:
+                run, used = run + 1, 0
 
 
 class _FastPath:
@@ -195,16 +258,6 @@ class _FastPath:
         self.flags = AllocFlags.WMARK_LOW | alloc_flags_nofragment(node, self.zone)
         if self.req.gfp & _GFP_KSWAPD:
             self.flags |= AllocFlags.KSWAPD
-
-
-def _own_supply(zone: Zone, mt: int) -> int:
-    """Pages on ``mt``'s free lists of ``zone`` (a pending ``_Tail`` counted, not placed)."""
-    tail = zone.free_area[0].free_list[mt].pending
-    pages, first = 0, 0
-    if isinstance(tail, _Tail):
-        pages, first = tail.end - tail.start, len(tail.lists)
-    return pages + sum(len(zone.free_area[o].free_list[mt]) << o
-                       for o in range(first, len(zone.free_area)))
 
 
 def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -244,13 +297,22 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
         got += _take_smallest_bulk(zone, n - got, req, owner, out)
         if got == n:
             break
-        pfn = rmqueue(zone, 0, req.mt, alloc_flags)  # one fallback step
+        # rmqueue(): the own lists are empty (all taken above): the fallback step
+        pfn = rmqueue_other_type(zone, 0, req.mt, alloc_flags)
         if pfn is None:
             break
-        prep_new_page(zone, pfn, req, owner)
+        # A claimed block's rest is a Tail right after the page: its first
+        # pages are what the next _take_smallest_bulk() would take.
+        run, tail = 1, zone.free_area[0].free_list[req.mt].pending
+        if type(tail) is Tail and tail.start == pfn + 1:
+            more = min(n - got - 1, tail.end - tail.start)
+            if more:
+                tail.take(more)
+            run += more
+        _hand_out_run(zone, pfn, run, req, owner)
         if out is not None:
-            out.add(pfn, 1)
-        got += 1
+            out.add(pfn, run)
+        got += run
     return got
 
 
@@ -260,13 +322,13 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
 
     Order by order, the blocks at the head of the list are taken whole, a
     list at a time; only the last block may be split, its rest left as
-    expand() would leave it (a ``_Tail``, which the next call takes from
+    expand() would leave it (a ``Tail``, which the next call takes from
     first).  The whole blocks' heads keep their buddy order and list mark:
     every page is marked allocated right after (``_hand_out``).
     """
     mt = req.mt
     tail = zone.free_area[0].free_list[mt].pending
-    if type(tail) is _Tail and tail.end - tail.start >= want:   # the common case: one run
+    if type(tail) is Tail and tail.end - tail.start >= want:   # the common case: one run
         start = tail.take(want)
         _hand_out_run(zone, start, want, req, owner)
         if out is not None:
@@ -274,7 +336,7 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         return want
     taken = RunLists()
     got = first = 0
-    if type(tail) is _Tail:
+    if type(tail) is Tail:
         got = min(want, tail.end - tail.start)
         taken.add(tail.take(got), got)
         first = len(tail.lists)   # the lists below the split block's order are empty
@@ -294,7 +356,8 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         if got < want and lst:
             pfn = lst.first()
             del_page_from_free_list(zone, pfn, order, mt)
-            _Tail(zone, mt, pfn + want - got, pfn + (1 << order), order)
+            Tail(zone, mt, pfn + want - got, pfn + (1 << order),
+                 [area.free_list[mt] for area in zone.free_area[:order]])
             taken.add(pfn, want - got)
             got = want
     if got:
@@ -304,83 +367,6 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         elif out is not None:
             out.extend(taken.starts, taken.lengths)
     return got
-
-
-class _Tail:
-    """The rest [start, end) of a block that a bulk allocation split.
-
-    expand() puts its aligned pieces on the empty lists of the orders below
-    the block's (empty: that is why the block was split), and the next
-    allocation of the same type takes them back first, smallest, i.e.
-    lowest, first.  Until other code looks at those lists (``FreeList.pending``),
-    the pieces stay here as one range that the next bulk allocation takes
-    from the front in O(1).  Everything else is kept exact meanwhile: the
-    memmap (each piece head's buddy order and list) and NR_FREE_PAGES.
-    """
-
-    __slots__ = ("zone", "mt", "start", "end", "lists")
-
-    def __init__(self, zone: Zone, mt: int, start: int, end: int, order: int) -> None:
-        self.zone, self.mt, self.start, self.end = zone, mt, start, end
-        self.lists = [zone.free_area[o].free_list[mt] for o in range(order)]
-        if start == end:
-            return
-        self._mark_heads(start, end)
-        account_freepages(zone, end - start, mt)
-        for lst in self.lists:
-            lst.pending = self
-
-    def take(self, n: int) -> int:
-        """Take the first ``n`` pages (as the allocator would, piece by piece); their start."""
-        start = self.start
-        self.start += n
-        account_freepages(self.zone, -n, self.mt)
-        if self.start == self.end:
-            self._release()
-            return start
-        # Pieces wholly taken are marked allocated by the caller; the piece
-        # split now leaves smaller pieces behind, up to its own end.
-        edge, size = start, self.end - start
-        while edge < self.start:
-            low = size & -size
-            edge += low
-            size -= low
-        self._mark_heads(self.start, edge)
-        return start
-
-    def __call__(self) -> None:
-        """Put the pieces on their lists (someone is about to look)."""
-        self._release()
-        for pfn, order in _pieces(self.start, self.end):
-            self.lists[order].add(pfn)
-        self.start = self.end
-
-    def _release(self) -> None:
-        for lst in self.lists:
-            lst.pending = None
-
-    def _mark_heads(self, start: int, end: int) -> None:
-        """set_buddy_order() and the list mark of the pieces of [start, end)."""
-        mm = self.zone.node.mm
-        for pfn, order in _pieces(start, end):
-            mm.order[pfn] = order
-            mm.owner[pfn] = self.mt
-
-
-def _pieces(start: int, end: int) -> list[tuple[int, int]]:
-    """The naturally aligned blocks [start, end) splits into, lowest first.
-
-    ``end`` is aligned to the block the range was split from, so the
-    pieces' sizes are the bits of ``end - start``, smallest first.
-    """
-    out = []
-    size = end - start
-    while size:
-        low = size & -size
-        out.append((start, low.bit_length() - 1))
-        start += low
-        size -= low
-    return out
 
 
 def _hand_out_run(zone: Zone, start: int, nr_pages: int, req: AllocRequest, owner: int) -> None:
@@ -399,13 +385,14 @@ def _hand_out(zone: Zone, taken: RunLists, nr_pages: int, req: AllocRequest,
     """prep_new_page() for order-0 pages taken off the lists, in allocation order."""
     node = zone.node
     starts, lengths = taken.starts, taken.lengths
-    if not taken.parts and (len(starts) <= _SLICE_RUNS or len(starts) * _SLICE_RUN < nr_pages):
+    if taken.parts:
+        starts, lengths = (a.tolist() for a in taken.arrays())
+    if len(starts) <= _SLICE_RUNS or len(starts) * _SLICE_RUN < nr_pages:
         for start, end in _coalesce(starts, lengths):
             node.mm.mark_allocated(start, end, req.kind, owner)
     else:
-        arr = taken.arrays()
-        node.mm.mark_allocated_pfns(_expand(*arr), req.kind, owner)
-        starts, lengths = arr[0].tolist(), arr[1].tolist()
+        pfns = _expand(np.array(starts, np.int64), np.array(lengths, np.int64))
+        node.mm.mark_allocated_pfns(pfns, req.kind, owner)
     zone.nr_kind[req.kind] += nr_pages
     node.count_event(zone.pgalloc_event, nr_pages)
     if node.trace.enabled:

@@ -81,7 +81,7 @@ def find_suitable_fallback(zone: Zone, area: FreeArea, order: int, start_mt: int
     """
     if claimable and not should_try_claim_block(zone, order, start_mt):
         return -2
-    for fallback_mt in FALLBACKS[MigrateType(start_mt)]:
+    for fallback_mt in FALLBACKS[start_mt]:   # IntEnum keys: an int finds them
         if area.free_list[fallback_mt]:
             return fallback_mt
     return -1

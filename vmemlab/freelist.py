@@ -22,6 +22,7 @@ import numpy as np
 from .constants import MIGRATE_TYPES, MigrateType
 
 if TYPE_CHECKING:
+    from .listhead import FreeList
     from .zone import FreeArea, Zone
 
 _ISOLATE = int(MigrateType.ISOLATE)
@@ -46,8 +47,8 @@ def add_to_free_list(zone: Zone, pfn: int, order: int, mt: int, tail: bool = Fal
     """
     zone.free_area[order].free_list[mt].add(pfn, tail)
     mm = zone.node.mm
-    mm.order[pfn] = order
-    mm.owner[pfn] = mt
+    mm.head_order[pfn] = order
+    mm.head_owner[pfn] = mt
     if mt != _ISOLATE:
         account_freepages(zone, 1 << order, mt)
 
@@ -56,8 +57,8 @@ def del_page_from_free_list(zone: Zone, pfn: int, order: int, mt: int) -> None:
     """Take the free block at ``pfn`` off its list (it is being used or merged)."""
     zone.free_area[order].free_list[mt].remove(pfn)
     mm = zone.node.mm
-    mm.order[pfn] = -1
-    mm.owner[pfn] = -1
+    mm.head_order[pfn] = -1
+    mm.head_owner[pfn] = -1
     if mt != _ISOLATE:
         account_freepages(zone, -(1 << order), mt)
 
@@ -67,7 +68,7 @@ def move_to_free_list(zone: Zone, pfn: int, order: int, old_mt: int, new_mt: int
     area = zone.free_area[order]
     area.free_list[old_mt].remove(pfn)
     area.free_list[new_mt].add(pfn, tail=True)
-    zone.node.mm.owner[pfn] = new_mt
+    zone.node.mm.head_owner[pfn] = new_mt
     account_freepages(zone, -(1 << order), old_mt)
     account_freepages(zone, 1 << order, new_mt)
 
@@ -107,6 +108,106 @@ def groups(key: np.ndarray) -> Iterator[tuple[int, np.ndarray | slice]]:
     by = np.argsort(key.astype(np.int16), kind="stable")
     for part in np.split(by, np.flatnonzero(np.diff(key[by])) + 1):
         yield int(key[part[0]]), part
+
+
+def expand_to_tail(zone: Zone, pfn: int, high: int, mt: int) -> bool:
+    """expand() of an order-0 page off the block at ``pfn`` as one ``Tail``, if it may.
+
+    It may when ``mt``'s lists below ``high`` are empty, with nothing kept
+    aside for them: then the pieces would be alone there.  False (nothing
+    done) otherwise.
+    """
+    lists = [area.free_list[mt] for area in zone.free_area[:high]]
+    for lst in lists:
+        if not lst.idle():
+            return False
+    Tail(zone, mt, pfn + 1, pfn + (1 << high), lists)
+    return True
+
+
+class Tail:
+    """The rest [start, end) of a block split for order-0 pages, kept off the lists.
+
+    expand() puts its aligned pieces on the empty lists of the orders below
+    the block's (empty: that is why the block was split), and the next
+    allocation of the same type takes them back first, smallest, i.e.
+    lowest, first.  Until other code looks at those lists (``FreeList.pending``),
+    the pieces stay here as one range that the next order-0 allocations
+    (vmemlab.bulk, rmqueue_smallest()) take from the front in O(1).
+    Everything else is kept exact meanwhile: the memmap (each piece head's
+    buddy order and list) and NR_FREE_PAGES.
+    """
+
+    __slots__ = ("zone", "mt", "start", "end", "lists")
+
+    def __init__(self, zone: Zone, mt: int, start: int, end: int,
+                 lists: list[FreeList]) -> None:
+        """``lists``: ``mt``'s lists of the orders below the split block's, in order."""
+        self.zone, self.mt, self.start, self.end = zone, mt, start, end
+        self.lists = lists
+        if start == end:
+            return
+        self._mark_heads(start, end)
+        account_freepages(zone, end - start, mt)
+        for lst in self.lists:
+            lst.pending = self
+
+    def take(self, n: int) -> int:
+        """Take the first ``n`` pages (as the allocator would, piece by piece); their start."""
+        start = self.start
+        self.start += n
+        account_freepages(self.zone, -n, self.mt)
+        if self.start == self.end:
+            self._release()
+            return start
+        # Pieces wholly taken are marked allocated by the caller; the piece
+        # split now leaves smaller pieces behind, up to its own end.
+        edge, size = start, self.end - start
+        while edge < self.start:
+            low = size & -size
+            edge += low
+            size -= low
+        self._mark_heads(self.start, edge)
+        return start
+
+    def __call__(self) -> None:
+        """Put the pieces on their lists (someone is about to look)."""
+        self._release()
+        for pfn, order in split_pieces(self.start, self.end):
+            self.lists[order].add(pfn)
+        self.start = self.end
+
+    def _release(self) -> None:
+        for lst in self.lists:
+            lst.pending = None
+
+    def _mark_heads(self, start: int, end: int) -> None:
+        """set_buddy_order() and the list mark of the pieces of [start, end)."""
+        mm, mt = self.zone.node.mm, self.mt
+        order, owner = mm.head_order, mm.head_owner
+        size = end - start
+        while size:
+            low = size & -size
+            order[start] = low.bit_length() - 1
+            owner[start] = mt
+            start += low
+            size -= low
+
+
+def split_pieces(start: int, end: int) -> list[tuple[int, int]]:
+    """The naturally aligned blocks [start, end) splits into, lowest first.
+
+    ``end`` is aligned to the block the range was split from, so the
+    pieces' sizes are the bits of ``end - start``, smallest first.
+    """
+    out = []
+    size = end - start
+    while size:
+        low = size & -size
+        out.append((start, low.bit_length() - 1))
+        start += low
+        size -= low
+    return out
 
 
 def get_page_from_free_area(area: FreeArea, mt: int) -> int | None:

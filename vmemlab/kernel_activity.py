@@ -285,7 +285,7 @@ class KernelActivity:
             cache = self.cache(spec)
             slabs = cache.alloc(n)
             held.append((cache, slabs))
-            if (slabs < 0).any():
+            if n and slabs.item(-1) < 0:     # alloc() fails from some object on
                 self._free(held)
                 return ENOMEM
         self.blocks[block.id] = held

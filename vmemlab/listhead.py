@@ -91,8 +91,11 @@ class _Run:
             self._advance()
 
     def _advance(self) -> None:
-        """Move ``lo`` to the next alive block, looking in ever larger windows."""
+        """Move ``lo`` to the next alive block: the next one, or in ever larger windows."""
         alive, lo, step = self.alive, self.lo, 64
+        if alive.item(lo + 1):    # a live block lies past lo, so lo + 1 exists
+            self.lo = lo + 1
+            return
         while not alive.item(lo):
             window = alive[lo:lo + step]
             if window.any():
@@ -110,6 +113,8 @@ class _Run:
         lo, alive = self.lo, self.alive
         dead = len(alive) - lo - self.live
         window = np.flatnonzero(alive[lo:lo + n + dead])[:n] + lo
+        if self.live > n:     # the first alive block left is past the window
+            self.lo = int(window[-1]) + 1
         self.kill(window)
         return self.pfns[window]
 
@@ -164,6 +169,10 @@ class FreeList:
             else:
                 yield from seg
 
+    def idle(self) -> bool:
+        """Empty, with nothing kept aside for it (``pending``): a look that changes nothing."""
+        return self.pending is None and not self._len
+
     def __contains__(self, pfn: object) -> bool:
         if self.pending is not None:
             self.pending()
@@ -197,12 +206,13 @@ class FreeList:
             self.pending()
         for i, seg in enumerate(self._segs):
             if type(seg) is _Run:
-                pos = seg.find(pfn)
+                head = seg.live and seg.pfns.item(seg.lo) == pfn   # its first block: O(1)
+                pos = seg.lo if head else seg.find(pfn)
                 if pos < 0:
                     continue
                 seg.kill(pos)
                 empty = not seg.live
-                seg.singles += 1
+                seg.singles += not head
                 if not empty and seg.singles > max(64, seg.live >> 4):
                     # Used one block at a time: a dict does that faster.
                     self._segs[i] = dict.fromkeys(seg.items().tolist())

@@ -152,8 +152,8 @@ class MemoryHotplug:
     def _create_boot_blocks(self) -> None:
         """memory_dev_init(): one online block per memory block holding boot memory."""
         mm, per = self.node.mm, self.block_pages
-        present = mm.state != PageState.ABSENT
-        for bid in np.flatnonzero(present.reshape(-1, per).any(axis=1)).tolist():
+        present = {b for s, e in self.machine.layout.memory for b in range(s // per, -(-e // per))}
+        for bid in sorted(present):
             start = bid * per
             zones = set(mm.pb_zone[start >> self.node.geo.pageblock_order:
                                    (start + per) >> self.node.geo.pageblock_order].tolist())

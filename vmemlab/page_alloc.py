@@ -26,8 +26,10 @@ import numpy as np
 
 from .constants import MIGRATE_PCPTYPES, MigrateType, PageKind, PageState, ZoneType
 from .freelist import (
+    Tail,
     add_to_free_list,
     del_page_from_free_list,
+    expand_to_tail,
     get_page_from_free_area,
 )
 from .gfp import Gfp, format_gfp, gfp_migratetype, gfp_zone, parse_gfp
@@ -68,6 +70,7 @@ ALLOC_WMARK_MASK = AllocFlags.NO_WATERMARKS - 1
 _GFP_HIGH, _GFP_KSWAPD = int(Gfp.HIGH), int(Gfp.KSWAPD_RECLAIM)
 _GFP_DIRECT = int(Gfp.DIRECT_RECLAIM)
 _GFP_NOMEMALLOC, _GFP_NOWARN = int(Gfp.NOMEMALLOC), int(Gfp.NOWARN)
+_TAIL_MIN_ORDER = 3   # smaller splits are as quick on the lists
 ALLOC_RESERVES = (AllocFlags.OOM | AllocFlags.NON_BLOCK | AllocFlags.MIN_RESERVE
                   | AllocFlags.HIGHATOMIC)
 
@@ -128,10 +131,15 @@ def expand(zone: Zone, pfn: int, low: int, high: int, mt: int) -> None:
     """Split an order-``high`` block down to order ``low``, freeing upper halves.
 
     Each halving puts the upper half at the head of the next lower order's
-    list, so the caller keeps the block's first 2**low pages.
+    list, so the caller keeps the block's first 2**low pages.  For an
+    order-0 page out of a larger block, with the type's lists below it empty
+    (as the search or a fallback leaves them), the halves are kept as one
+    ``Tail`` that the next order-0 allocations take from (vmemlab.freelist).
 
     Kernel: mm/page_alloc.c, expand()
     """
+    if low == 0 and high >= _TAIL_MIN_ORDER and expand_to_tail(zone, pfn, high, mt):
+        return
     while high > low:
         high -= 1
         add_to_free_list(zone, pfn + (1 << high), high, mt)
@@ -235,6 +243,10 @@ def rmqueue_smallest(zone: Zone, order: int, mt: int) -> int | None:
 
     Kernel: mm/page_alloc.c, __rmqueue_smallest()
     """
+    if order == 0:
+        tail = zone.free_area[0].free_list[mt].pending
+        if type(tail) is Tail:   # the smallest blocks of this type: take the first page
+            return tail.take(1)
     for current_order in range(order, len(zone.free_area)):
         pfn = get_page_from_free_area(zone.free_area[current_order], mt)
         if pfn is not None:

@@ -196,9 +196,11 @@ class SlabCache:
         ___slab_alloc() (cpu slab, get_partial_node(), new_slab())
         """
         cpu = self.cpu_slab
-        if cpu >= 0 and self._objects[cpu] - self._inuse[cpu] >= n:     # the fast path
+        if cpu >= 0 and self._objects.item(cpu) - self._inuse.item(cpu) >= n:   # the fast path
             self._inuse[cpu] += n
-            return np.full(n, cpu, np.int64)
+            out = np.empty(n, np.int64)
+            out.fill(cpu)
+            return out
         out = np.full(n, -1, np.int64)
         live = self.slab_pfn >= 0
         free_slots = np.where(live, self._objects[:self.count] - self.inuse, 0)
@@ -305,6 +307,8 @@ def kmem_cache(caches: dict[str, Any], node: Node, spec: SlabCacheSpec) -> SlabC
     Kernel: mm/slab_common.c, kmem_cache_create(), create_kmalloc_caches()
     """
     cache = caches.get(spec.name)
+    if cache is not None and cache.spec is spec:     # the usual caller: quick
+        return cache
     if cache is None:
         kind = PageKind.SLAB_RECLAIMABLE if spec.reclaimable else PageKind.SLAB
         owner = node.new_owner(kind, f"slab cache {spec.name}")

@@ -68,12 +68,16 @@ def fill(m: Machine, fraction: float = 0.75, mix: dict[str, float] | None = None
         picks = m.rng.choice(len(classes), size=batch, p=shares / shares.sum())
         sizes = np.maximum(1, m.rng.exponential(mean, size=batch)).astype(np.int64)
         plan = []
+        remaining = sum(left)
         for c, size in zip(picks.tolist(), sizes.tolist(), strict=True):
             n = min(left[c], size)
             if n == 0:
                 continue
             left[c] -= n
             plan.append((acts[classes[c]], n))
+            remaining -= n
+            if not remaining:    # every later pick would be skipped
+                break
         if not allocate_in_turn(plan):   # each act.allocate(n), stopping at a shortfall
             return acts
     return acts
