@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
-from results import update_section  # noqa: E402
+from results import load, update_section  # noqa: E402
 
 from tests.test_fuzz import Fuzz, configs  # noqa: E402
 
@@ -58,16 +58,19 @@ def table(rows: list[dict]) -> str:
             f"after each; operations: {mix}.")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=25_000, help="teaching-machine steps per seed")
     p.add_argument("--seeds", type=int, default=2, help="seeds per configuration")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    load_at_start = load()
     text = table(run(args.steps, args.seeds))
     print(text)
     if args.write:
-        update_section("fuzz", text)
+        update_section("fuzz", text, f"{args.seeds} seeds per configuration, seeded "
+                       "(1000 + seed), one process; CPU time per configuration.",
+                       load_at_start)
 
 
 if __name__ == "__main__":
