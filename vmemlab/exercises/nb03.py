@@ -8,8 +8,7 @@ checkers see the same thing; every answer comes from running them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from functools import cache, cached_property
+from functools import cache
 from typing import Any
 
 import vmemlab as vm
@@ -18,7 +17,7 @@ from vmemlab.constants import GiB, MigrateType
 from vmemlab.metrics import fragmentation_index, unusable_index
 from vmemlab.profiles import PROFILES
 
-from . import Case, FunctionExercise, ValueExercise
+from . import Case, FunctionExercise, LazyHints, ValueExercise
 from .answers import whole_number
 
 TEACH_PAGES = 64
@@ -152,26 +151,6 @@ def _comparison(x: object) -> str:
     return _COMPARE[x.strip().lower()]
 
 
-class _LazyHints(Mapping):
-    """Hints whose keys come from running the model, built on first use."""
-
-    def __init__(self, build: Callable[[], dict]) -> None:
-        self._build = build
-
-    @cached_property
-    def _data(self) -> dict:
-        return self._build()
-
-    def __getitem__(self, key: Any) -> str:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 # -- 03.first_claim -----------------------------------------------------------
 def _first_claim() -> int:
     m = teaching()
@@ -276,7 +255,7 @@ frag_index = ValueExercise(
     "03.frag_index",
     "From the buddyinfo of the sparse teaching machine, what does extfrag_index print at "
     "order 3?",
-    _frag_index, _explain_frag, _milli, hints=_LazyHints(_frag_hints))
+    _frag_index, _explain_frag, _milli, hints=LazyHints(_frag_hints))
 
 
 # -- 03.unusable_free_index ---------------------------------------------------
@@ -348,7 +327,7 @@ order9_count = ValueExercise(
     "03.order9_count",
     "In the 1 GiB guest whose buddyinfo is printed above, how many alloc_pages(9, "
     "GFP_KERNEL) calls in a row succeed before the first one fails?",
-    _order9_count, _explain_order9, _count, hints=_LazyHints(_order9_hints))
+    _order9_count, _explain_order9, _count, hints=LazyHints(_order9_hints))
 
 
 # -- 03.grouping_off -----------------------------------------------------------
