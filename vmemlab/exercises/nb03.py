@@ -70,6 +70,15 @@ def slab_guest() -> vm.Machine:
     return m
 
 
+def movable_guest() -> vm.Machine:
+    """A 1 GiB x86-64 guest: a program maps all the memory it can without waking
+    reclaim (free pages above the zones' high watermarks), then frees a random 60%."""
+    m = vm.Machine(boot_memory=1 * GiB, seed=0)
+    spare = sum(max(0, z.free - z.high) for z in m.zones.values())
+    m.activity("anon", size=spare * m.geometry.page_size).release(fraction=0.6)
+    return m
+
+
 def grouping_guest(grouping: bool = True) -> vm.Machine:
     """A 1 GiB guest filled to 90% (70% user, 20% kernel, 10% reclaimable slab, in
     chunks of 64 KiB on average), after every user process has exited.
