@@ -27,10 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from student_version import (  # noqa: E402
     REVEAL,
+    VOILA_HIDE,
     clear_hidden_tests,
     clear_solutions,
     instructor_sources,
     problems,
+    student_notebook,
     without_reveals,
 )
 
@@ -110,6 +112,25 @@ def test_student_notebooks_show_no_reveal_output(name):
              if REVEAL in c.metadata.get("tags", []) and (c.get("outputs")
                                                           or c.get("execution_count"))]
     assert not shown, f"notebooks/{name}: reveal cells {shown} show their output"
+
+
+def test_the_student_command_hides_reveal_cells_from_voila():
+    nb = _reveal_fixture()
+    nb.cells[1].metadata["tags"] = [REVEAL, "keep"]
+    made = student_notebook(nb)
+    assert made.cells[1].metadata["tags"] == [REVEAL, "keep", VOILA_HIDE]
+    assert "tags" not in made.cells[0].metadata and "tags" not in made.cells[2].metadata
+    assert student_notebook(made).cells[1].metadata["tags"].count(VOILA_HIDE) == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reveal_cells_are_left_out_of_voila_apps(name):
+    """A Voila app takes no prediction, so it must not show a reveal cell either."""
+    for folder in ("notebooks", "tests/notebooks"):
+        cells = read(ROOT / folder / name).cells
+        shown = [i for i, c in enumerate(cells) if REVEAL in c.metadata.get("tags", [])
+                 and VOILA_HIDE not in c.metadata.get("tags", [])]
+        assert not shown, f"{folder}/{name}: reveal cells {shown} lack the tag {VOILA_HIDE}"
 
 
 def _clone(tmp_path: Path, name: str) -> Path:

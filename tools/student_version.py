@@ -18,6 +18,10 @@ is executed and written twice:
   gives an exercise's answer away) has no output until the student runs
   it, after their prediction.
 
+Both copies also tag every ``reveal`` cell ``voila-hide``: a Voila app
+leaves such cells out (jupyter-config's TagRemovePreprocessor), and an app
+cannot take a prediction, so it never shows the answer either.
+
 Then the README's table of notebooks (tools/binder_links.py) is brought up
 to date.  ``python3 lab.py`` opens copies of notebooks/ in my_notebooks/,
 so a student's saved work never changes either of these.
@@ -44,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE, RELEASE = ROOT / "instructor", ROOT / "notebooks"
 REGRESSION = ROOT / "tests" / "notebooks"
 REVEAL = "reveal"     # the tag of a cell whose output gives an answer away
+VOILA_HIDE = "voila-hide"   # the tag of a cell a Voila app leaves out
 
 _SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION[ \t]*\n.*?^[ \t]*### END SOLUTION[ \t]*(\n|$)",
                        re.M | re.S)
@@ -69,13 +74,17 @@ def clear_hidden_tests(source: str) -> str:
 
 
 def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The student version of an instructor notebook, outputs cleared."""
+    """The student version of an instructor notebook, outputs cleared, reveal cells
+    hidden from Voila."""
     out = nbformat.from_dict(nb)
     for cell in out.cells:
         cell.source = clear_hidden_tests(clear_solutions(cell.source,
                                                          cell.cell_type == "markdown"))
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+            tags = cell.metadata.get("tags", [])
+            if REVEAL in tags and VOILA_HIDE not in tags:
+                cell.metadata["tags"] = [*tags, VOILA_HIDE]
     out.metadata.pop("widgets", None)
     return out
 

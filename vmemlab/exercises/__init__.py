@@ -268,6 +268,26 @@ class PartHints(Mapping):
         return 0
 
 
+class LazyHints(Mapping):
+    """Hints whose keys come from running the model, built on first use."""
+
+    def __init__(self, build: Callable[[], dict]) -> None:
+        self._build = build
+
+    @cached_property
+    def _data(self) -> dict:
+        return self._build()
+
+    def __getitem__(self, key: Any) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 @dataclass(eq=False, repr=False)
 class ValueExercise(Exercise):
     """Predict a value: a number, a name, a tuple of pfns.
@@ -435,6 +455,6 @@ def _reason(err: BaseException) -> str:
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
-__all__ = ["EXERCISES", "Case", "Exercise", "Feedback", "FunctionExercise", "ValueExercise",
-           "WrongForm", "answer_key", "for_notebook", "load_all", "normalise", "register", "same",
-           "shown", "wrong_form"]
+__all__ = ["EXERCISES", "Case", "Exercise", "Feedback", "FunctionExercise", "LazyHints",
+           "ValueExercise", "WrongForm", "answer_key", "for_notebook", "load_all", "normalise",
+           "register", "same", "shown", "wrong_form"]

@@ -16,8 +16,9 @@ import vmemlab as vm
 from vmemlab import workload
 from vmemlab.constants import GiB
 from vmemlab.page_alloc import find_buddy_pfn
+from vmemlab.zone import Zone
 
-from . import Case, FunctionExercise, ValueExercise
+from . import Case, FunctionExercise, LazyHints, ValueExercise
 from .answers import whole_number
 
 PAGES = 64
@@ -247,6 +248,13 @@ low_watermark = ValueExercise(
     "its low watermark, in pages?",
     _low_watermark, _explain_low,
     _int_pages,
-    hints={9026: "managed / 1000 is the scaled distance, but the larger of it and min/4 "
-                 "wins."})
+    hints=LazyHints(lambda: _low_hints(_guest().zones["Normal"])))
+
+
+def _low_hints(z: Zone) -> dict[int, str]:
+    """Hints for the sums a student may make of min, min/4 and managed/1000."""
+    scaled = z.managed * 10 // 10000
+    return {z.min + scaled: "managed / 1000 is the scaled distance, but the larger of it and "
+                            "min/4 wins.",
+            z.high: "That is the high watermark: it adds the distance to min twice."}
 

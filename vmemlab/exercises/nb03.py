@@ -8,8 +8,7 @@ checkers see the same thing; every answer comes from running them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from functools import cache, cached_property
+from functools import cache
 from typing import Any
 
 import vmemlab as vm
@@ -18,7 +17,7 @@ from vmemlab.constants import GiB, MigrateType
 from vmemlab.metrics import fragmentation_index, unusable_index
 from vmemlab.profiles import PROFILES
 
-from . import Case, FunctionExercise, ValueExercise
+from . import Case, FunctionExercise, LazyHints, ValueExercise
 from .answers import whole_number
 
 TEACH_PAGES = 64
@@ -68,6 +67,15 @@ def slab_guest() -> vm.Machine:
     m = vm.Machine(boot_memory=1 * GiB, seed=0)
     slab = m.activity("slab", size="1G")   # stops at the watermarks, as the kernel does
     slab.release(fraction=0.4)
+    return m
+
+
+def movable_guest() -> vm.Machine:
+    """A 1 GiB x86-64 guest: a program maps all the memory it can without waking
+    reclaim (free pages above the zones' high watermarks), then frees a random 60%."""
+    m = vm.Machine(boot_memory=1 * GiB, seed=0)
+    spare = sum(max(0, z.free - z.high) for z in m.zones.values())
+    m.activity("anon", size=spare * m.geometry.page_size).release(fraction=0.6)
     return m
 
 
@@ -150,26 +158,6 @@ def _comparison(x: object) -> str:
     if not isinstance(x, str) or x.strip().lower() not in _COMPARE:
         raise ValueError('answer "fewer", "same" or "more"')
     return _COMPARE[x.strip().lower()]
-
-
-class _LazyHints(Mapping):
-    """Hints whose keys come from running the model, built on first use."""
-
-    def __init__(self, build: Callable[[], dict]) -> None:
-        self._build = build
-
-    @cached_property
-    def _data(self) -> dict:
-        return self._build()
-
-    def __getitem__(self, key: Any) -> str:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 # -- 03.first_claim -----------------------------------------------------------
@@ -276,7 +264,7 @@ frag_index = ValueExercise(
     "03.frag_index",
     "From the buddyinfo of the sparse teaching machine, what does extfrag_index print at "
     "order 3?",
-    _frag_index, _explain_frag, _milli, hints=_LazyHints(_frag_hints))
+    _frag_index, _explain_frag, _milli, hints=LazyHints(_frag_hints))
 
 
 # -- 03.unusable_free_index ---------------------------------------------------
@@ -348,7 +336,7 @@ order9_count = ValueExercise(
     "03.order9_count",
     "In the 1 GiB guest whose buddyinfo is printed above, how many alloc_pages(9, "
     "GFP_KERNEL) calls in a row succeed before the first one fails?",
-    _order9_count, _explain_order9, _count, hints=_LazyHints(_order9_hints))
+    _order9_count, _explain_order9, _count, hints=LazyHints(_order9_hints))
 
 
 # -- 03.grouping_off -----------------------------------------------------------

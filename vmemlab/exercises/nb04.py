@@ -12,6 +12,7 @@ import vmemlab as vm
 from vmemlab.constants import errname
 from vmemlab.page_isolation import isolation_range as _isolation_range
 from vmemlab.profiles import PROFILES
+from vmemlab.trace import Trace
 
 from . import Case, FunctionExercise, ValueExercise
 from .answers import Rc, errno_rc, whole_number
@@ -279,6 +280,28 @@ isolation_range = FunctionExercise(
     "isolation_range", _isolation_cases, _explain_isolation,
     "n = 512 if kernel == '6.12' else 1024; "
     "return (start_pfn // n * n, -(-end_pfn // n) * n)")
+
+
+def claiming_page(m: vm.Machine, limit: int = 1 << 16) -> int:
+    """Allocate GFP_KERNEL pages on traced ``m`` until one falls back and claims a
+    free pageblock of another type; return that page's pfn.
+
+    A booted guest first fills the kernel's own Unmovable pageblocks; the
+    first page that does not fit takes the largest free Movable block, a whole
+    4 MiB one on x86-64, and claims it (mm_page_alloc_extfrag with
+    change_ownership=1), so the other pageblock of that block is free.
+    """
+    if not isinstance(m.trace, Trace):
+        raise ValueError("claiming_page() needs a machine built with trace=True")
+    for _ in range(limit):
+        seen = len(m.trace.events("mm_page_alloc_extfrag"))
+        pfn = m.alloc_pages(0, "GFP_KERNEL")
+        if pfn is None:
+            break
+        new = m.trace.events("mm_page_alloc_extfrag")[seen:]
+        if any(e.change_ownership for e in new):
+            return pfn
+    raise ValueError(f"no GFP_KERNEL page claimed a pageblock within {limit} allocations")
 
 
 # -- 04.gigantic --------------------------------------------------------------

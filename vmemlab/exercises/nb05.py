@@ -49,23 +49,37 @@ _count = whole_number("the answer", out_of_range="the answer cannot be negative"
 
 
 # -- 05.memmap_kb -------------------------------------------------------------
-def _memmap_run() -> tuple[int, int, int, str]:
+@cache
+def _memmap_run() -> tuple[int, int, int, str, int]:
     m = vm.Machine(boot_memory=2 * vm.GiB, auto_online_blocks="offline", seed=0)
     free, total = m.proc.meminfo_kb("MemFree"), m.proc.meminfo_kb("MemTotal")
     m.add_dimm(1 * vm.GiB)
     memmap = next(line for line in m.proc.vmstat().splitlines()
                   if line.startswith("nr_memmap_pages "))
-    return free - m.proc.meminfo_kb("MemFree"), total, m.proc.meminfo_kb("MemTotal"), memmap
+    return (free - m.proc.meminfo_kb("MemFree"), total, m.proc.meminfo_kb("MemTotal"), memmap,
+            m.node.geo.page_size // vm.KiB)
 
 
 def _explain_memmap(drop: int) -> str:
-    _, total0, total1, memmap = _memmap_run()
+    _, total0, total1, memmap, page_kb = _memmap_run()
+    memmap_kb = int(memmap.split()[1]) * page_kb
     return (f"Adding 1 GiB allocates its memmap at once, before any block is online: one "
             "64-byte struct page per 4 KiB page, 262144 pages x 64 bytes = 16 MiB, i.e. "
             "2 MiB per 128 MiB section, allocated with GFP_KERNEL from the memory the guest "
-            "already has (vmemmap_populate(), mm/sparse-vmemmap.c). MemFree drops by "
-            f"{drop} kB; vmstat says '{memmap}'. MemTotal stays {total1} kB (it was "
-            f"{total0} kB): offline memory is not counted until it is onlined.")
+            "already has (vmemmap_populate(), mm/sparse-vmemmap.c); vmstat says "
+            f"'{memmap}'. {_beyond_memmap(drop, memmap_kb)}MemFree drops by {drop} kB. "
+            f"MemTotal stays {total1} kB (it was {total0} kB): offline memory is not counted "
+            "until it is onlined.")
+
+
+def _beyond_memmap(drop: int, memmap_kb: int) -> str:
+    """The part of the drop that is not the memmap: the new blocks' kernel objects."""
+    rest = drop - memmap_kb
+    if rest <= 0:
+        return ""
+    return (f"The other {rest} kB are slab for the new blocks' kernel objects (struct "
+            "memory_block, its sysfs files, the section's usage map and the resource; "
+            "create_memory_block_devices(), sparse_add_section()). ")
 
 
 memmap_kb = ValueExercise(
@@ -78,7 +92,10 @@ memmap_kb = ValueExercise(
            1048576: "Offline memory is not in MemFree at all; the question is what adding "
                     "it costs the memory you already have.",
            16: "That is the memmap in MiB; the question asks for kB.",
-           2048: "2 MiB is the memmap of one 128 MiB block; a 1 GiB DIMM has 8."})
+           2048: "2 MiB is the memmap of one 128 MiB block; a 1 GiB DIMM has 8.",
+           16384: "That is the memmap alone. Adding memory also creates kernel objects for "
+                  "each new memory block (its device, its sysfs files); they come from the "
+                  "slab, a few pages more."})
 
 
 # -- 05.auto_movable_count ----------------------------------------------------

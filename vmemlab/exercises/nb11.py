@@ -1,7 +1,7 @@
 """Exercises of notebook 11, your machine, on a snapshot of a real Linux guest.
 
 The snapshot (``tests/fixtures/snapshot/fc-6.18-24g.npz``) was taken
-read-only with ``python -m vmemlab snapshot --save`` on the project's
+read-only with ``python3 lab.py snapshot --save`` on the project's
 development VM: Linux 6.18, 24 GiB, 128 MiB memory blocks, the PCI hole
 at 3-4 GiB.  Every answer is computed from the snapshot's own files.  Its
 zoneinfo shows most of ZONE_NORMAL present but not yet managed, which
