@@ -33,6 +33,7 @@ from .fallback import rmqueue_other_type
 from .freelist import Tail, account_freepages, del_page_from_free_list
 from .gfp import Gfp
 from .merge import free_blocks_batch, free_pages_batch
+from .node import Owner
 from .page_alloc import (
     AllocFlags,
     AllocRequest,
@@ -47,7 +48,6 @@ from .page_alloc import (
 from .trace import MmPageAlloc, MmPageFree
 
 if TYPE_CHECKING:
-    from .memmap import MemMap
     from .node import Node
     from .zone import Zone
 
@@ -59,6 +59,8 @@ _SLICE_RUN = 64
 
 
 Runs = tuple[np.ndarray, np.ndarray]  # first pfns and lengths, in allocation order
+# Who makes requests of a turn: gfp, kind, and its new owners' name and activity.
+Requester = tuple[str | int, PageKind, str, object]
 
 
 class RunLists:
@@ -165,21 +167,33 @@ class BulkRequests:
     request and first zone between calls.  A request that fits above the
     first zone's low watermark is ``_rmqueue_bulk`` there, as
     ``alloc_bulk_runs`` starts; what is left (another zone, the slow path)
-    goes through ``alloc_bulk_runs``.
+    goes through ``alloc_bulk_runs``.  ``take_run`` takes runs of requests
+    that the types' own lists surely serve, a type at a time.
     """
 
-    __slots__ = ("node", "fast")
+    __slots__ = ("node", "fast", "owners", "runs", "counts", "layout")
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.fast: dict[tuple[str | int, int], _FastPath] = {}
+        # take_run()'s requests, written out by flush(): owners to make (kind,
+        # name, activity), runs [start, end, kind, [(pages, owner), ...]] to mark
+        # allocated, pages per fast path.
+        self.owners: list[Requester] = []
+        self.runs: list[list] = []
+        self.counts: dict[int, list] = {}
+        self.layout: tuple | None = None   # take_run()'s view of its requesters
 
-    def alloc(self, gfp: str | int, kind: PageKind | None, nr_pages: int, owner: int) -> int:
-        """``alloc_bulk_runs(node, gfp, nr_pages, kind, owner)``; the pages it got."""
+    def _path(self, gfp: str | int, kind: PageKind | None) -> _FastPath:
         key = (gfp, -1 if kind is None else int(kind))
         path = self.fast.get(key)
         if path is None:
             path = self.fast[key] = _FastPath(self.node, gfp, kind)
+        return path
+
+    def alloc(self, gfp: str | int, kind: PageKind | None, nr_pages: int, owner: int) -> int:
+        """``alloc_bulk_runs(node, gfp, nr_pages, kind, owner)``; the pages it got."""
+        path = self._path(gfp, kind)
         got, zone = 0, path.zone
         if zone is not None and 0 < nr_pages <= watermark_headroom(zone, path.flags,
                                                                    path.req.highest):
@@ -187,36 +201,127 @@ class BulkRequests:
         if got < nr_pages:
             got += int(alloc_bulk_runs(self.node, gfp, nr_pages - got, kind, owner)[1].sum())
             self.fast.clear()   # the allocator may have changed anything: look again
+            self.layout = None
         return got
 
+    def take_run(self, requesters: Sequence[Requester], slots: Sequence[int],
+                 sizes: Sequence[int], start: int) -> int:
+        """``alloc()`` of each request from ``start`` on (``sizes[k]`` pages for
+        ``requesters[slots[k]]``, a new owner each) while ``alloc()`` would serve
+        them one after the other each from its type's own lists in its first
+        zone above the low watermark (surely: from the ``Tail`` and the largest
+        blocks there, ``_sure_supply``); the end of that run (``start``: none).
+        The new owners' ids follow ``len(node.owners)`` in request order, once
+        ``flush()`` has made them.
 
-    def alloc_split(self, gfp: str | int, kind: PageKind | None, sizes: Sequence[int],
-                    owner: Callable[[], int]) -> bool:
-        """``alloc(gfp, kind, n, owner())`` for each n in ``sizes``, if the type's own
-        lists in the first zone surely serve them all above the low watermark.
-
-        Then it is one ``_take_smallest_bulk`` of their sum (taking pages one
-        request after another from the same lists is taking them all at
-        once), split between the owners in allocation order; the owners are
-        made in turn after it, as nothing else makes one meanwhile.  False,
-        with nothing done, otherwise.
+        Only requests of one type share lists, and taking pages one request
+        after another from the same lists is taking them all at once, so the
+        run is one ``_take_smallest_bulk`` per type, split between its
+        requests in order.  The pages leave the lists and NR_FREE_PAGES at
+        once; the owners, the memmap and the counters are written by
+        ``flush()``, which must run before anything else allocates, makes an
+        owner or reads the memmap.  Not with a trace on (its events go page
+        by page).
         """
-        path = self.fast.get((gfp, -1 if kind is None else int(kind)))
-        if path is None or path.zone is None:
-            return False
-        zone, req, total = path.zone, path.req, sum(sizes)
-        if not 0 < total <= min(watermark_headroom(zone, path.flags, req.highest),
-                                _sure_supply(zone, req.mt)):
-            return False
-        first = owner()
-        runs = RunLists()
-        _take_smallest_bulk(zone, total, req, first, runs)
-        starts, lengths = runs.starts, runs.lengths
-        if runs.parts:
-            starts, lengths = (a.tolist() for a in runs.arrays())
-        _split_owners(zone.node.mm, [first] + [owner() for _ in sizes[1:]], sizes,
-                      starts, lengths)
-        return True
+        if self.node.trace.enabled:
+            return start
+        if self.layout is None or self.layout[0] is not requesters:
+            self.layout = _layout(requesters, [self._path(gfp, kind)
+                                               for gfp, kind, _, _ in requesters])
+        _, paths, zones, zone_of, group_of = self.layout
+        room = [-1 if zone is None else watermark_headroom(zone, path.flags, path.req.highest)
+                for zone, path in zip(zones, paths, strict=True)]
+        supply = [0 if zone is None else _sure_supply(zone, path.req.mt)
+                  for zone, path in zip(zones, paths, strict=True)]
+        taken = [0] * len(paths)        # pages taken per zone
+        members: list[list[int]] = [[] for _ in paths]   # requests per lists
+        end = start
+        for end in range(start, len(sizes)):
+            slot, n = slots[end], sizes[end]
+            z, g = zone_of[slot], group_of[slot]
+            done = taken[z] + n
+            if n <= 0 or done > room[slot] or n > supply[g]:
+                break
+            taken[z] = done
+            supply[g] -= n
+            members[g].append(end)
+        else:
+            end = len(sizes)
+        if end > start:
+            self._take_groups(requesters, paths, slots, sizes, start, end, members)
+        return end
+
+    def _take_groups(self, requesters: Sequence[Requester], paths: list[_FastPath],
+                     slots: Sequence[int], sizes: Sequence[int], start: int, end: int,
+                     members: list[list[int]]) -> None:
+        """take_run()'s takes: one per type, its runs split between the requests."""
+        first = len(self.node.owners) + len(self.owners) - start
+        self.owners += [requesters[slots[k]] for k in range(start, end)]
+        pages = [0] * len(paths)
+        for k in range(start, end):
+            pages[slots[k]] += sizes[k]
+        for path, n in zip(paths, pages, strict=True):
+            if n:
+                count = self.counts.get(id(path))
+                if count is None:
+                    self.counts[id(path)] = [path, n]
+                else:
+                    count[1] += n
+        spans = self.runs
+        for ks in members:
+            if not ks:
+                continue
+            path = paths[slots[ks[0]]]
+            got = RunLists()
+            _take_smallest_bulk(path.zone, sum(sizes[k] for k in ks), path.req, -1, got,
+                                hand_out=False)
+            starts, lengths = got.starts, got.lengths
+            if got.parts:
+                starts, lengths = (a.tolist() for a in got.arrays())
+            kinds = [int(p.req.kind) for p in paths]
+            run, used = 0, 0    # the run the next page is in, pages of it already given
+            span: list = []     # [start, end, kind, [(pages, owner), ...]] being written
+            for k in ks:
+                size, kind = sizes[k], kinds[slots[k]]
+                while size:
+                    n = min(size, lengths[run] - used)
+                    at = starts[run] + used
+                    if span and span[1] == at and span[2] == kind:
+                        span[1] += n
+                        span[3].append((n, first + k))
+                    else:
+                        span = [at, at + n, kind, [(n, first + k)]]
+                        spans.append(span)
+                    size -= n
+                    used += n
+                    if used == lengths[run]:
+                        run, used = run + 1, 0
+
+    def flush(self) -> None:
+        """Write out what ``take_run`` took: owners, memmap, counters (in that order)."""
+        node = self.node
+        if self.owners:
+            base = len(node.owners)
+            node.owners.extend(Owner(base + i, kind, name, act)
+                               for i, (_, kind, name, act) in enumerate(self.owners))
+            self.owners = []
+        mark = node.mm.mark_allocated_owners
+        for start, end, kind, owners in self.runs:
+            mark(start, end, kind, owners)
+        self.runs = []
+        for path, n in self.counts.values():
+            path.zone.nr_kind[path.req.kind] += n
+            node.count_event(path.zone.pgalloc_event, n)
+        self.counts = {}
+
+
+def _layout(requesters: Sequence[Requester], paths: list[_FastPath]) -> tuple:
+    """Requesters, their fast paths and zones, and per requester the index of its
+    zone and of its lists (zone and migratetype) among theirs."""
+    zones = [path.zone for path in paths]
+    zone_of = [zones.index(zone) for zone in zones]
+    lists = [(zone_of[i], path.req.mt) for i, path in enumerate(paths)]
+    return requesters, paths, zones, zone_of, [lists.index(key) for key in lists]
 
 
 def _sure_supply(zone: Zone, mt: int) -> int:
@@ -225,25 +330,6 @@ def _sure_supply(zone: Zone, mt: int) -> int:
     top = len(zone.free_area) - 1     # a Tail is below its block's order: never here
     pages = tail.end - tail.start if type(tail) is Tail else 0
     return pages + (len(zone.free_area[top].free_list[mt]) << top)
-
-
-def _split_owners(mm: MemMap, owners: list[int], sizes: Sequence[int], starts: list[int],
-                  lengths: list[int]) -> None:
-    """Give the pages of runs, in allocation order, to ``owners`` by ``sizes``.
-
-    The pages are all the first owner's already.
-    """
-    run, used = 0, 0    # the run the next page is in, pages of it already given
-    for i, (owner, size) in enumerate(zip(owners, sizes, strict=True)):
-        while size:
-            n = min(size, lengths[run] - used)
-            if i:
-                start = starts[run] + used
-                mm.set_owner(start, start + n, owner)
-            size -= n
-            used += n
-            if used == lengths[run]:
-                run, used = run + 1, 0
 
 
 class _FastPath:
@@ -317,20 +403,22 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
 
 
 def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
-                        out: RunLists | None) -> int:
+                        out: RunLists | None, hand_out: bool = True) -> int:
     """Repeated __rmqueue_smallest(order 0) on the requester's own lists.
 
     Order by order, the blocks at the head of the list are taken whole, a
     list at a time; only the last block may be split, its rest left as
     expand() would leave it (a ``Tail``, which the next call takes from
     first).  The whole blocks' heads keep their buddy order and list mark:
-    every page is marked allocated right after (``_hand_out``).
+    every page is marked allocated right after (``_hand_out``; or by the caller,
+    from ``out``, without ``hand_out``).
     """
     mt = req.mt
     tail = zone.free_area[0].free_list[mt].pending
     if type(tail) is Tail and tail.end - tail.start >= want:   # the common case: one run
         start = tail.take(want)
-        _hand_out_run(zone, start, want, req, owner)
+        if hand_out:
+            _hand_out_run(zone, start, want, req, owner)
         if out is not None:
             out.add(start, want)
         return want
@@ -361,7 +449,8 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
             taken.add(pfn, want - got)
             got = want
     if got:
-        _hand_out(zone, taken, got, req, owner)
+        if hand_out:
+            _hand_out(zone, taken, got, req, owner)
         if out is not None and taken.parts:
             out.extend(*taken.arrays())
         elif out is not None:
