@@ -177,10 +177,10 @@ class BulkRequests:
         self.node = node
         self.fast: dict[tuple[str | int, int], _FastPath] = {}
         # take_run()'s requests, written out by flush(): owners to make (kind,
-        # name, activity), runs [start, end, kind, [(pages, owner), ...]] to mark
+        # name, activity), runs (start, end, kind, [(pages, owner), ...]) to mark
         # allocated, pages per fast path.
         self.owners: list[Requester] = []
-        self.runs: list[list] = []
+        self.runs: list[tuple[int, int, int, list[tuple[int, int]]]] = []
         self.counts: dict[int, list] = {}
         self.layout: tuple | None = None   # take_run()'s view of its requesters
 
@@ -228,12 +228,13 @@ class BulkRequests:
         if self.layout is None or self.layout[0] is not requesters:
             self.layout = _layout(requesters, [self._path(gfp, kind)
                                                for gfp, kind, _, _ in requesters])
-        _, paths, zones, zone_of, group_of = self.layout
+        _, paths, zones, zone_of, group_of, _ = self.layout
         room = [-1 if zone is None else watermark_headroom(zone, path.flags, path.req.highest)
                 for zone, path in zip(zones, paths, strict=True)]
         supply = [0 if zone is None else _sure_supply(zone, path.req.mt)
                   for zone, path in zip(zones, paths, strict=True)]
         taken = [0] * len(paths)        # pages taken per zone
+        pages = [0] * len(paths)        # pages taken per requester
         members: list[list[int]] = [[] for _ in paths]   # requests per lists
         end = start
         for end in range(start, len(sizes)):
@@ -244,22 +245,21 @@ class BulkRequests:
                 break
             taken[z] = done
             supply[g] -= n
+            pages[slot] += n
             members[g].append(end)
         else:
             end = len(sizes)
         if end > start:
-            self._take_groups(requesters, paths, slots, sizes, start, end, members)
+            self._take_groups(requesters, slots, sizes, start, end, members, pages)
         return end
 
-    def _take_groups(self, requesters: Sequence[Requester], paths: list[_FastPath],
-                     slots: Sequence[int], sizes: Sequence[int], start: int, end: int,
-                     members: list[list[int]]) -> None:
+    def _take_groups(self, requesters: Sequence[Requester], slots: Sequence[int],
+                     sizes: Sequence[int], start: int, end: int, members: list[list[int]],
+                     pages: list[int]) -> None:
         """take_run()'s takes: one per type, its runs split between the requests."""
+        _, paths, _, _, _, kinds = self.layout
         first = len(self.node.owners) + len(self.owners) - start
         self.owners += [requesters[slots[k]] for k in range(start, end)]
-        pages = [0] * len(paths)
-        for k in range(start, end):
-            pages[slots[k]] += sizes[k]
         for path, n in zip(paths, pages, strict=True):
             if n:
                 count = self.counts.get(id(path))
@@ -278,24 +278,29 @@ class BulkRequests:
             starts, lengths = got.starts, got.lengths
             if got.parts:
                 starts, lengths = (a.tolist() for a in got.arrays())
-            kinds = [int(p.req.kind) for p in paths]
-            run, used = 0, 0    # the run the next page is in, pages of it already given
-            span: list = []     # [start, end, kind, [(pages, owner), ...]] being written
+            runs = zip(starts, lengths, strict=True)
+            pos, left = next(runs)       # the next page to give, pages left in its run
+            at, kind, owners = pos, kinds[slots[ks[0]]], []    # the span being made
             for k in ks:
-                size, kind = sizes[k], kinds[slots[k]]
-                while size:
-                    n = min(size, lengths[run] - used)
-                    at = starts[run] + used
-                    if span and span[1] == at and span[2] == kind:
-                        span[1] += n
-                        span[3].append((n, first + k))
-                    else:
-                        span = [at, at + n, kind, [(n, first + k)]]
-                        spans.append(span)
-                    size -= n
-                    used += n
-                    if used == lengths[run]:
-                        run, used = run + 1, 0
+                size, owner = sizes[k], first + k
+                if kinds[slots[k]] != kind:
+                    if owners:
+                        spans.append((at, pos, kind, owners))
+                    at, kind, owners = pos, kinds[slots[k]], []
+                while size > left:
+                    if left:
+                        owners.append((left, owner))
+                        size -= left
+                        pos += left
+                    start_pfn, left = next(runs)
+                    if start_pfn != pos:         # not adjacent: a new span
+                        if owners:
+                            spans.append((at, pos, kind, owners))
+                        at, pos, owners = start_pfn, start_pfn, []
+                owners.append((size, owner))
+                pos += size
+                left -= size
+            spans.append((at, pos, kind, owners))
 
     def flush(self) -> None:
         """Write out what ``take_run`` took: owners, memmap, counters (in that order)."""
@@ -316,12 +321,13 @@ class BulkRequests:
 
 
 def _layout(requesters: Sequence[Requester], paths: list[_FastPath]) -> tuple:
-    """Requesters, their fast paths and zones, and per requester the index of its
-    zone and of its lists (zone and migratetype) among theirs."""
+    """Requesters, their fast paths and zones, per requester the index of its zone
+    and of its lists (zone and migratetype) among theirs, and its page kind."""
     zones = [path.zone for path in paths]
     zone_of = [zones.index(zone) for zone in zones]
     lists = [(zone_of[i], path.req.mt) for i, path in enumerate(paths)]
-    return requesters, paths, zones, zone_of, [lists.index(key) for key in lists]
+    return (requesters, paths, zones, zone_of, [lists.index(key) for key in lists],
+            [int(path.req.kind) for path in paths])
 
 
 def _sure_supply(zone: Zone, mt: int) -> int:
@@ -422,7 +428,8 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         if out is not None:
             out.add(start, want)
         return want
-    taken = RunLists()
+    # Without hand_out, the runs go straight to ``out`` (which the caller gives empty).
+    taken = RunLists() if hand_out or out is None else out
     got = first = 0
     if type(tail) is Tail:
         got = min(want, tail.end - tail.start)
@@ -437,6 +444,8 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         whole = min(len(lst), (want - got) >> order)
         if whole:
             heads = lst.pop_first(whole)
+            if isinstance(heads, np.ndarray) and whole <= _SLICE_RUNS:
+                heads = heads.tolist()    # a few: Python lists cost less than arrays
             account_freepages(zone, -(whole << order), mt)
             taken.extend(heads, np.full(whole, 1 << order, np.int64)
                          if isinstance(heads, np.ndarray) else [1 << order] * whole)
@@ -448,7 +457,7 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
                  [area.free_list[mt] for area in zone.free_area[:order]])
             taken.add(pfn, want - got)
             got = want
-    if got:
+    if got and taken is not out:
         if hand_out:
             _hand_out(zone, taken, got, req, owner)
         if out is not None and taken.parts:
