@@ -309,13 +309,30 @@ def allocate_in_turn(requests: Sequence[tuple[Activity, int]]) -> bool:
             i, slow = i + 1, False
             continue
         slow = True
-        for owner, (act, n) in enumerate(requests[i:end], first):
-            act.owner_ids.append(owner)
-            act._touch(n)
-            act.requested += n << act.node.geo.page_shift
+        _took(acts, slots, sizes, i, end, first)
         i = end
     turn.flush()
     return True
+
+
+def _took(acts: list[Activity], slots: list[int], sizes: list[int], start: int, end: int,
+          first: int) -> None:
+    """What ``allocate()`` records for requests [start, end) that got all they asked:
+    each its owner (ids from ``first`` on), its pages mapped and requested.
+
+    Mapping n pages after m pages is mapping n + m (``_touch`` takes from
+    what is unmapped first), so each activity's are counted at once.
+    """
+    owners: list[list[int]] = [[] for _ in acts]
+    pages = [0] * len(acts)
+    for k in range(start, end):
+        owners[slots[k]].append(first + k - start)
+        pages[slots[k]] += sizes[k]
+    for act, ids, n in zip(acts, owners, pages, strict=True):
+        if ids:
+            act.owner_ids += ids
+            act._touch(n)
+            act.requested += n << act.node.geo.page_shift
 
 
 def _check_fraction(fraction: float) -> None:
