@@ -43,15 +43,18 @@ NOTE_PEER = (
     "What made it fast: boot writes each page's memmap entry once (reserved or free; "
     "deferred pages untouched until deferred init; zero arrays from `np.zeros`), frees its "
     "memory through the level-by-level batch merge (`bulk.free_blocks_bulk`), and counts "
-    "present and managed pages from ranges.  A fill is one `Activity.allocate()` per chunk "
-    "sharing a `bulk.BulkRequests`: a run of one activity's chunks that its own lists "
-    "surely serve is one `_take_smallest_bulk` split between the chunks' owners "
-    "(`alloc_split`); a split block's rest stays aside as one `freelist.Tail` taken from "
-    "in O(1), also when a fallback claims a whole pageblock (`expand()` keeps the halves "
-    "as a Tail, and the claimed block's first pages go out with the fallback page); short "
-    "runs and free-block heads are written through memoryviews of the memmap.  What still "
-    "costs: Python work per chunk (about 6,000 chunks for 16 GiB) and per fallback (about "
-    "900 claims, each a walk of the fallback order).")
+    "present and managed pages from ranges.  A fill is one `activity.allocate_in_turn` "
+    "sharing one `bulk.BulkRequests`: a run of chunks (the three types interleaved) that "
+    "the types' own free lists surely serve above the low watermark (a split block's rest "
+    "kept aside as one `freelist.Tail`, and the largest blocks) is taken by "
+    "`BulkRequests.take_run` as one `_take_smallest_bulk` per type, split between the "
+    "chunks' owners in order; the run's owners, memmap (one write per contiguous span, "
+    "`MemMap.mark_allocated_owners`) and counters are written once (`flush`).  A chunk "
+    "that needs another type's pageblock goes alone through `Activity.allocate()` and the "
+    "allocator's fallback (`rmqueue_other_type()`; the claimed block's rest becomes the "
+    "next Tail).  What still costs: Python work per chunk (about 6,000 chunks for 16 GiB) "
+    "and per fallback (about 780 chunks need one, about 900 claims in all), so about 700 "
+    "runs.")
 NOTE_GROWTH = (
     "Boot and fill are linear in memory (arrays per page, a chunk count proportional to "
     "memory); the 4 GiB guest carries fixed costs that the ratio divides by.")
