@@ -256,14 +256,6 @@ class MemMap:
         self._bowner[start << 2:end << 2] = b"".join(
             int(owner).to_bytes(4, _ORDER, signed=True) * pages for pages, owner in owners)
 
-    def set_owner(self, start: Pfn, end: Pfn, owner: int) -> None:
-        """Allocated pages change owner: a bulk allocation split between its requesters."""
-        n = end - start
-        if n <= _VIEW_RUN:
-            self._bowner[start << 2:end << 2] = int(owner).to_bytes(4, _ORDER, signed=True) * n
-        else:
-            self.owner[start:end] = owner
-
     def mark_allocated_pfns(self, pfns: np.ndarray, kind: PageKind, owner: int) -> None:
         """Vectorized form of mark_allocated for scattered order-0 pages."""
         self.state[pfns] = _ALLOCATED
