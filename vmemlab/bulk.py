@@ -30,7 +30,7 @@ import numpy as np
 
 from .constants import PageKind
 from .fallback import rmqueue_other_type
-from .freelist import Tail, account_freepages, del_page_from_free_list
+from .freelist import Tail, account_freepages
 from .gfp import Gfp
 from .merge import free_blocks_batch, free_pages_batch
 from .node import Owner
@@ -48,6 +48,7 @@ from .page_alloc import (
 from .trace import MmPageAlloc, MmPageFree
 
 if TYPE_CHECKING:
+    from .listhead import FreeList
     from .node import Node
     from .zone import Zone
 
@@ -451,8 +452,7 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
                          if isinstance(heads, np.ndarray) else [1 << order] * whole)
             got += whole << order
         if got < want and lst:
-            pfn = lst.first()
-            del_page_from_free_list(zone, pfn, order, mt)
+            pfn = _del_first(zone, lst, order, mt)
             Tail(zone, mt, pfn + want - got, pfn + (1 << order),
                  [area.free_list[mt] for area in zone.free_area[:order]])
             taken.add(pfn, want - got)
@@ -465,6 +465,16 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         elif out is not None:
             out.extend(taken.starts, taken.lengths)
     return got
+
+
+def _del_first(zone: Zone, lst: FreeList, order: int, mt: int) -> int:
+    """``del_page_from_free_list()`` of the list's first block, found and taken at once."""
+    pfn = lst.pop_head()
+    mm = zone.node.mm
+    mm.head_order[pfn] = -1
+    mm.head_owner[pfn] = -1
+    account_freepages(zone, -(1 << order), mt)
+    return pfn
 
 
 def _hand_out_run(zone: Zone, start: int, nr_pages: int, req: AllocRequest, owner: int) -> None:
