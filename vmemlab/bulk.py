@@ -224,7 +224,14 @@ class BulkRequests:
         owner or reads the memmap.  Not with a trace on (its events go page
         by page).
         """
-        if self.node.trace.enabled:
+        if self.node.trace.enabled or start == len(sizes):
+            return start
+        gfp, kind, _, _ = requesters[slots[start]]
+        path = self._path(gfp, kind)         # the first alone first: often none is taken
+        n = sizes[start]
+        if path.zone is None or not 0 < n <= min(
+                watermark_headroom(path.zone, path.flags, path.req.highest),
+                _sure_supply(path.zone, path.req.mt)):
             return start
         if self.layout is None or self.layout[0] is not requesters:
             self.layout = _layout(requesters, [self._path(gfp, kind)
