@@ -8,8 +8,9 @@ per-page buddy (benchmarks/baseline_buddy.py), the fill alone at least 30x.
 The comparison is made fair: vmemlab's fill runs once to record the
 allocations it makes (``record_fill``); the peer boots from the same free
 ranges and replays exactly those allocations, one call per page.  Both
-sides run in this process, interleaved, untraced; memory is measured in a
-separate, traced run.
+sides run in this process, interleaved, untraced, timed as the process's
+CPU time (on a shared machine wall time stretches with the load, a 2 s peer
+run more than a 0.1 s fill); memory is measured in a separate, traced run.
 
 Goal 4: boot + fill grows at most 17x from 4 to 64 GiB (16x the pages).
 Each boot allocates its memmap fresh, as a new session does, so the time
@@ -34,7 +35,7 @@ from vmemlab.constants import PageState
 
 sys.path.insert(0, str(Path(__file__).parent))
 from baseline_buddy import SetBuddy
-from harness import interleaved, load, median, ms, timed
+from harness import cpu_timed, interleaved, load, median, ms
 from results import update_section
 
 REPEATS = 5
@@ -91,20 +92,20 @@ def record_fill(gib: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]
 
 
 def boot_and_fill(gib: int, out: dict[str, list[float]]) -> None:
-    t = time.perf_counter()
+    t = time.process_time()
     m = vm.Machine(boot_memory=gib * vm.GiB, seed=0)
-    boot = time.perf_counter() - t
-    fill = timed(lambda: workload.fill(m, FILL))
+    boot = time.process_time() - t
+    fill = cpu_timed(lambda: workload.fill(m, FILL))
     out.setdefault(f"{gib} boot", []).append(boot)
     out.setdefault(f"{gib} fill", []).append(fill)
 
 
 def peer_boot_and_fill(ranges: list[tuple[int, int]], ops: list[tuple[int, int]],
                        out: dict[str, list[float]]) -> None:
-    t = time.perf_counter()
+    t = time.process_time()
     b = SetBuddy(ranges)
-    boot = time.perf_counter() - t
-    fill = timed(lambda: b.replay(ops))
+    boot = time.process_time() - t
+    fill = cpu_timed(lambda: b.replay(ops))
     out.setdefault("peer boot", []).append(boot)
     out.setdefault("peer fill", []).append(fill)
 
@@ -115,9 +116,9 @@ def first_touch(nbytes: int) -> float:
     Writing a fresh array costs page faults and zeroing on top of the
     write itself; rewriting the same array does not.
     """
-    fresh = median([timed(lambda: np.ones(nbytes, np.uint8)) for _ in range(3)])
+    fresh = median([cpu_timed(lambda: np.ones(nbytes, np.uint8)) for _ in range(3)])
     warm = np.ones(nbytes, np.uint8)
-    rewrite = median([timed(lambda: warm.fill(2)) for _ in range(3)])
+    rewrite = median([cpu_timed(lambda: warm.fill(2)) for _ in range(3)])
     return max(0.0, fresh - rewrite)
 
 
@@ -168,9 +169,9 @@ def contig_1gib(half_full: bool) -> float:
         fill_movable(m, start, end)
         pfns = np.arange(start, end)
         free_pages_bulk(m.node, pfns[(pfns - start) // 512 % 2 == 1])
-    t = time.perf_counter()
+    t = time.process_time()
     rc = m.alloc_contig_range(start, end)
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     assert rc == 0, rc
     return elapsed
 
@@ -237,7 +238,9 @@ def main(argv: list[str]) -> None:
     print(text)
     if "--write" in argv:
         update_section("core", text, f"Median of {REPEATS} interleaved repeats (16 GiB peer, "
-                       "4, 16 and 64 GiB guests in turn), wall clock, one process; bytes "
+                       "4, 16 and 64 GiB guests in turn), CPU time of the one process "
+                       "(user + system, `time.process_time`: other work on the machine "
+                       "stretches wall time, the long peer runs most, but this far less); bytes "
                        "per page from a separate tracemalloc run (peak during boot and fill "
                        "/ present pages).", start_load)
 
