@@ -8,8 +8,9 @@ per-page buddy (benchmarks/baseline_buddy.py), the fill alone at least 30x.
 The comparison is made fair: vmemlab's fill runs once to record the
 allocations it makes (``record_fill``); the peer boots from the same free
 ranges and replays exactly those allocations, one call per page.  Both
-sides run in this process, interleaved, untraced; memory is measured in a
-separate, traced run.
+sides run in this process, interleaved, untraced, timed as the process's
+CPU time (on a shared machine wall time stretches with the load, a 2 s peer
+run more than a 0.1 s fill); memory is measured in a separate, traced run.
 
 Goal 4: boot + fill grows at most 17x from 4 to 64 GiB (16x the pages).
 Each boot allocates its memmap fresh, as a new session does, so the time
@@ -34,7 +35,7 @@ from vmemlab.constants import PageState
 
 sys.path.insert(0, str(Path(__file__).parent))
 from baseline_buddy import SetBuddy
-from harness import interleaved, load, median, ms, timed
+from harness import cpu_timed, interleaved, load, median, ms
 from results import update_section
 
 REPEATS = 5
@@ -43,15 +44,18 @@ NOTE_PEER = (
     "What made it fast: boot writes each page's memmap entry once (reserved or free; "
     "deferred pages untouched until deferred init; zero arrays from `np.zeros`), frees its "
     "memory through the level-by-level batch merge (`bulk.free_blocks_bulk`), and counts "
-    "present and managed pages from ranges.  A fill is one `Activity.allocate()` per chunk "
-    "sharing a `bulk.BulkRequests`: a run of one activity's chunks that its own lists "
-    "surely serve is one `_take_smallest_bulk` split between the chunks' owners "
-    "(`alloc_split`); a split block's rest stays aside as one `freelist.Tail` taken from "
-    "in O(1), also when a fallback claims a whole pageblock (`expand()` keeps the halves "
-    "as a Tail, and the claimed block's first pages go out with the fallback page); short "
-    "runs and free-block heads are written through memoryviews of the memmap.  What still "
-    "costs: Python work per chunk (about 6,000 chunks for 16 GiB) and per fallback (about "
-    "900 claims, each a walk of the fallback order).")
+    "present and managed pages from ranges.  A fill is one `activity.allocate_in_turn` "
+    "sharing one `bulk.BulkRequests`: a run of chunks (the three types interleaved) that "
+    "the types' own free lists surely serve above the low watermark (a split block's rest "
+    "kept aside as one `freelist.Tail`, and the largest blocks) is taken by "
+    "`BulkRequests.take_run` as one `_take_smallest_bulk` per type, split between the "
+    "chunks' owners in order; the run's owners, memmap (one write per contiguous span, "
+    "`MemMap.mark_allocated_owners`) and counters are written once (`flush`).  A chunk "
+    "that needs another type's pageblock goes alone through `Activity.allocate()` and the "
+    "allocator's fallback (`rmqueue_other_type()`; the claimed block's rest becomes the "
+    "next Tail).  What still costs: Python work per chunk (about 6,000 chunks for 16 GiB) "
+    "and per fallback (about 780 chunks need one, about 900 claims in all), so about 700 "
+    "runs.")
 NOTE_GROWTH = (
     "Boot and fill are linear in memory (arrays per page, a chunk count proportional to "
     "memory); the 4 GiB guest carries fixed costs that the ratio divides by.")
@@ -88,20 +92,20 @@ def record_fill(gib: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]
 
 
 def boot_and_fill(gib: int, out: dict[str, list[float]]) -> None:
-    t = time.perf_counter()
+    t = time.process_time()
     m = vm.Machine(boot_memory=gib * vm.GiB, seed=0)
-    boot = time.perf_counter() - t
-    fill = timed(lambda: workload.fill(m, FILL))
+    boot = time.process_time() - t
+    fill = cpu_timed(lambda: workload.fill(m, FILL))
     out.setdefault(f"{gib} boot", []).append(boot)
     out.setdefault(f"{gib} fill", []).append(fill)
 
 
 def peer_boot_and_fill(ranges: list[tuple[int, int]], ops: list[tuple[int, int]],
                        out: dict[str, list[float]]) -> None:
-    t = time.perf_counter()
+    t = time.process_time()
     b = SetBuddy(ranges)
-    boot = time.perf_counter() - t
-    fill = timed(lambda: b.replay(ops))
+    boot = time.process_time() - t
+    fill = cpu_timed(lambda: b.replay(ops))
     out.setdefault("peer boot", []).append(boot)
     out.setdefault("peer fill", []).append(fill)
 
@@ -112,9 +116,9 @@ def first_touch(nbytes: int) -> float:
     Writing a fresh array costs page faults and zeroing on top of the
     write itself; rewriting the same array does not.
     """
-    fresh = median([timed(lambda: np.ones(nbytes, np.uint8)) for _ in range(3)])
+    fresh = median([cpu_timed(lambda: np.ones(nbytes, np.uint8)) for _ in range(3)])
     warm = np.ones(nbytes, np.uint8)
-    rewrite = median([timed(lambda: warm.fill(2)) for _ in range(3)])
+    rewrite = median([cpu_timed(lambda: warm.fill(2)) for _ in range(3)])
     return max(0.0, fresh - rewrite)
 
 
@@ -126,19 +130,48 @@ def peak_bytes_per_page(fn, pages: int) -> float:
     return peak / pages
 
 
+def free_gib(m: vm.Machine) -> tuple[int, int]:
+    """The lowest MAX_ORDER-aligned 1 GiB of ZONE_NORMAL that holds only free pages.
+
+    The booted q35 guest keeps kernel memory at both ends of ZONE_NORMAL
+    (memblock's bottom-up boot allocations and slab at its start, the
+    top-down ones such as the memmap at its end), which alloc_contig_range()
+    cannot migrate (-EBUSY); the range measured is the free one between.
+    """
+    z, mm, geo = m.zones["Normal"], m.node.mm, m.geometry
+    step, span = geo.max_order_nr_pages, vm.GiB >> geo.page_shift
+    busy = np.flatnonzero(mm.state[z.start_pfn:z.end_pfn] != PageState.FREE) + z.start_pfn
+    for start in range(z.start_pfn, z.end_pfn - span + 1, step):
+        if not np.any((busy >= start) & (busy < start + span)):
+            return start, start + span
+    raise AssertionError("no free GiB in ZONE_NORMAL")
+
+
+def fill_movable(m: vm.Machine, start: int, end: int) -> None:
+    """Make every page of [start, end) an allocated movable page, nothing else held.
+
+    Movable bulk allocations run until the range is covered; those landing
+    outside the range are freed again.
+    """
+    mm, taken = m.node.mm, []
+    while np.any(mm.state[start:end] == PageState.FREE):
+        taken.append(m.alloc_pages_bulk(end - start, "GFP_HIGHUSER_MOVABLE"))
+    pfns = np.concatenate(taken)
+    free_pages_bulk(m.node, pfns[(pfns < start) | (pfns >= end)])
+
+
 def contig_1gib(half_full: bool) -> float:
-    """alloc_contig_range() of 1 GiB in ZONE_NORMAL of a 4 GiB guest (the call only)."""
+    """alloc_contig_range() of a free 1 GiB of ZONE_NORMAL in a 4 GiB guest (the call only)."""
     m = vm.Machine(boot_memory=4 * vm.GiB, seed=0)
-    start = m.zones["Normal"].start_pfn
-    end = start + (vm.GiB >> 12)
+    start, end = free_gib(m)
     if half_full:
         # Movable pages fill the range; then every other 2 MiB pageblock is freed.
-        pfns = m.alloc_pages_bulk(end - start, "GFP_HIGHUSER_MOVABLE")
-        assert pfns.min() == start and pfns.max() == end - 1
+        fill_movable(m, start, end)
+        pfns = np.arange(start, end)
         free_pages_bulk(m.node, pfns[(pfns - start) // 512 % 2 == 1])
-    t = time.perf_counter()
+    t = time.process_time()
     rc = m.alloc_contig_range(start, end)
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     assert rc == 0, rc
     return elapsed
 
@@ -190,8 +223,11 @@ def main(argv: list[str]) -> None:
 
     contig = interleaved({"free": lambda: contig_1gib(False),
                           "half": lambda: contig_1gib(True)}, REPEATS)
+    start, end = free_gib(vm.Machine(boot_memory=4 * vm.GiB, seed=0))
     contig_rows = [
-        "| alloc_contig_range of 1 GiB in ZONE_NORMAL | vmemlab | real kernel |",
+        f"| alloc_contig_range of 1 GiB in ZONE_NORMAL of a 4 GiB guest (pfn {start:#x}-"
+        f"{end - 1:#x}, the first free GiB above the boot kernel's memory) | vmemlab "
+        "| real kernel |",
         "|---|---|---|",
         f"| range already free | {ms(median(contig['free']))} | about 5 ms |",
         f"| half the range full of movable pages (131072 migrated) "
@@ -202,7 +238,9 @@ def main(argv: list[str]) -> None:
     print(text)
     if "--write" in argv:
         update_section("core", text, f"Median of {REPEATS} interleaved repeats (16 GiB peer, "
-                       "4, 16 and 64 GiB guests in turn), wall clock, one process; bytes "
+                       "4, 16 and 64 GiB guests in turn), CPU time of the one process "
+                       "(user + system, `time.process_time`: other work on the machine "
+                       "stretches wall time, the long peer runs most, but this far less); bytes "
                        "per page from a separate tracemalloc run (peak during boot and fill "
                        "/ present pages).", start_load)
 

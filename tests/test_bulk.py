@@ -376,6 +376,46 @@ def test_alloc_bulk_many_equals_calls_in_turn(kernel, ops, requests, wmin):
     a.validate()
 
 
+def fill_both_ways(a: vm.Machine, fraction: float, mix: dict | None = None) -> None:
+    """Fill ``a`` through the shared fast path and a copy one allocate() per chunk;
+    assert that both end the same."""
+    from vmemlab import activity
+
+    b = copy.deepcopy(a)
+    workload.fill(a, fraction, mix)
+    classes = (activity.Activity, activity.AnonActivity)
+    saved = [c.allocates_plainly for c in classes]
+    for c in classes:
+        c.allocates_plainly = lambda self: False   # one allocate() per chunk
+    try:
+        workload.fill(b, fraction, mix)
+    finally:
+        for c, plain in zip(classes, saved, strict=True):
+            c.allocates_plainly = plain
+    assert full_state(a) == full_state(b)
+    assert a.node.log == b.node.log
+    assert [(x.requested, x.shortfall, x.killed, x.vm_pages, x.owner_ids, x.task_mem())
+            for x in a.activities] == \
+        [(x.requested, x.shortfall, x.killed, x.vm_pages, x.owner_ids, x.task_mem())
+         for x in b.activities]
+    assert [(o.id, o.kind, o.name) for o in a.node.owners] == \
+        [(o.id, o.kind, o.name) for o in b.node.owners]
+    assert a.node.current is b.node.current is None
+    a.validate()
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
+@pytest.mark.parametrize("mix", [{"movable": 0.5, "unmovable": 0.5}, {"unmovable": 1.0}])
+def test_a_fill_into_zone_movable_gives_the_pages_of_one_allocation_per_chunk(kernel, mix):
+    """As below, with movable pages going to ZONE_MOVABLE (virtio-mem memory onlined
+    movable) and the others to DMA32: requests of a run come from two zones."""
+    a = vm.Machine(boot_memory=512 * vm.MiB, auto_online_blocks="online_movable",
+                   kernel=kernel, seed=3, kernel_activity=True)
+    a.add_virtio_mem(region_size=1 * vm.GiB).requested_size = 1 * vm.GiB
+    a.settle()
+    fill_both_ways(a, 0.5, mix)
+
+
 @pytest.mark.parametrize("kernel", sorted(PROFILES))
 @pytest.mark.parametrize("fraction", [0.75, 0.995, 1.0])
 @pytest.mark.parametrize("background", [True, False])
@@ -386,30 +426,10 @@ def test_a_fill_gives_the_pages_of_one_allocation_per_chunk(kernel, fraction, ba
     filled past the low watermark (reclaim, the per-CPU lists drained) and
     into the OOM killer, which kills the filling process while it allocates.
     """
-    from vmemlab import activity
-
     a = vm.Machine(boot_memory=512 * vm.MiB, kernel=kernel, seed=7,
                    kernel_activity=background)
     a.run(5.0)   # the background allocates and frees on its own for a while
-    b = copy.deepcopy(a)
-    workload.fill(a, fraction)
-    classes = (activity.Activity, activity.AnonActivity)
-    saved = [c.allocates_plainly for c in classes]
-    for c in classes:
-        c.allocates_plainly = lambda self: False   # one allocate() per chunk
-    try:
-        workload.fill(b, fraction)
-    finally:
-        for c, plain in zip(classes, saved, strict=True):
-            c.allocates_plainly = plain
-    assert full_state(a) == full_state(b)
-    assert a.node.log == b.node.log
-    assert [(x.requested, x.shortfall, x.killed, x.vm_pages, x.owner_ids, x.task_mem())
-            for x in a.activities] == \
-        [(x.requested, x.shortfall, x.killed, x.vm_pages, x.owner_ids, x.task_mem())
-         for x in b.activities]
-    assert a.node.current is b.node.current is None
-    a.validate()
+    fill_both_ways(a, fraction)
 
 
 @pytest.mark.parametrize("kernel", sorted(PROFILES))

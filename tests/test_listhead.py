@@ -13,7 +13,7 @@ from vmemlab import listhead
 from vmemlab.listhead import FreeList
 
 OPS = st.lists(st.tuples(st.sampled_from(["add", "add_tail", "extend", "extend_tail", "remove",
-                                          "remove_many", "first", "pop_first"]),
+                                          "remove_many", "first", "pop_first", "pop_head"]),
                          st.integers(0, 40), st.integers(0, 10**6)), max_size=80)
 
 
@@ -70,6 +70,9 @@ def _run(ops):
             assert np.asarray(fl.pop_first(k), np.int64).tolist() == held[:k]
             for p in held[:k]:
                 del ref.d[p]
+        elif op == "pop_head" and held:
+            assert fl.pop_head() == held[0]
+            del ref.d[held[0]]
         assert list(fl) == list(ref.d)
         assert len(fl) == len(ref.d) and bool(fl) == bool(ref.d)
     for p in list(ref.d)[:5]:
@@ -87,6 +90,8 @@ def test_missing_blocks_raise_key_error():
         fl.remove_many(np.array([1, 7]))
     with pytest.raises(IndexError):
         fl.pop_first(9)
+    with pytest.raises(IndexError):
+        FreeList().pop_head()
 
 
 def test_a_run_used_block_by_block_becomes_a_dict_in_the_same_order():

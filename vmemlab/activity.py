@@ -227,27 +227,6 @@ class Activity:
         self.shortfall += (nr_pages - got) << shift
         return got
 
-    def allocate_each(self, sizes: Sequence[int], turn: BulkRequests) -> bool:
-        """``allocate(n, turn)`` for each n in turn until one falls short (then False).
-
-        Requests the type's own free lists surely serve are taken at once
-        (``BulkRequests.alloc_split``), each still with its own owner,
-        mapping and counts.
-        """
-        if len(sizes) == 1 or self.killed or not all(sizes):
-            return all(self.allocate(n, turn) == n for n in sizes)
-        started = iter(sizes)
-
-        def start() -> int:     # what allocate() does before it allocates
-            n = next(started)
-            self._touch(n)
-            self.requested += n << self.node.geo.page_shift
-            return self._new_owner()
-
-        if turn.alloc_split(self.spec.gfp, self.spec.kind, sizes, start):
-            return True
-        return all(self.allocate(n, turn) == n for n in sizes)
-
     def allocates_plainly(self) -> bool:
         """``allocate`` is ``_allocate_plainly``: one owner, one bulk allocation, nothing else."""
         cls = type(self)
@@ -301,23 +280,59 @@ def allocate_in_turn(requests: Sequence[tuple[Activity, int]]) -> bool:
 
     When every activity allocates plainly, the calls share one
     vmemlab.bulk.BulkRequests, which gives the same pages, owners and
-    counters much faster for many small requests (a fill).  Each request
-    still goes through ``allocate()``: it runs as its process (``current``,
-    for the OOM killer), and a process the OOM killer has killed meanwhile
-    gets nothing, which ends the turn.
+    counters much faster for many small requests (a fill): runs of requests
+    that the types' own free lists surely serve are taken a type at a time
+    (``BulkRequests.take_run``); the others go through ``allocate()``, which
+    runs as the process (``current``, for the OOM killer).  A process the OOM
+    killer has killed meanwhile gets nothing, which ends the turn.
     """
     if not requests or not all(act.allocates_plainly() for act, _ in requests):
         return all(act.allocate(n) == n for act, n in requests)
-    turn = BulkRequests(requests[0][0].node)
-    i = 0
-    while i < len(requests):     # runs of requests of one activity, each run at once
-        act, j = requests[i][0], i + 1
-        while j < len(requests) and requests[j][0] is act:
-            j += 1
-        if not act.allocate_each([n for _, n in requests[i:j]], turn):
-            return False
-        i = j
+    acts = list({id(act): act for act, _ in requests}.values())
+    slot = {id(act): i for i, act in enumerate(acts)}
+    slots = [slot[id(act)] for act, _ in requests]
+    sizes = [n for _, n in requests]
+    requesters = [(act.spec.gfp, act.spec.kind, act.name, act) for act in acts]
+    turn = BulkRequests(acts[0].node)
+    i, slow = 0, False     # slow: the request at i is known not to be taken in a run
+    while i < len(requests):
+        if any(act.killed for act in acts):      # the OOM killer struck: one by one
+            turn.flush()
+            return all(act.allocate(n, turn) == n for act, n in requests[i:])
+        first = len(turn.node.owners) + len(turn.owners)
+        end = i if slow else turn.take_run(requesters, slots, sizes, i)
+        if end == i:
+            turn.flush()
+            act, n = requests[i]
+            if act.allocate(n, turn) != n:
+                return False
+            i, slow = i + 1, False
+            continue
+        slow = True
+        _took(acts, slots, sizes, i, end, first)
+        i = end
+    turn.flush()
     return True
+
+
+def _took(acts: list[Activity], slots: list[int], sizes: list[int], start: int, end: int,
+          first: int) -> None:
+    """What ``allocate()`` records for requests [start, end) that got all they asked:
+    each its owner (ids from ``first`` on), its pages mapped and requested.
+
+    Mapping n pages after m pages is mapping n + m (``_touch`` takes from
+    what is unmapped first), so each activity's are counted at once.
+    """
+    owners: list[list[int]] = [[] for _ in acts]
+    pages = [0] * len(acts)
+    for k in range(start, end):
+        owners[slots[k]].append(first + k - start)
+        pages[slots[k]] += sizes[k]
+    for act, ids, n in zip(acts, owners, pages, strict=True):
+        if ids:
+            act.owner_ids += ids
+            act._touch(n)
+            act.requested += n << act.node.geo.page_shift
 
 
 def _check_fraction(fraction: float) -> None:

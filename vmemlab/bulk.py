@@ -30,9 +30,10 @@ import numpy as np
 
 from .constants import PageKind
 from .fallback import rmqueue_other_type
-from .freelist import Tail, account_freepages, del_page_from_free_list
+from .freelist import Tail, account_freepages
 from .gfp import Gfp
 from .merge import free_blocks_batch, free_pages_batch
+from .node import Owner
 from .page_alloc import (
     AllocFlags,
     AllocRequest,
@@ -47,7 +48,7 @@ from .page_alloc import (
 from .trace import MmPageAlloc, MmPageFree
 
 if TYPE_CHECKING:
-    from .memmap import MemMap
+    from .listhead import FreeList
     from .node import Node
     from .zone import Zone
 
@@ -59,6 +60,8 @@ _SLICE_RUN = 64
 
 
 Runs = tuple[np.ndarray, np.ndarray]  # first pfns and lengths, in allocation order
+# Who makes requests of a turn: gfp, kind, and its new owners' name and activity.
+Requester = tuple[str | int, PageKind, str, object]
 
 
 class RunLists:
@@ -165,21 +168,33 @@ class BulkRequests:
     request and first zone between calls.  A request that fits above the
     first zone's low watermark is ``_rmqueue_bulk`` there, as
     ``alloc_bulk_runs`` starts; what is left (another zone, the slow path)
-    goes through ``alloc_bulk_runs``.
+    goes through ``alloc_bulk_runs``.  ``take_run`` takes runs of requests
+    that the types' own lists surely serve, a type at a time.
     """
 
-    __slots__ = ("node", "fast")
+    __slots__ = ("node", "fast", "owners", "runs", "counts", "layout")
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.fast: dict[tuple[str | int, int], _FastPath] = {}
+        # take_run()'s requests, written out by flush(): owners to make (kind,
+        # name, activity), runs (start, end, kind, [(pages, owner), ...]) to mark
+        # allocated, pages per fast path.
+        self.owners: list[Requester] = []
+        self.runs: list[tuple[int, int, int, list[tuple[int, int]]]] = []
+        self.counts: dict[int, list] = {}
+        self.layout: tuple | None = None   # take_run()'s view of its requesters
 
-    def alloc(self, gfp: str | int, kind: PageKind | None, nr_pages: int, owner: int) -> int:
-        """``alloc_bulk_runs(node, gfp, nr_pages, kind, owner)``; the pages it got."""
+    def _path(self, gfp: str | int, kind: PageKind | None) -> _FastPath:
         key = (gfp, -1 if kind is None else int(kind))
         path = self.fast.get(key)
         if path is None:
             path = self.fast[key] = _FastPath(self.node, gfp, kind)
+        return path
+
+    def alloc(self, gfp: str | int, kind: PageKind | None, nr_pages: int, owner: int) -> int:
+        """``alloc_bulk_runs(node, gfp, nr_pages, kind, owner)``; the pages it got."""
+        path = self._path(gfp, kind)
         got, zone = 0, path.zone
         if zone is not None and 0 < nr_pages <= watermark_headroom(zone, path.flags,
                                                                    path.req.highest):
@@ -187,36 +202,140 @@ class BulkRequests:
         if got < nr_pages:
             got += int(alloc_bulk_runs(self.node, gfp, nr_pages - got, kind, owner)[1].sum())
             self.fast.clear()   # the allocator may have changed anything: look again
+            self.layout = None
         return got
 
+    def take_run(self, requesters: Sequence[Requester], slots: Sequence[int],
+                 sizes: Sequence[int], start: int) -> int:
+        """``alloc()`` of each request from ``start`` on (``sizes[k]`` pages for
+        ``requesters[slots[k]]``, a new owner each) while ``alloc()`` would serve
+        them one after the other each from its type's own lists in its first
+        zone above the low watermark (surely: from the ``Tail`` and the largest
+        blocks there, ``_sure_supply``); the end of that run (``start``: none).
+        The new owners' ids follow ``len(node.owners)`` in request order, once
+        ``flush()`` has made them.
 
-    def alloc_split(self, gfp: str | int, kind: PageKind | None, sizes: Sequence[int],
-                    owner: Callable[[], int]) -> bool:
-        """``alloc(gfp, kind, n, owner())`` for each n in ``sizes``, if the type's own
-        lists in the first zone surely serve them all above the low watermark.
-
-        Then it is one ``_take_smallest_bulk`` of their sum (taking pages one
-        request after another from the same lists is taking them all at
-        once), split between the owners in allocation order; the owners are
-        made in turn after it, as nothing else makes one meanwhile.  False,
-        with nothing done, otherwise.
+        Only requests of one type share lists, and taking pages one request
+        after another from the same lists is taking them all at once, so the
+        run is one ``_take_smallest_bulk`` per type, split between its
+        requests in order.  The pages leave the lists and NR_FREE_PAGES at
+        once; the owners, the memmap and the counters are written by
+        ``flush()``, which must run before anything else allocates, makes an
+        owner or reads the memmap.  Not with a trace on (its events go page
+        by page).
         """
-        path = self.fast.get((gfp, -1 if kind is None else int(kind)))
-        if path is None or path.zone is None:
-            return False
-        zone, req, total = path.zone, path.req, sum(sizes)
-        if not 0 < total <= min(watermark_headroom(zone, path.flags, req.highest),
-                                _sure_supply(zone, req.mt)):
-            return False
-        first = owner()
-        runs = RunLists()
-        _take_smallest_bulk(zone, total, req, first, runs)
-        starts, lengths = runs.starts, runs.lengths
-        if runs.parts:
-            starts, lengths = (a.tolist() for a in runs.arrays())
-        _split_owners(zone.node.mm, [first] + [owner() for _ in sizes[1:]], sizes,
-                      starts, lengths)
-        return True
+        if self.node.trace.enabled or start == len(sizes):
+            return start
+        gfp, kind, _, _ = requesters[slots[start]]
+        path = self._path(gfp, kind)         # the first alone first: often none is taken
+        n = sizes[start]
+        if path.zone is None or not 0 < n <= min(
+                watermark_headroom(path.zone, path.flags, path.req.highest),
+                _sure_supply(path.zone, path.req.mt)):
+            return start
+        if self.layout is None or self.layout[0] is not requesters:
+            self.layout = _layout(requesters, [self._path(gfp, kind)
+                                               for gfp, kind, _, _ in requesters])
+        _, paths, zones, zone_of, group_of, _ = self.layout
+        room = [-1 if zone is None else watermark_headroom(zone, path.flags, path.req.highest)
+                for zone, path in zip(zones, paths, strict=True)]
+        supply = [0 if zone is None else _sure_supply(zone, path.req.mt)
+                  for zone, path in zip(zones, paths, strict=True)]
+        taken = [0] * len(paths)        # pages taken per zone
+        pages = [0] * len(paths)        # pages taken per requester
+        members: list[list[int]] = [[] for _ in paths]   # requests per lists
+        end = start
+        for end in range(start, len(sizes)):
+            slot, n = slots[end], sizes[end]
+            z, g = zone_of[slot], group_of[slot]
+            done = taken[z] + n
+            if n <= 0 or done > room[slot] or n > supply[g]:
+                break
+            taken[z] = done
+            supply[g] -= n
+            pages[slot] += n
+            members[g].append(end)
+        else:
+            end = len(sizes)
+        if end > start:
+            self._take_groups(requesters, slots, sizes, start, end, members, pages)
+        return end
+
+    def _take_groups(self, requesters: Sequence[Requester], slots: Sequence[int],
+                     sizes: Sequence[int], start: int, end: int, members: list[list[int]],
+                     pages: list[int]) -> None:
+        """take_run()'s takes: one per type, its runs split between the requests."""
+        _, paths, _, _, _, kinds = self.layout
+        first = len(self.node.owners) + len(self.owners) - start
+        self.owners += [requesters[slots[k]] for k in range(start, end)]
+        for path, n in zip(paths, pages, strict=True):
+            if n:
+                count = self.counts.get(id(path))
+                if count is None:
+                    self.counts[id(path)] = [path, n]
+                else:
+                    count[1] += n
+        spans = self.runs
+        for ks in members:
+            if not ks:
+                continue
+            path = paths[slots[ks[0]]]
+            got = RunLists()
+            _take_smallest_bulk(path.zone, sum(sizes[k] for k in ks), path.req, -1, got,
+                                hand_out=False)
+            starts, lengths = got.starts, got.lengths
+            if got.parts:
+                starts, lengths = (a.tolist() for a in got.arrays())
+            runs = zip(starts, lengths, strict=True)
+            pos, left = next(runs)       # the next page to give, pages left in its run
+            at, kind, owners = pos, kinds[slots[ks[0]]], []    # the span being made
+            for k in ks:
+                size, owner = sizes[k], first + k
+                if kinds[slots[k]] != kind:
+                    if owners:
+                        spans.append((at, pos, kind, owners))
+                    at, kind, owners = pos, kinds[slots[k]], []
+                while size > left:
+                    if left:
+                        owners.append((left, owner))
+                        size -= left
+                        pos += left
+                    start_pfn, left = next(runs)
+                    if start_pfn != pos:         # not adjacent: a new span
+                        if owners:
+                            spans.append((at, pos, kind, owners))
+                        at, pos, owners = start_pfn, start_pfn, []
+                owners.append((size, owner))
+                pos += size
+                left -= size
+            spans.append((at, pos, kind, owners))
+
+    def flush(self) -> None:
+        """Write out what ``take_run`` took: owners, memmap, counters (in that order)."""
+        node = self.node
+        if self.owners:
+            base = len(node.owners)
+            node.owners.extend(Owner(base + i, kind, name, act)
+                               for i, (_, kind, name, act) in enumerate(self.owners))
+            self.owners = []
+        mark = node.mm.mark_allocated_owners
+        for start, end, kind, owners in self.runs:
+            mark(start, end, kind, owners)
+        self.runs = []
+        for path, n in self.counts.values():
+            path.zone.nr_kind[path.req.kind] += n
+            node.count_event(path.zone.pgalloc_event, n)
+        self.counts = {}
+
+
+def _layout(requesters: Sequence[Requester], paths: list[_FastPath]) -> tuple:
+    """Requesters, their fast paths and zones, per requester the index of its zone
+    and of its lists (zone and migratetype) among theirs, and its page kind."""
+    zones = [path.zone for path in paths]
+    zone_of = [zones.index(zone) for zone in zones]
+    lists = [(zone_of[i], path.req.mt) for i, path in enumerate(paths)]
+    return (requesters, paths, zones, zone_of, [lists.index(key) for key in lists],
+            [int(path.req.kind) for path in paths])
 
 
 def _sure_supply(zone: Zone, mt: int) -> int:
@@ -225,25 +344,6 @@ def _sure_supply(zone: Zone, mt: int) -> int:
     top = len(zone.free_area) - 1     # a Tail is below its block's order: never here
     pages = tail.end - tail.start if type(tail) is Tail else 0
     return pages + (len(zone.free_area[top].free_list[mt]) << top)
-
-
-def _split_owners(mm: MemMap, owners: list[int], sizes: Sequence[int], starts: list[int],
-                  lengths: list[int]) -> None:
-    """Give the pages of runs, in allocation order, to ``owners`` by ``sizes``.
-
-    The pages are all the first owner's already.
-    """
-    run, used = 0, 0    # the run the next page is in, pages of it already given
-    for i, (owner, size) in enumerate(zip(owners, sizes, strict=True)):
-        while size:
-            n = min(size, lengths[run] - used)
-            if i:
-                start = starts[run] + used
-                mm.set_owner(start, start + n, owner)
-            size -= n
-            used += n
-            if used == lengths[run]:
-                run, used = run + 1, 0
 
 
 class _FastPath:
@@ -317,24 +417,27 @@ def _rmqueue_bulk(zone: Zone, n: int, req: AllocRequest, alloc_flags: int, owner
 
 
 def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
-                        out: RunLists | None) -> int:
+                        out: RunLists | None, hand_out: bool = True) -> int:
     """Repeated __rmqueue_smallest(order 0) on the requester's own lists.
 
     Order by order, the blocks at the head of the list are taken whole, a
     list at a time; only the last block may be split, its rest left as
     expand() would leave it (a ``Tail``, which the next call takes from
     first).  The whole blocks' heads keep their buddy order and list mark:
-    every page is marked allocated right after (``_hand_out``).
+    every page is marked allocated right after (``_hand_out``; or by the caller,
+    from ``out``, without ``hand_out``).
     """
     mt = req.mt
     tail = zone.free_area[0].free_list[mt].pending
     if type(tail) is Tail and tail.end - tail.start >= want:   # the common case: one run
         start = tail.take(want)
-        _hand_out_run(zone, start, want, req, owner)
+        if hand_out:
+            _hand_out_run(zone, start, want, req, owner)
         if out is not None:
             out.add(start, want)
         return want
-    taken = RunLists()
+    # Without hand_out, the runs go straight to ``out`` (which the caller gives empty).
+    taken = RunLists() if hand_out or out is None else out
     got = first = 0
     if type(tail) is Tail:
         got = min(want, tail.end - tail.start)
@@ -349,24 +452,36 @@ def _take_smallest_bulk(zone: Zone, want: int, req: AllocRequest, owner: int,
         whole = min(len(lst), (want - got) >> order)
         if whole:
             heads = lst.pop_first(whole)
+            if isinstance(heads, np.ndarray) and whole <= _SLICE_RUNS:
+                heads = heads.tolist()    # a few: Python lists cost less than arrays
             account_freepages(zone, -(whole << order), mt)
             taken.extend(heads, np.full(whole, 1 << order, np.int64)
                          if isinstance(heads, np.ndarray) else [1 << order] * whole)
             got += whole << order
         if got < want and lst:
-            pfn = lst.first()
-            del_page_from_free_list(zone, pfn, order, mt)
+            pfn = _del_first(zone, lst, order, mt)
             Tail(zone, mt, pfn + want - got, pfn + (1 << order),
                  [area.free_list[mt] for area in zone.free_area[:order]])
             taken.add(pfn, want - got)
             got = want
-    if got:
-        _hand_out(zone, taken, got, req, owner)
+    if got and taken is not out:
+        if hand_out:
+            _hand_out(zone, taken, got, req, owner)
         if out is not None and taken.parts:
             out.extend(*taken.arrays())
         elif out is not None:
             out.extend(taken.starts, taken.lengths)
     return got
+
+
+def _del_first(zone: Zone, lst: FreeList, order: int, mt: int) -> int:
+    """``del_page_from_free_list()`` of the list's first block, found and taken at once."""
+    pfn = lst.pop_head()
+    mm = zone.node.mm
+    mm.head_order[pfn] = -1
+    mm.head_owner[pfn] = -1
+    account_freepages(zone, -(1 << order), mt)
+    return pfn
 
 
 def _hand_out_run(zone: Zone, start: int, nr_pages: int, req: AllocRequest, owner: int) -> None:

@@ -235,13 +235,26 @@ class MemMap:
             self.order[start:end] = -1
             self.order[start:end:1 << order] = order
 
-    def set_owner(self, start: Pfn, end: Pfn, owner: int) -> None:
-        """Allocated pages change owner: a bulk allocation split between its requesters."""
+    def mark_allocated_owners(self, start: Pfn, end: Pfn, kind: PageKind,
+                              owners: list[tuple[int, int]]) -> None:
+        """mark_allocated() of order-0 pages [start, end) held by several owners in a
+        row: ``owners`` gives (pages, owner) along the range."""
+        if len(owners) == 1:
+            self.mark_allocated(start, end, kind, owners[0][1])
+            return
         n = end - start
-        if n <= _VIEW_RUN:
-            self._bowner[start << 2:end << 2] = int(owner).to_bytes(4, _ORDER, signed=True) * n
-        else:
-            self.owner[start:end] = owner
+        if n > _VIEW_RUN:
+            self.mark_allocated(start, end, kind, NO_OWNER)
+            counts, ids = zip(*owners, strict=True)
+            self.owner[start:end] = np.repeat(np.array(ids, np.int32), counts)
+            return
+        zeros = bytes(n)
+        self._bstate[start:end] = _ALLOCATED_BYTE * n
+        self._bkind[start:end] = bytes((int(kind),)) * n
+        self._bflags[start:end] = zeros
+        self._border[start:end] = zeros
+        self._bowner[start << 2:end << 2] = b"".join(
+            int(owner).to_bytes(4, _ORDER, signed=True) * pages for pages, owner in owners)
 
     def mark_allocated_pfns(self, pfns: np.ndarray, kind: PageKind, owner: int) -> None:
         """Vectorized form of mark_allocated for scattered order-0 pages."""
