@@ -79,11 +79,11 @@ def known_end_pfn(cap: Capture, page_size: int) -> int | None:
 
     try:
         zones = parse_zoneinfo(cap.files["/proc/zoneinfo"]).zones
-        ends = [z.start_pfn + z.spanned for z in zones if z.populated and z.spanned]
-        if ends:
-            return max(ends)
     except (KeyError, ValueError):
-        pass
+        zones = []                          # no zoneinfo: the memory blocks say
+    ends = [z.start_pfn + z.spanned for z in zones if z.populated and z.spanned]
+    if ends:
+        return max(ends)
     try:
         blocks = parse_memory_sysfs(cap.files, page_size).blocks
         return max(b.end_pfn for b in blocks) if blocks else None
@@ -98,11 +98,13 @@ def available_ram() -> int | None:
     free pages the OS reports.  Kernel: fs/proc/meminfo.c, si_mem_available()
     """
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) << 10
-    except (OSError, ValueError, IndexError):
-        pass
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        meminfo = ""                        # not Linux: ask the C library
+    for line in meminfo.splitlines():
+        fields = line.split()
+        if fields[:1] == ["MemAvailable:"] and len(fields) > 1 and fields[1].isdigit():
+            return int(fields[1]) << 10
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
