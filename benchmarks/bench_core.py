@@ -45,20 +45,24 @@ NOTE_PEER = (
     "deferred pages untouched until deferred init; zero arrays from `np.zeros`), frees its "
     "memory through the level-by-level batch merge (`bulk.free_blocks_bulk`), and counts "
     "present and managed pages from ranges.  A fill is one `activity.allocate_in_turn` "
-    "sharing one `bulk.BulkRequests`: a run of chunks (the three types interleaved) that "
-    "the types' own free lists surely serve above the low watermark (a split block's rest "
-    "kept aside as one `freelist.Tail`, and the largest blocks) is taken by "
-    "`BulkRequests.take_run` as one `_take_smallest_bulk` per type, split between the "
-    "chunks' owners in order; the run's owners, memmap (one write per contiguous span, "
-    "`MemMap.mark_allocated_owners`) and counters are written once (`flush`).  A chunk "
-    "that needs another type's pageblock goes alone through `Activity.allocate()` and the "
-    "allocator's fallback (`rmqueue_other_type()`; the claimed block's rest becomes the "
-    "next Tail).  What still costs: Python work per chunk (about 6,000 chunks for 16 GiB) "
-    "and per fallback (about 780 chunks need one, about 900 claims in all), so about 700 "
-    "runs.")
+    "sharing one `bulk.BulkRequests`: a run of chunks (the three types interleaved) is taken "
+    "by `BulkRequests.take_run` as one take per type, split between the chunks' owners in "
+    "order.  Each type takes the rest of its last split block first (one `freelist.Tail`); "
+    "once every type's free pages are just that (`bulk._pooled`), a type that runs out takes "
+    "whole MAX_ORDER blocks off the movable list in the order the types run out: the "
+    "movable type its own, the unmovable and reclaimable types by claiming them as the "
+    "fallback would (`bulk._take_pooled`: a block of at least a pageblock is claimed whole, "
+    "so the claim reads only the free lists and pageblock types, never the memmap still to "
+    "be written).  The run's owners, memmap (one write per contiguous span, "
+    "`MemMap.mark_allocated_owners`) and counters are written once (`flush`).  A 16 GiB "
+    "fill is 3 runs (about 6,000 chunks, about 900 claims); what still costs is Python work "
+    "per chunk (its owner, its share of a span) and per block.")
 NOTE_GROWTH = (
     "Boot and fill are linear in memory (arrays per page, a chunk count proportional to "
-    "memory); the 4 GiB guest carries fixed costs that the ratio divides by.")
+    "memory).  The 4 GiB guest costs more than its share: besides fixed costs, its fill "
+    "overflows ZONE_NORMAL (about 1.9 GiB) into DMA32, and those chunks (about 540) go "
+    "through the allocator one at a time, since `take_run` serves a chunk from its first "
+    "zone only.")
 PEER_GIB = 16
 FILL = 0.75
 

@@ -433,6 +433,26 @@ def test_a_fill_gives_the_pages_of_one_allocation_per_chunk(kernel, fraction, ba
 
 
 @pytest.mark.parametrize("kernel", sorted(PROFILES))
+@pytest.mark.parametrize("held", [(10, "GFP_KERNEL"), (10, "GFP_KERNEL | __GFP_RECLAIMABLE"),
+                                  (3, "GFP_HIGHUSER_MOVABLE"), (9, "GFP_KERNEL")])
+@pytest.mark.parametrize("mix", [None, {"movable": 0.5, "unmovable": 0.5}])
+def test_a_fill_claiming_largest_blocks_gives_one_allocation_per_chunk(kernel, held, mix):
+    """A fill whose types run out of pages and claim the movable type's largest blocks
+    (a run shares them out) equals one allocate() per chunk, also when another list
+    would be taken first: an unmovable or reclaimable block of the largest order
+    (searched before the movable list), a movable block of a smaller order (the
+    movable type's own pages before its largest blocks), a pageblock split for
+    unmovable pages."""
+    order, gfp = held
+    a = vm.Machine(boot_memory=1 * vm.GiB, kernel=kernel, seed=5)
+    workload.fill(a, 0.3)          # each type is down to the rest of a claimed block
+    pfns = [a.alloc_pages(order, gfp) for _ in range(3)]
+    a.free_pages(pfns[1], order)   # a free block of that type and order, between others
+    fill_both_ways(a, 0.9, mix)
+    assert a.node.vm_events["pgalloc_extfrag"] > 0
+
+
+@pytest.mark.parametrize("kernel", sorted(PROFILES))
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=st.floats(0, 1), pages=st.integers(1, 4096))
 def test_contig_range_takes_tiled_blocks_as_the_walk_does(kernel, first, pages):

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constants import PageKind
-from .fallback import rmqueue_other_type
+from .constants import MigrateType, PageKind
+from .fallback import FALLBACKS, rmqueue_other_type
 from .freelist import Tail, account_freepages
 from .gfp import Gfp
 from .merge import free_blocks_batch, free_pages_batch
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .zone import Zone
 
 _GFP_KSWAPD = int(Gfp.KSWAPD_RECLAIM)
+_MOVABLE, _HIGHATOMIC = int(MigrateType.MOVABLE), int(MigrateType.HIGHATOMIC)
 _REBUILD_MIN = 64  # pages freed at once from which merging them with numpy pays
 # Few or long runs are marked slice by slice; many short ones by fancy indexing.
 _SLICE_RUNS = 32
@@ -209,29 +210,33 @@ class BulkRequests:
                  sizes: Sequence[int], start: int) -> int:
         """``alloc()`` of each request from ``start`` on (``sizes[k]`` pages for
         ``requesters[slots[k]]``, a new owner each) while ``alloc()`` would serve
-        them one after the other each from its type's own lists in its first
-        zone above the low watermark (surely: from the ``Tail`` and the largest
-        blocks there, ``_sure_supply``); the end of that run (``start``: none).
+        them one after the other each from its first zone above the low
+        watermark, surely: from its type's ``Tail`` and largest blocks
+        (``_sure_supply``), or, where every type's lists are that simple
+        (``_pooled``), from its Tail and then whole blocks of the largest order
+        off the movable list, the movable type's own and the others' claimed
+        (``rmqueue_other_type()``); the end of that run (``start``: none).
         The new owners' ids follow ``len(node.owners)`` in request order, once
         ``flush()`` has made them.
 
         Only requests of one type share lists, and taking pages one request
         after another from the same lists is taking them all at once, so the
-        run is one ``_take_smallest_bulk`` per type, split between its
-        requests in order.  The pages leave the lists and NR_FREE_PAGES at
-        once; the owners, the memmap and the counters are written by
-        ``flush()``, which must run before anything else allocates, makes an
-        owner or reads the memmap.  Not with a trace on (its events go page
-        by page).
+        run is one take per type, split between its requests in order.  The
+        largest blocks go to the types in the order they run out.  A claim
+        of a block of at least pageblock_order reads only the free lists and
+        pageblock types (try_to_claim_block(), or the move to the
+        requester's lists before 6.10), never the memmap ``flush()`` has yet
+        to write.  The pages leave the lists and NR_FREE_PAGES at once; the
+        owners, the memmap and the counters are written by ``flush()``,
+        which must run before anything else allocates, makes an owner or
+        reads the memmap.  Not with a trace on (its events go page by page).
         """
         if self.node.trace.enabled or start == len(sizes):
             return start
         gfp, kind, _, _ = requesters[slots[start]]
-        path = self._path(gfp, kind)         # the first alone first: often none is taken
-        n = sizes[start]
-        if path.zone is None or not 0 < n <= min(
-                watermark_headroom(path.zone, path.flags, path.req.highest),
-                _sure_supply(path.zone, path.req.mt)):
+        path = self._path(gfp, kind)   # the first alone first: past the watermark, none
+        if path.zone is None or not 0 < sizes[start] <= watermark_headroom(
+                path.zone, path.flags, path.req.highest):
             return start
         if self.layout is None or self.layout[0] is not requesters:
             self.layout = _layout(requesters, [self._path(gfp, kind)
@@ -239,18 +244,27 @@ class BulkRequests:
         _, paths, zones, zone_of, group_of, _ = self.layout
         room = [-1 if zone is None else watermark_headroom(zone, path.flags, path.req.highest)
                 for zone, path in zip(zones, paths, strict=True)]
-        supply = [0 if zone is None else _sure_supply(zone, path.req.mt)
-                  for zone, path in zip(zones, paths, strict=True)]
+        supply, pool = _supplies(paths, zones, zone_of, group_of)
         taken = [0] * len(paths)        # pages taken per zone
         pages = [0] * len(paths)        # pages taken per requester
         members: list[list[int]] = [[] for _ in paths]   # requests per lists
+        takers: list[list[int]] = [[] for _ in paths]    # per zone: lists taking its
+        # largest blocks, one entry per block, in the order they take them
         end = start
         for end in range(start, len(sizes)):
             slot, n = slots[end], sizes[end]
             z, g = zone_of[slot], group_of[slot]
             done = taken[z] + n
-            if n <= 0 or done > room[slot] or n > supply[g]:
+            if n <= 0 or done > room[slot]:
                 break
+            if n > supply[g]:
+                size = pool[z][1]
+                need = -(-(n - supply[g]) // size) if size else 0
+                if not need or need > pool[z][0]:
+                    break
+                pool[z][0] -= need
+                takers[z] += [g] * need
+                supply[g] += need * size
             taken[z] = done
             supply[g] -= n
             pages[slot] += n
@@ -258,12 +272,12 @@ class BulkRequests:
         else:
             end = len(sizes)
         if end > start:
-            self._take_groups(requesters, slots, sizes, start, end, members, pages)
+            self._take_groups(requesters, slots, sizes, start, end, members, pages, takers)
         return end
 
     def _take_groups(self, requesters: Sequence[Requester], slots: Sequence[int],
                      sizes: Sequence[int], start: int, end: int, members: list[list[int]],
-                     pages: list[int]) -> None:
+                     pages: list[int], takers: list[list[int]]) -> None:
         """take_run()'s takes: one per type, its runs split between the requests."""
         _, paths, _, _, _, kinds = self.layout
         first = len(self.node.owners) + len(self.owners) - start
@@ -275,17 +289,21 @@ class BulkRequests:
                     self.counts[id(path)] = [path, n]
                 else:
                     count[1] += n
+        heads = _pop_largest(paths, takers)
         spans = self.runs
-        for ks in members:
+        for g, ks in enumerate(members):
             if not ks:
                 continue
             path = paths[slots[ks[0]]]
-            got = RunLists()
-            _take_smallest_bulk(path.zone, sum(sizes[k] for k in ks), path.req, -1, got,
-                                hand_out=False)
-            starts, lengths = got.starts, got.lengths
-            if got.parts:
-                starts, lengths = (a.tolist() for a in got.arrays())
+            want = sum(sizes[k] for k in ks)
+            if g in heads:
+                starts, lengths = _take_pooled(path.zone, path.req.mt, want, heads[g])
+            else:
+                got = RunLists()
+                _take_smallest_bulk(path.zone, want, path.req, -1, got, hand_out=False)
+                starts, lengths = got.starts, got.lengths
+                if got.parts:
+                    starts, lengths = (a.tolist() for a in got.arrays())
             runs = zip(starts, lengths, strict=True)
             pos, left = next(runs)       # the next page to give, pages left in its run
             at, kind, owners = pos, kinds[slots[ks[0]]], []    # the span being made
@@ -336,6 +354,102 @@ def _layout(requesters: Sequence[Requester], paths: list[_FastPath]) -> tuple:
     lists = [(zone_of[i], path.req.mt) for i, path in enumerate(paths)]
     return (requesters, paths, zones, zone_of, [lists.index(key) for key in lists],
             [int(path.req.kind) for path in paths])
+
+
+def _supplies(paths: list[_FastPath], zones: list, zone_of: list[int],
+              group_of: list[int]) -> tuple[list[int], list[list[int]]]:
+    """take_run()'s pages per lists (at the index of its group) and, per zone
+    (at its index), [blocks, pages per block] of the largest order it may share out."""
+    supply = [0] * len(paths)
+    pool = [[0, 0] for _ in paths]
+    for z in set(zone_of):
+        zone = zones[z]
+        if zone is None:
+            continue
+        groups = {group_of[i]: paths[i].req.mt for i in range(len(paths)) if zone_of[i] == z}
+        if all(_pooled(zone, mt) for mt in groups.values()):
+            top = len(zone.free_area) - 1
+            pool[z] = [zone.free_area[top].free_list[_MOVABLE].held(), 1 << top]
+            for g, mt in groups.items():
+                tail = zone.free_area[0].free_list[mt].pending
+                supply[g] = tail.end - tail.start if type(tail) is Tail else 0
+        else:
+            for g, mt in groups.items():
+                supply[g] = _sure_supply(zone, mt)
+    return supply, pool
+
+
+def _pooled(zone: Zone, mt: int) -> bool:
+    """Are ``mt``'s free pages its Tail alone, and would it, out of them, take the
+    movable list's largest blocks next (its own, or claimed whole)?
+
+    Then no list below the largest order holds a block of ``mt``, and before
+    the movable list no other list of the largest order the fallback search
+    looks at first (FALLBACKS); the largest order is at least pageblock_order,
+    so a claim takes the block whole without counting its pages.
+    """
+    top = len(zone.free_area) - 1
+    if top < zone.node.geo.pageblock_order or mt not in FALLBACKS:
+        return False
+    lists = zone.free_area[top].free_list
+    if mt != _MOVABLE:
+        for other in (mt, *FALLBACKS[mt]):
+            if other == _MOVABLE:
+                break
+            if lists[other].held():
+                return False
+    return not any(area.free_list[mt].held() for area in zone.free_area[:top])
+
+
+def _pop_largest(paths: list[_FastPath], takers: list[list[int]]) -> dict[int, list[int]]:
+    """Take the blocks take_run() shared out off the movable lists; their heads per lists."""
+    heads: dict[int, list[int]] = {}
+    for z, gs in enumerate(takers):
+        if not gs:
+            continue
+        zone = paths[z].zone
+        top = len(zone.free_area) - 1
+        pfns = zone.free_area[top].free_list[_MOVABLE].pop_first(len(gs))
+        account_freepages(zone, -(len(gs) << top), _MOVABLE)
+        for g, pfn in zip(gs, pfns.tolist() if isinstance(pfns, np.ndarray) else pfns,
+                          strict=True):
+            heads.setdefault(g, []).append(pfn)
+    return heads
+
+
+def _take_pooled(zone: Zone, mt: int, want: int, heads: list[int]) -> tuple[list[int],
+                                                                            list[int]]:
+    """``want`` pages for ``mt``: its Tail, then the largest blocks at ``heads``
+    (off their list already), the last one's rest the new Tail; as runs.
+
+    What rmqueue_other_type() does to a block it claims for another type is
+    done here: its pageblocks change type (before 6.10 not a highatomic one)
+    and pgalloc_extfrag counts the claim.
+    """
+    starts, lengths = [], []
+    tail = zone.free_area[0].free_list[mt].pending
+    if type(tail) is Tail:
+        n = tail.end - tail.start
+        starts.append(tail.take(n))
+        lengths.append(n)
+        want -= n
+    top = len(zone.free_area) - 1
+    size = 1 << top
+    for pfn in heads:
+        n = min(size, want)
+        starts.append(pfn)
+        lengths.append(n)
+        want -= n
+    if n < size:
+        Tail(zone, mt, pfn + n, pfn + size, [area.free_list[mt] for area in zone.free_area[:top]])
+    if mt != _MOVABLE:
+        node = zone.node
+        mm, pbo = node.mm, node.geo.pageblock_order
+        for pfn in heads:
+            if node.profile.freelist_hygiene or mm.pb_mt[pfn >> pbo] != _HIGHATOMIC:
+                mm.change_pageblock_range(pfn, top, MigrateType(mt))
+        node.count_event("pgalloc_extfrag", len(heads))
+    return starts, lengths
 
 
 def _sure_supply(zone: Zone, mt: int) -> int:

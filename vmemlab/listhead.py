@@ -173,6 +173,11 @@ class FreeList:
         """Empty, with nothing kept aside for it (``pending``): a look that changes nothing."""
         return self.pending is None and not self._len
 
+    def held(self) -> int:
+        """The blocks on the list now, not counting what is kept aside (``pending``);
+        a look that changes nothing."""
+        return self._len
+
     def __contains__(self, pfn: object) -> bool:
         if self.pending is not None:
             self.pending()
