@@ -251,3 +251,21 @@ def test_overrides():
     with pytest.raises(ScenarioError, match=r"devices.3.region_size: no such table or array "
                                             r"entry in the file \(at 'devices.3'\)"):
         parse_scenario(GOOD, "f.toml", {"devices.3.region_size": "1G"})
+
+
+def test_the_machine_takes_qemus_smp_maxmem_and_slots():
+    """-smp 4 -m 1G,maxmem=4G,slots=4: per-CPU lists for 4 CPUs, the swiotlb that
+    maxmem above 4 GiB implies (MemTotal as Machine(cpus=, maxmem=, slots=) gives),
+    and QEMU's refusal of a device that does not fit below maxmem."""
+    text = GOOD.replace('boot_memory = "2G"\n', 'boot_memory = "1G"\ncpus = 4\n'
+                        'maxmem = "6G"\nslots = 4\n').replace('"4G"', '"2G"')
+    m = run_scenario(parse_scenario(text, "f.toml")).machine
+    same = vm.Machine(boot_memory="1G", cpus=4, maxmem="6G", slots=4)
+    assert m.boot_config == same.boot_config
+    assert m.proc.meminfo_kb("MemTotal") - m.virtio_mem[0].size // 1024 == \
+        same.proc.meminfo_kb("MemTotal")
+    small = text.replace('maxmem = "6G"', 'maxmem = "2G"')
+    with pytest.raises(ScenarioError, match=r"f.toml: machine/devices: not enough space"):
+        run_scenario(parse_scenario(small, "f.toml"))
+    with pytest.raises(ScenarioError, match=r"machine.cpus: expected a whole number 1..288"):
+        parse_scenario(text.replace("cpus = 4", "cpus = 0"), "f.toml")

@@ -58,6 +58,7 @@ from typing import Any
 from .activity import FILE_SYSTEMS, SPECS, round_pipe_size
 from .checks import INT_MAX, MAX_SECONDS, check_number
 from .constants import GEOMETRIES, errname, geometry, parse_size
+from .memblock import ACPI_MAX_RAM_SLOTS, Q35_MAX_CPUS
 from .memory_hotplug import ONLINE_TYPES
 from .profiles import PROFILES
 
@@ -208,6 +209,9 @@ MACHINE_KEYS = {
     "min_free_kbytes": Key(integer(0, INT_MAX), None, "vm.min_free_kbytes (default: computed)"),
     "kernel_activity": Key(boolean, None, "the kernel's allocations after boot (default: "
                                           "on for x86_64, off for teaching)"),
+    "cpus": Key(integer(1, Q35_MAX_CPUS), 2, "QEMU -smp"),
+    "maxmem": Key(size, None, "QEMU -m ...,maxmem= (default: sized for the devices)"),
+    "slots": Key(integer(0, ACPI_MAX_RAM_SLOTS), None, "QEMU -m ...,slots="),
 }
 DEVICE_KEYS = {
     "region_size": Key(size, help="memory backend size (max-size)"),
@@ -309,6 +313,9 @@ class MachineSpec:
     geometry: str
     min_free_kbytes: int | None
     kernel_activity: bool | None
+    cpus: int
+    maxmem: int | None
+    slots: int | None
 
 
 @dataclass(frozen=True)

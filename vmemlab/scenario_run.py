@@ -138,7 +138,8 @@ class Runner:
                          auto_online_blocks=spec.auto_online_blocks, seed=spec.seed,
                          geometry=spec.geometry, min_free_kbytes=spec.min_free_kbytes,
                          auto_movable_ratio=spec.auto_movable_ratio,
-                         kernel_activity=spec.kernel_activity)
+                         kernel_activity=spec.kernel_activity, cpus=spec.cpus,
+                         maxmem=spec.maxmem, slots=spec.slots)
         for dimm in sc.dimms:
             self.m.add_dimm(dimm.size, dimm.online)
         self.devs = {d.name: self.m.add_virtio_mem(
