@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -18,6 +20,16 @@ from vmemlab.page_isolation import start_isolate_page_range, undo_isolate_page_r
 from vmemlab.profiles import PROFILES
 
 from .conftest import teaching
+
+
+@contextmanager
+def rebuild_min(blocks: int) -> Iterator[None]:
+    """Run with bulk._REBUILD_MIN set: when the batch free rebuilds whole lists."""
+    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, blocks
+    try:
+        yield
+    finally:
+        bulk._REBUILD_MIN = saved
 
 GFPS = ["GFP_HIGHUSER_MOVABLE", "GFP_KERNEL", "GFP_KERNEL | __GFP_RECLAIMABLE"]
 
@@ -112,11 +124,8 @@ def test_free_into_isolated_pageblocks_equals_loop(ops, fill, first, blocks, pic
     inside = [p for p in pfns.tolist() if p < start or p >= end or pick.random() < 0.7]
     chosen = sorted(pick.sample(inside, k=len(inside) // 2 + 1)) if inside else []
     a, b = m, copy.deepcopy(m)
-    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 1  # rebuild even a single page's block
-    try:
+    with rebuild_min(1):  # rebuild even a single page's block
         free_pages_bulk(a.node, np.array(chosen, dtype=np.int64))
-    finally:
-        bulk._REBUILD_MIN = saved
     for pfn in chosen:
         free_block(b.node, pfn, 0)
     assert machine_state(a, isolate_order=False) == machine_state(b, isolate_order=False)
@@ -152,11 +161,8 @@ def test_batch_merge_equals_one_by_one(kernel, ops, chunks, isolate, share, pick
     ranges = [r for r in ranges if start_isolate_page_range(m.node, *r) == 0]
     chosen = sorted(pick.sample(held, k=int(len(held) * share))) if held else []
     a, b = m, copy.deepcopy(m)
-    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 0   # always the numpy merge
-    try:
+    with rebuild_min(0):   # always the numpy merge
         free_pages_bulk(a.node, np.array(chosen, dtype=np.int64))
-    finally:
-        bulk._REBUILD_MIN = saved
     for pfn in chosen:
         free_block(b.node, pfn, 0)
     assert full_state(a) == full_state(b)
@@ -180,11 +186,8 @@ def test_batch_merge_across_pageblock_types(kernel):
     assert kernel_pages.tolist() == list(range(pb))
     assert m.node.mm.pb_mt[:2].tolist() == [MigrateType.UNMOVABLE, MigrateType.MOVABLE]
     a, b = m, copy.deepcopy(m)
-    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 0
-    try:
+    with rebuild_min(0):
         free_pages_bulk(a.node, np.arange(2 * pb))
-    finally:
-        bulk._REBUILD_MIN = saved
     for pfn in range(2 * pb):
         free_block(b.node, pfn, 0)
     assert full_state(a) == full_state(b)
@@ -316,11 +319,8 @@ def test_bulk_allocations_interleaved_with_other_calls_equal_single_calls(kernel
 def test_boot_frees_memory_as_block_by_block(kernel, size):
     """memblock_free_all() through free_blocks_bulk() leaves what free_pages_ok() per block does."""
     batch = vm.Machine(boot_memory=size, kernel=kernel)
-    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 10**9
-    try:
+    with rebuild_min(10**9):
         loop = vm.Machine(boot_memory=size, kernel=kernel)
-    finally:
-        bulk._REBUILD_MIN = saved
     assert full_state(batch) == full_state(loop)
 
 
@@ -343,11 +343,8 @@ def test_free_blocks_bulk_equals_free_pages_ok(kernel, ops, blocks, to_tail, pic
             zone = mach.node.page_zone(pfn)
             zone_uncharge(zone, mach.node.mm.kind[pfn:pfn + (1 << order)])
             mach.node.mm.mark_free(pfn, pfn + (1 << order))
-    saved, bulk._REBUILD_MIN = bulk._REBUILD_MIN, 0
-    try:
+    with rebuild_min(0):
         free_blocks_bulk(a.node, [p for p, _ in chosen], [o for _, o in chosen], to_tail)
-    finally:
-        bulk._REBUILD_MIN = saved
     for pfn, order in chosen:
         free_pages_ok(b.node.page_zone(pfn), pfn, order, to_tail)
     assert full_state(a) == full_state(b)
