@@ -17,11 +17,11 @@ mm/truncate.c invalidate_mapping_pages(); mm/vmscan.c drop_slab()
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from .bulk import free_pages_bulk
 from .constants import EINVAL, ZoneType
+from .kstrtox import parse_integer
 from .reclaim import reclaim_candidates
 
 if TYPE_CHECKING:
@@ -58,24 +58,22 @@ def write_drop_caches(m: Machine, text: str) -> int:
 
 
 _TMPBUFLEN = 22
-_INT = re.compile(r"-?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", re.ASCII)
 
 
 def proc_dointvec_value(text: str) -> int | None:
     """The one int a write to a proc_dointvec sysctl stores, or None for -EINVAL.
 
-    Leading white space is skipped; then an optional ``-`` and an ASCII
-    number in C's base 0 (``0x`` hex, a leading ``0`` octal), at most 21
-    characters, followed by the end of the write or a space, tab or newline.
+    Leading white space is skipped; then an optional ``-`` and a number in
+    C's base 0 (vmemlab.kstrtox), at most 21 characters with the sign,
+    followed by the end of the write or a space, tab or newline.
     Kernel: kernel/sysctl.c __do_proc_dointvec(), proc_skip_spaces(),
     proc_get_long() (strtoul_lenient(..., 0, ...))
     """
     rest = text[:4095].lstrip(" \t\n\v\f\r")
-    num = _INT.match(rest)
-    if num is None or num.end() >= _TMPBUFLEN - 1 or rest[num.end():num.end() + 1] not in \
-            ("", " ", "\t", "\n"):
+    sign = 1 if rest[:1] == "-" else 0
+    value, taken = parse_integer(rest[sign:])
+    end = sign + taken
+    if not taken or end >= _TMPBUFLEN - 1 or rest[end:end + 1] not in ("", " ", "\t", "\n") \
+            or value >= 1 << 64:
         return None
-    digits = num.group().lstrip("-")
-    base = 16 if digits[1:2] in ("x", "X") else 8 if digits.startswith("0") else 10
-    value = int(digits, base) * (-1 if num.group().startswith("-") else 1)
-    return None if abs(value) >= 1 << 64 else value
+    return -value if sign else value

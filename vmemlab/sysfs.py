@@ -38,12 +38,12 @@ fs/sysfs/file.c (sysfs_kf_write(): a zero-byte write is 0); fs/namei.c
 from __future__ import annotations
 
 import re
-import string
 from typing import TYPE_CHECKING
 
 from .constants import EACCES, EINVAL, EISDIR, ENODEV, ENOENT, ENOTDIR, ERANGE
 from .drop_caches import SYSCTL_PATH as DROP_CACHES
 from .drop_caches import write_drop_caches
+from .kstrtox import parse_integer
 from .memory_hotplug import ONLINE_TYPES
 
 if TYPE_CHECKING:
@@ -294,19 +294,9 @@ def kstrtouint(text: str) -> int:
     ASCII digits only; one trailing newline.  Kernel: lib/kstrtox.c
     """
     s = text[1:] if text[:1] == "+" else text
-    base = 10
-    if s[:1] == "0":
-        base = 16 if s[1:2] in ("x", "X") and s[2:3] and s[2] in string.hexdigits else 8
-        s = s[2:] if base == 16 else s
-    value = count = 0
-    for c in s:
-        digit = "0123456789abcdef".find(c.lower()) if c.isascii() else -1
-        if not 0 <= digit < base:
-            break
-        value, count = value * base + digit, count + 1
-    rest = s[count:]
+    value, taken = parse_integer(s)
     if value >= 1 << 64:
         return ERANGE                 # _parse_integer() overflow
-    if not count or rest not in ("", "\n"):
+    if not taken or s[taken:] not in ("", "\n"):
         return EINVAL
     return value if value < 1 << 32 else ERANGE
